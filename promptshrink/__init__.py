@@ -1,0 +1,35 @@
+"""promptshrink: prompt compression behind one interface."""
+
+from .api import compress, get_compressor
+from .errors import (
+    BudgetError,
+    InvalidInputError,
+    ModelUnavailableError,
+    PromptShrinkError,
+    UnknownMethodError,
+    UnknownTokenizerError,
+)
+from .registry import describe_methods as methods
+from .result import CompressionResult, SegmentDecision
+from .structured import MessagesResult, PassagesResult, compress_messages, compress_passages
+from .target_tokenizer import get_tokenizer
+
+__version__ = "0.1.0"
+__all__ = [
+    "BudgetError",
+    "CompressionResult",
+    "InvalidInputError",
+    "ModelUnavailableError",
+    "PromptShrinkError",
+    "SegmentDecision",
+    "UnknownMethodError",
+    "UnknownTokenizerError",
+    "MessagesResult",
+    "PassagesResult",
+    "compress",
+    "compress_messages",
+    "compress_passages",
+    "get_compressor",
+    "get_tokenizer",
+    "methods",
+]

@@ -1,0 +1,103 @@
+"""The public entry point: `compress(text, method=..., rate=... | target_tokens=..., ...)`."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from .budget import make_budget
+from .errors import InvalidInputError
+from .methods.base import CompressionRequest, Compressor, ProgressFn
+from .registry import get_method
+from .result import CompressionResult
+from .target_tokenizer import DEFAULT_TOKENIZER, get_tokenizer
+
+DEFAULT_METHOD = "selective_context"
+_INSTANCES: dict[tuple[str, tuple[tuple[str, Any], ...]], Compressor] = {}
+_INSTANCES_LOCK = threading.Lock()
+
+
+def get_compressor(method: str = DEFAULT_METHOD, **options: Any) -> Compressor:
+    """A compressor instance, shared between calls with the same options (so models load once)."""
+    cls = get_method(method)
+    try:
+        key = (method, tuple(sorted(options.items())))
+        hash(key)
+    except TypeError as exc:
+        raise InvalidInputError(f"method options must be plain values: {exc}") from exc
+    with _INSTANCES_LOCK:
+        if key not in _INSTANCES:
+            try:
+                _INSTANCES[key] = cls(**options)
+            except TypeError as exc:
+                raise InvalidInputError(f"bad options for method {method!r}: {exc}") from exc
+        return _INSTANCES[key]
+
+
+def build_request(
+    text: str,
+    *,
+    rate: float | None = None,
+    target_tokens: int | None = None,
+    tokenizer: str = DEFAULT_TOKENIZER,
+    question: str | None = None,
+    keep: Sequence[str] = (),
+    protect_numbers: bool = False,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+) -> CompressionRequest:
+    """Validate user input into a request; every problem raises a `PromptShrinkError` with a clear message."""
+    if not isinstance(text, str):
+        raise InvalidInputError(f"text must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise InvalidInputError("text is empty: nothing to compress")
+    if question is not None and not isinstance(question, str):
+        raise InvalidInputError("question must be a string")
+    if isinstance(keep, str) or not all(isinstance(k, str) for k in keep):
+        raise InvalidInputError("keep must be a list of strings")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InvalidInputError("seed must be an integer")
+    return CompressionRequest(
+        text=text,
+        budget=make_budget(rate, target_tokens),
+        tokenizer=get_tokenizer(tokenizer),
+        question=question.strip() or None if question else None,
+        keep=tuple(k for k in keep if k),
+        protect_numbers=protect_numbers,
+        seed=seed,
+        progress=progress,
+    )
+
+
+def compress(
+    text: str,
+    method: str = DEFAULT_METHOD,
+    *,
+    rate: float | None = None,
+    target_tokens: int | None = None,
+    tokenizer: str = DEFAULT_TOKENIZER,
+    question: str | None = None,
+    keep: Sequence[str] = (),
+    protect_numbers: bool = False,
+    seed: int = 0,
+    progress: ProgressFn | None = None,
+    **method_options: Any,
+) -> CompressionResult:
+    """Compress ``text`` to ``rate`` (kept fraction) or ``target_tokens`` in the ``tokenizer`` of the target LLM.
+
+    ``keep`` lists strings that must survive; code blocks and URLs are always protected. Extra keyword
+    arguments go to the method (see `promptshrink.methods()`).
+    """
+    request = build_request(
+        text,
+        rate=rate,
+        target_tokens=target_tokens,
+        tokenizer=tokenizer,
+        question=question,
+        keep=keep,
+        protect_numbers=protect_numbers,
+        seed=seed,
+        progress=progress,
+    )
+    return get_compressor(method, **method_options).compress(request)

@@ -1,0 +1,42 @@
+"""Error types: every user mistake maps to one of these, with a message that says what to do."""
+
+from __future__ import annotations
+
+
+class PromptShrinkError(Exception):
+    """Base class; `code` is a stable machine-readable identifier used by the CLI and the service."""
+
+    code = "error"
+
+
+class InvalidInputError(PromptShrinkError, ValueError):
+    """The text, rate, budget or another argument is not acceptable."""
+
+    code = "invalid_input"
+
+
+class BudgetError(InvalidInputError):
+    """The budget cannot be met without dropping content the caller asked to keep."""
+
+    code = "budget_unsatisfiable"
+
+
+class UnknownMethodError(PromptShrinkError, KeyError):
+    """No compressor is registered under the requested name."""
+
+    code = "unknown_method"
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class UnknownTokenizerError(PromptShrinkError, ValueError):
+    """The target tokenizer name cannot be resolved."""
+
+    code = "unknown_tokenizer"
+
+
+class ModelUnavailableError(PromptShrinkError, RuntimeError):
+    """A model is neither installed from a package nor reachable; the message names the fix."""
+
+    code = "model_unavailable"

@@ -1,0 +1,1 @@
+"""Compression methods: one module per method, each registering its compressor with `@register`."""

@@ -1,0 +1,123 @@
+"""The one compressor interface and the shared extractive pipeline (segment -> score -> budget -> select)."""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from ..budget import Budget
+from ..result import CompressionResult, SegmentDecision
+from ..segmentation import LEVELS, Unit, protected_spans, segment
+from ..selection import render, select_to_budget
+from ..target_tokenizer import TargetTokenizer
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass
+class CompressionRequest:
+    """Everything a compressor needs for one call (validated by `promptshrink.compress`)."""
+
+    text: str
+    budget: Budget
+    tokenizer: TargetTokenizer
+    question: str | None = None
+    keep: tuple[str, ...] = ()
+    protect_numbers: bool = False
+    seed: int = 0
+    progress: ProgressFn | None = None
+
+    def report(self, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(done, total)
+
+
+class Compressor(ABC):
+    """Base class. Extractive methods implement `score_units`; others override `compress`."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    extractive: ClassVar[bool] = True
+    uses_question: ClassVar[bool] = False
+    default_unit: ClassVar[str] = "sentence"
+
+    def __init__(self, unit: str | None = None) -> None:
+        unit = unit or self.default_unit
+        if unit not in LEVELS:
+            from ..errors import InvalidInputError
+
+            raise InvalidInputError(f"unit must be one of {LEVELS}, got {unit!r}")
+        self.unit = unit
+
+    def units(self, request: CompressionRequest) -> list[Unit]:
+        spans = protected_spans(request.text, request.keep, protect_numbers=request.protect_numbers)
+        return segment(request.text, self.unit, spans)
+
+    @abstractmethod
+    def score_units(self, request: CompressionRequest, units: Sequence[Unit]) -> np.ndarray:
+        """Higher score = more worth keeping; one score per unit."""
+
+    def compress(self, request: CompressionRequest) -> CompressionResult:
+        start = time.perf_counter()
+        original = request.tokenizer.count(request.text)
+        limit = request.budget.limit(original)
+        if request.budget.keeps_everything(original):
+            return self.unchanged(request, original, start)
+        units = self.units(request)
+        scored_at = time.perf_counter()
+        scores = np.asarray(self.score_units(request, units), dtype=float)
+        selected_at = time.perf_counter()
+        keep = select_to_budget(units, scores, limit, request.tokenizer)
+        return self.build_result(request, original, units, scores, keep, start, scored_at, selected_at)
+
+    def unchanged(self, request: CompressionRequest, original: int, start: float) -> CompressionResult:
+        """The budget allows the whole input: return it as is."""
+        seg = SegmentDecision(request.text, 0, len(request.text), None, True)
+        return CompressionResult(
+            request.text,
+            original,
+            original,
+            self.name,
+            request.tokenizer.name,
+            request.budget.describe(),
+            [seg],
+            {"total_s": time.perf_counter() - start},
+        )
+
+    def build_result(
+        self,
+        request: CompressionRequest,
+        original: int,
+        units: Sequence[Unit],
+        scores: np.ndarray,
+        keep: Sequence[bool],
+        start: float,
+        scored_at: float,
+        selected_at: float,
+    ) -> CompressionResult:
+        text = render(units, keep)
+        end = time.perf_counter()
+        segments = [
+            SegmentDecision(u.text, u.start, u.end, None if not np.isfinite(s) else float(s), bool(k), u.forced)
+            for u, s, k in zip(units, scores, keep)
+        ]
+        return CompressionResult(
+            text=text,
+            original_tokens=original,
+            compressed_tokens=request.tokenizer.count(text),
+            method=self.name,
+            tokenizer=request.tokenizer.name,
+            budget=request.budget.describe(),
+            segments=segments,
+            timings={
+                "segment_s": scored_at - start,
+                "score_s": selected_at - scored_at,
+                "select_s": end - selected_at,
+                "total_s": end - start,
+            },
+        )

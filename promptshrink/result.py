@@ -1,0 +1,54 @@
+"""The result of one compression: text, counts in the target tokenizer, per-segment decisions, timing."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class SegmentDecision:
+    """Why a piece of the input was kept or dropped."""
+
+    text: str
+    start: int
+    end: int
+    score: float | None
+    kept: bool
+    forced: bool = False
+    rewritten: str | None = None
+
+
+@dataclass
+class CompressionResult:
+    text: str
+    original_tokens: int
+    compressed_tokens: int
+    method: str
+    tokenizer: str
+    budget: str
+    segments: list[SegmentDecision] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        """Kept fraction of target-tokenizer tokens (compressed / original)."""
+        return self.compressed_tokens / self.original_tokens if self.original_tokens else 1.0
+
+    @property
+    def compression_factor(self) -> float:
+        """original / compressed (e.g. 2.0 for half the tokens)."""
+        return self.original_tokens / self.compressed_tokens if self.compressed_tokens else float("inf")
+
+    @property
+    def tokens_saved(self) -> int:
+        return self.original_tokens - self.compressed_tokens
+
+    def to_dict(self, include_segments: bool = True) -> dict[str, Any]:
+        data = asdict(self)
+        data["ratio"] = round(self.ratio, 6)
+        data["tokens_saved"] = self.tokens_saved
+        if not include_segments:
+            data.pop("segments")
+        return data

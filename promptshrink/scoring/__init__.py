@@ -1,0 +1,1 @@
+"""Scoring signals shared by the methods (self-information, TF-IDF, attention, position)."""

@@ -1,0 +1,33 @@
+"""Sentence embeddings (mean-pooled, L2-normalised) from the bundled MiniLM encoder or any HF encoder."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..model_loading import DEFAULT_EMBEDDER, load_encoder
+
+
+def embed(texts: Sequence[str], model: str = DEFAULT_EMBEDDER, batch_size: int = 32) -> np.ndarray:
+    """One unit-norm row per text; empty input gives a (0, dim) array."""
+    import torch
+
+    encoder, tokenizer = load_encoder(model)
+    rows = []
+    for i in range(0, len(texts), batch_size):
+        batch = tokenizer(
+            [t.strip() or "." for t in texts[i : i + batch_size]],
+            padding=True,
+            truncation=True,
+            max_length=256,
+            return_tensors="pt",
+        )
+        with torch.inference_mode():
+            hidden = encoder(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+        rows.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
+    if not rows:
+        return np.zeros((0, encoder.config.hidden_size), dtype=np.float32)
+    return np.concatenate(rows)

@@ -1,0 +1,318 @@
+"""Split text into contiguous units (token, word, phrase, sentence, chunk) with protected spans kept atomic.
+
+Every unit owns its leading whitespace, so the units of a text concatenate back to exactly that text and any
+ordered subset of them concatenates to an ordered subsequence of it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+LEVELS = ("token", "word", "phrase", "sentence", "chunk")
+
+_TOKEN_RE = re.compile(r"\s*(?:'(?:[sdmt]|ll|ve|re)\b|[^\W\d_]+|\d+|[^\w\s]+|_+)", re.UNICODE)
+_WORD_RE = re.compile(r"\s*\S+")
+_ABBREVIATIONS = {
+    "mr",
+    "mrs",
+    "ms",
+    "dr",
+    "prof",
+    "sr",
+    "jr",
+    "st",
+    "vs",
+    "etc",
+    "e.g",
+    "i.e",
+    "fig",
+    "no",
+    "vol",
+    "inc",
+    "ltd",
+    "co",
+    "corp",
+    "jan",
+    "feb",
+    "mar",
+    "apr",
+    "jun",
+    "jul",
+    "aug",
+    "sep",
+    "sept",
+    "oct",
+    "nov",
+    "dec",
+    "u.s",
+    "u.k",
+    "approx",
+    "dept",
+    "est",
+    "al",
+}
+_SENT_END_RE = re.compile(r"[.!?]+[\"')\]]*(?=\s+|$)|\n\s*\n")
+# Light phrase splitter: a new phrase starts at a function word or after clause punctuation.
+_PHRASE_STARTERS = {
+    "a",
+    "an",
+    "the",
+    "and",
+    "or",
+    "but",
+    "nor",
+    "so",
+    "yet",
+    "of",
+    "in",
+    "on",
+    "at",
+    "to",
+    "for",
+    "with",
+    "by",
+    "from",
+    "into",
+    "onto",
+    "over",
+    "under",
+    "about",
+    "after",
+    "before",
+    "between",
+    "through",
+    "during",
+    "without",
+    "within",
+    "because",
+    "although",
+    "while",
+    "which",
+    "who",
+    "whom",
+    "whose",
+    "that",
+    "when",
+    "where",
+    "if",
+    "than",
+    "as",
+    "is",
+    "are",
+    "was",
+    "were",
+    "be",
+    "been",
+    "has",
+    "have",
+    "had",
+    "will",
+    "would",
+    "can",
+    "could",
+    "should",
+    "may",
+    "might",
+    "must",
+    "this",
+    "these",
+    "those",
+    "its",
+    "their",
+}
+_URL_RE = re.compile(r"https?://[^\s<>\"')\]]+|www\.[^\s<>\"')\]]+")
+_CODE_BLOCK_RE = re.compile(r"```.*?(?:```|\Z)|~~~.*?(?:~~~|\Z)", re.DOTALL)
+_INLINE_CODE_RE = re.compile(r"`[^`\n]+`")
+_NUMBER_RE = re.compile(r"(?<![\w.])[-+]?\$?\d[\d,]*(?:\.\d+)?%?(?![\w])")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A contiguous piece of the input: ``text == source[start:end]``; ``forced`` units are never dropped."""
+
+    text: str
+    start: int
+    end: int
+    forced: bool = False
+
+    @property
+    def content(self) -> str:
+        return self.text.strip()
+
+
+def protected_spans(
+    text: str,
+    keep: Sequence[str] = (),
+    *,
+    protect_code: bool = True,
+    protect_urls: bool = True,
+    protect_numbers: bool = False,
+) -> list[tuple[int, int]]:
+    """Character spans that must survive compression, merged and sorted."""
+    spans: list[tuple[int, int]] = []
+    for s in keep:
+        if not s:
+            continue
+        spans.extend((m.start(), m.end()) for m in re.finditer(re.escape(s), text))
+    patterns = []
+    if protect_code:
+        patterns += [_CODE_BLOCK_RE, _INLINE_CODE_RE]
+    if protect_urls:
+        patterns.append(_URL_RE)
+    if protect_numbers:
+        patterns.append(_NUMBER_RE)
+    for pattern in patterns:
+        spans.extend((m.start(), m.end()) for m in pattern.finditer(text))
+    return merge_spans(spans)
+
+
+def merge_spans(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _sentence_bounds(text: str) -> list[int]:
+    """End offsets of sentences (exclusive)."""
+    ends = []
+    for m in _SENT_END_RE.finditer(text):
+        if m.group().startswith("."):
+            word = re.search(r"([\w.]+)$", text[: m.start()])
+            if word and (word.group(1).lower() in _ABBREVIATIONS or len(word.group(1)) == 1):
+                continue
+        ends.append(m.end())
+    single_newlines = [m.end() for m in re.finditer(r"\n", text)]
+    return sorted(set(ends + single_newlines))
+
+
+def _split_by_ends(text: str, ends: list[int], base: int) -> list[Unit]:
+    units, prev = [], 0
+    for end in ends + [len(text)]:
+        if end <= prev:
+            continue
+        piece = text[prev:end]
+        if piece.strip() or not units:
+            units.append(Unit(piece, base + prev, base + end))
+        else:  # pure whitespace: attach to the previous unit
+            last = units[-1]
+            units[-1] = Unit(last.text + piece, last.start, base + end)
+        prev = end
+    return units
+
+
+def _leading_ws_convention(units: list[Unit]) -> list[Unit]:
+    """Move trailing whitespace of each unit onto the next one, so units own their *leading* whitespace."""
+    out: list[Unit] = []
+    carry = ""
+    for u in units:
+        body = u.text.rstrip()
+        trail = u.text[len(body) :]
+        start = u.start - len(carry)
+        out.append(Unit(carry + body, start, u.end - len(trail), u.forced))
+        carry = trail
+    if carry and out:
+        last = out[-1]
+        out[-1] = Unit(last.text + carry, last.start, last.end + len(carry), last.forced)
+    return [u for u in out if u.text]
+
+
+def _split_free(text: str, level: str, base: int, chunk_sentences: int) -> list[Unit]:
+    if level == "token":
+        units = [Unit(m.group(), base + m.start(), base + m.end()) for m in _TOKEN_RE.finditer(text)]
+    elif level == "word":
+        units = [Unit(m.group(), base + m.start(), base + m.end()) for m in _WORD_RE.finditer(text)]
+    elif level == "sentence":
+        return _leading_ws_convention(_split_by_ends(text, _sentence_bounds(text), base))
+    elif level == "chunk":
+        sentences = _leading_ws_convention(_split_by_ends(text, _sentence_bounds(text), base))
+        units = []
+        for i in range(0, len(sentences), chunk_sentences):
+            group = sentences[i : i + chunk_sentences]
+            units.append(Unit("".join(u.text for u in group), group[0].start, group[-1].end))
+        return units
+    elif level == "phrase":
+        words = [Unit(m.group(), base + m.start(), base + m.end()) for m in _WORD_RE.finditer(text)]
+        units = []
+        for w in words:
+            starts_new = (
+                not units or w.content.lower().strip("\"'(") in _PHRASE_STARTERS or units[-1].content[-1:] in ",;:.!?)"
+            )
+            if starts_new:
+                units.append(w)
+            else:
+                last = units[-1]
+                units[-1] = Unit(last.text + w.text, last.start, w.end)
+    else:
+        raise ValueError(f"unknown segmentation level {level!r}; use one of {LEVELS}")
+    # leading text not matched by the regex (only whitespace) is glued to the first unit
+    if units and units[0].start > base:
+        first = units[0]
+        units[0] = Unit(text[: first.end - base], base, first.end)
+    if units and units[-1].end < base + len(text):
+        last = units[-1]
+        units[-1] = Unit(last.text + text[last.end - base :], last.start, base + len(text))
+    if not units and text:
+        units = [Unit(text, base, base + len(text))]
+    return units
+
+
+def _force_overlapping(units: list[Unit], protected: list[tuple[int, int]]) -> list[Unit]:
+    """Merge units that share a protected span and mark every unit that touches one as forced."""
+    out: list[Unit] = []
+    span_i = 0
+    for u in units:
+        while span_i < len(protected) and protected[span_i][1] <= u.start:
+            span_i += 1
+        touches = span_i < len(protected) and protected[span_i][0] < u.end
+        if out and out[-1].forced and touches and protected[span_i][0] < out[-1].end:
+            last = out[-1]
+            out[-1] = Unit(last.text + u.text, last.start, u.end, True)
+        else:
+            out.append(Unit(u.text, u.start, u.end, touches))
+    return out
+
+
+def segment(
+    text: str,
+    level: str = "sentence",
+    protected: Sequence[tuple[int, int]] = (),
+    *,
+    chunk_sentences: int = 4,
+) -> list[Unit]:
+    """Split ``text`` into units at ``level``; protected spans are never split and their units are forced.
+
+    At token/word/phrase level a protected span is one unit of its own; at sentence/chunk level the
+    sentence (or chunk) that holds it is forced as a whole.
+    """
+    if level not in LEVELS:
+        raise ValueError(f"unknown segmentation level {level!r}; use one of {LEVELS}")
+    spans = merge_spans(protected)
+    if level in ("sentence", "chunk"):
+        return _force_overlapping(_split_free(text, level, 0, chunk_sentences), spans)
+    units: list[Unit] = []
+    cursor = 0
+    for start, end in spans:
+        if start > cursor:
+            units.extend(_split_free(text[cursor:start], level, cursor, chunk_sentences))
+        # the protected span takes the whitespace just before it along
+        lead = len(text[cursor:start]) - len(text[cursor:start].rstrip())
+        if lead and units and units[-1].end == start:
+            last = units[-1]
+            trimmed = last.text[: len(last.text) - lead]
+            if trimmed:
+                units[-1] = Unit(trimmed, last.start, last.end - lead, last.forced)
+            else:
+                units.pop()
+        else:
+            lead = 0
+        units.append(Unit(text[start - lead : end], start - lead, end, forced=True))
+        cursor = end
+    if cursor < len(text):
+        units.extend(_split_free(text[cursor:], level, cursor, chunk_sentences))
+    return units

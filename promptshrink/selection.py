@@ -1,0 +1,53 @@
+"""Pick the highest-scoring units that fit the budget, measured on the rendered text in the target tokenizer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .errors import BudgetError
+from .segmentation import Unit
+from .target_tokenizer import TargetTokenizer
+
+
+def render(units: Sequence[Unit], keep: Sequence[bool]) -> str:
+    """Concatenate the kept units in their original order; leading whitespace of the result is dropped."""
+    return "".join(u.text for u, k in zip(units, keep) if k).lstrip()
+
+
+def select_to_budget(
+    units: Sequence[Unit],
+    scores: Sequence[float],
+    limit: int,
+    tokenizer: TargetTokenizer,
+) -> list[bool]:
+    """Greedy top-score selection under ``limit`` tokens; forced units are always kept.
+
+    Unit costs are counted one by one, then the rendered output is re-counted (BPE merges across unit
+    boundaries can change the total) and the lowest-scoring kept units are dropped until it fits.
+    """
+    if len(scores) != len(units):
+        raise ValueError(f"{len(scores)} scores for {len(units)} units")
+    costs = tokenizer.count_many([u.text for u in units])
+    keep = [u.forced for u in units]
+    used = sum(c for c, k in zip(costs, keep) if k)
+    forced_tokens = tokenizer.count(render(units, keep)) if any(keep) else 0
+    if forced_tokens > limit:
+        raise BudgetError(
+            f"the protected content alone needs {forced_tokens} tokens but the budget is {limit}; "
+            "raise the budget or protect less (keep=..., code blocks, URLs, numbers)"
+        )
+    values = np.asarray(scores, dtype=float)
+    values = np.where(np.isfinite(values), values, -np.inf)
+    order = sorted(range(len(units)), key=lambda i: (-values[i], i))
+    for i in order:
+        if not keep[i] and used + costs[i] <= limit:
+            keep[i] = True
+            used += costs[i]
+    while tokenizer.count(render(units, keep)) > limit:
+        droppable = [i for i in range(len(units)) if keep[i] and not units[i].forced]
+        if not droppable:  # cannot happen: forced content was checked above
+            raise BudgetError("cannot meet the budget without dropping protected content")
+        keep[min(droppable, key=lambda i: (values[i], -i))] = False
+    return keep

@@ -1,0 +1,180 @@
+"""Compressing structured inputs: chat message lists (per message, roles kept) and RAG passages (ids kept)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .api import build_request, get_compressor
+from .budget import Budget
+from .errors import BudgetError, InvalidInputError
+from .methods.base import CompressionRequest
+from .result import CompressionResult
+from .target_tokenizer import DEFAULT_TOKENIZER
+
+PASSAGE_SEPARATOR = "\n\n"
+
+
+@dataclass
+class MessagesResult:
+    messages: list[dict[str, Any]]
+    original_tokens: int
+    compressed_tokens: int
+    method: str
+    per_message: list[CompressionResult | None] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        return self.compressed_tokens / self.original_tokens if self.original_tokens else 1.0
+
+
+@dataclass
+class PassagesResult:
+    passages: list[dict[str, Any]]
+    original_tokens: int
+    compressed_tokens: int
+    method: str
+    result: CompressionResult
+
+    @property
+    def ratio(self) -> float:
+        return self.compressed_tokens / self.original_tokens if self.original_tokens else 1.0
+
+
+def _text_parts(message: dict[str, Any]) -> list[tuple[Any, str]]:
+    """(location, text) of each text piece of an OpenAI-style message; location is None or the part index."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return [(None, content)]
+    if isinstance(content, list):
+        return [(i, p["text"]) for i, p in enumerate(content) if isinstance(p, dict) and p.get("type") == "text"]
+    return []
+
+
+def _validate_messages(messages: Any) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise InvalidInputError("messages must be a non-empty list of {role, content} objects")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise InvalidInputError(f"messages[{i}] must be an object with a string 'role'")
+        if m.get("content") is not None and not isinstance(m["content"], (str, list)):
+            raise InvalidInputError(f"messages[{i}].content must be a string or a list of content parts")
+
+
+def compress_messages(
+    messages: list[dict[str, Any]],
+    method: str = "selective_context",
+    *,
+    rate: float | None = None,
+    target_tokens: int | None = None,
+    tokenizer: str = DEFAULT_TOKENIZER,
+    roles: Sequence[str] = ("user", "assistant", "tool"),
+    skip_last_user: bool = True,
+    question: str | None = None,
+    keep: Sequence[str] = (),
+    min_tokens: int = 32,
+    **options: Any,
+) -> MessagesResult:
+    """Compress each message whose role is in ``roles`` (system excluded by default); roles and order are kept.
+
+    The last user message is the query and is left alone unless ``skip_last_user`` is False; it also serves as
+    the question for question-aware methods. ``target_tokens`` is a total over all message texts.
+    """
+    _validate_messages(messages)
+    out = copy.deepcopy(messages)
+    last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
+    if question is None and last_user is not None:
+        question = " ".join(t for _, t in _text_parts(messages[last_user])).strip() or None
+    pieces = [
+        (i, loc, text)
+        for i, m in enumerate(messages)
+        for loc, text in _text_parts(m)
+        if text.strip()
+    ]
+    probe = build_request("x", rate=rate, target_tokens=target_tokens, tokenizer=tokenizer)
+    counts = probe.tokenizer.count_many([t for _, _, t in pieces])
+    total = sum(counts)
+
+    def compressible(i: int, n: int) -> bool:
+        in_scope = messages[i]["role"] in roles and not (skip_last_user and i == last_user)
+        return in_scope and n >= min_tokens
+
+    movable = sum(n for (i, _, _), n in zip(pieces, counts) if compressible(i, n))
+    fixed = total - movable
+    if target_tokens is not None and fixed + 1 > target_tokens and movable:
+        raise BudgetError(f"the messages that are not compressed already need {fixed} tokens; budget {target_tokens}")
+    compressor = get_compressor(method, **options)
+    per_message: list[CompressionResult | None] = [None] * len(messages)
+    for (i, loc, text), n in zip(pieces, counts):
+        if not compressible(i, n):
+            continue
+        if target_tokens is not None:
+            share = max(1, (target_tokens - fixed) * n // movable)
+            budget = Budget(target_tokens=share)
+        else:
+            budget = probe.budget
+        request = CompressionRequest(text, budget, probe.tokenizer, question, tuple(keep))
+        result = compressor.compress(request)
+        per_message[i] = result
+        if loc is None:
+            out[i]["content"] = result.text
+        else:
+            out[i]["content"][loc]["text"] = result.text
+    compressed = sum(probe.tokenizer.count_many([t for m in out for _, t in _text_parts(m) if t.strip()]))
+    return MessagesResult(out, total, compressed, method, per_message)
+
+
+def compress_passages(
+    passages: Sequence[dict[str, Any] | str],
+    question: str | None = None,
+    method: str = "tfidf",
+    *,
+    rate: float | None = None,
+    target_tokens: int | None = None,
+    tokenizer: str = DEFAULT_TOKENIZER,
+    keep: Sequence[str] = (),
+    **options: Any,
+) -> PassagesResult:
+    """Compress retrieved passages under one shared budget; ids and metadata go through unchanged.
+
+    Passages are joined with blank lines, compressed together (so the budget is global and a method can
+    prefer the relevant passages), and the kept pieces are mapped back to the passage they came from.
+    """
+    if isinstance(passages, (str, bytes)) or not isinstance(passages, Sequence) or not passages:
+        raise InvalidInputError("passages must be a non-empty list of strings or {id, text, metadata} objects")
+    items = []
+    for i, p in enumerate(passages):
+        if isinstance(p, str):
+            p = {"id": str(i), "text": p}
+        if not isinstance(p, dict) or not isinstance(p.get("text"), str):
+            raise InvalidInputError(f"passages[{i}] must be a string or an object with a string 'text'")
+        items.append({"id": str(p.get("id", i)), "text": p["text"].strip(), "metadata": p.get("metadata") or {}})
+    spans, cursor = [], 0
+    for item in items:
+        spans.append((cursor, cursor + len(item["text"])))
+        cursor += len(item["text"]) + len(PASSAGE_SEPARATOR)
+    joined = PASSAGE_SEPARATOR.join(item["text"] for item in items)
+    request = build_request(
+        joined, rate=rate, target_tokens=target_tokens, tokenizer=tokenizer, question=question, keep=keep
+    )
+    result = get_compressor(method, **options).compress(request)
+    pieces: list[list[str]] = [[] for _ in items]
+    for seg in result.segments:
+        if not seg.kept:
+            continue
+        anchor = seg.start + len(seg.text) - len(seg.text.lstrip())
+        owner = next((k for k, (s, e) in enumerate(spans) if s <= anchor < e), None)
+        if owner is None:
+            continue
+        if seg.start < spans[owner][0]:  # a unit that starts in the separator
+            body = seg.rewritten if seg.rewritten is not None else seg.text.lstrip()
+        else:
+            body = seg.rewritten if seg.rewritten is not None else seg.text
+        pieces[owner].append(body)
+    out = []
+    for item, kept in zip(items, pieces):
+        text = "".join(kept).strip()
+        out.append({**item, "text": text, "kept": bool(text), "original_text": item["text"]})
+    return PassagesResult(out, result.original_tokens, result.compressed_tokens, result.method, result)
