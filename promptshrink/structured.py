@@ -87,12 +87,7 @@ def compress_messages(
     last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
     if question is None and last_user is not None:
         question = " ".join(t for _, t in _text_parts(messages[last_user])).strip() or None
-    pieces = [
-        (i, loc, text)
-        for i, m in enumerate(messages)
-        for loc, text in _text_parts(m)
-        if text.strip()
-    ]
+    pieces = [(i, loc, text) for i, m in enumerate(messages) for loc, text in _text_parts(m) if text.strip()]
     probe = build_request("x", rate=rate, target_tokens=target_tokens, tokenizer=tokenizer)
     counts = probe.tokenizer.count_many([t for _, _, t in pieces])
     total = sum(counts)

@@ -1,0 +1,56 @@
+"""Shared helpers for the KV benchmarks: capture prefill state once, apply presses offline, time decode."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from promptshrink import kv
+from promptshrink.kv.pipeline import new_cache
+
+METHODS = ["streaming_llm", "snapkv", "chunkkv", "qfilters", "sagekv", "pyramidinfer", "zeromerge"]
+
+
+@dataclass
+class Capture(kv.BasePress):
+    """A press that keeps everything and records each layer's window queries and attention scaling."""
+
+    queries: list[torch.Tensor] = field(default_factory=list)
+    scaling: float = 1.0
+
+    def compress(self, layer, n_layers, keys, values, queries, scaling):  # noqa: ANN001, ANN201
+        self.queries.append(queries)
+        self.scaling = scaling
+        return keys, values
+
+
+def capture_prefill(model: Any, ids: torch.Tensor, window: int = 32) -> tuple[Any, Capture]:
+    cap = Capture(ratio=1.0, window=window)
+    return kv.prefill(model, ids, cap), cap
+
+
+def apply(press: kv.BasePress, cache: Any, cap: Capture) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Compress every layer of a full cache (left untouched) with ``press``."""
+    press.reset()
+    n = len(cache.layers)
+    return [
+        press.compress(i, n, layer.keys, layer.values, cap.queries[i], cap.scaling)
+        for i, layer in enumerate(cache.layers)
+    ]
+
+
+def build_cache(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:
+    cache = new_cache()
+    for i, (k, v) in enumerate(layers):
+        cache.update(k.contiguous(), v.contiguous(), i)
+    return cache
+
+
+def kv_bytes(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
+    return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
+
+
+def make_press(name: str, ratio: float, filters: torch.Tensor | None) -> kv.BasePress:
+    return kv.make_press(name, ratio=ratio, filters=filters) if name == "qfilters" else kv.make_press(name, ratio=ratio)

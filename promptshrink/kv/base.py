@@ -1,0 +1,134 @@
+"""The press interface: compress one layer's KV cache after prefill, per head.
+
+A press is applied either inside a forward hook on every attention module (``with press(model): ...``) or
+directly on cached tensors (``press.compress``) between prefill and decode; both give the same cache, because a
+layer's cache does not feed later layers during prefill.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .attention import attention_modules, window_queries
+
+
+@dataclass
+class BasePress:
+    """Keep a fraction ``ratio`` (kept / original) of each layer's KV entries.
+
+    ``window`` is the number of last prefill queries a press may look at (observation window). Subclasses
+    implement :meth:`compress`; ``needs_queries`` tells the hook whether to recompute window queries.
+    """
+
+    ratio: float = 0.5
+    window: int = 32
+    needs_queries = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.ratio <= 1.0:
+            raise ValueError(f"ratio is kept/original and must lie in (0, 1], got {self.ratio}")
+
+    def n_keep(self, seq_len: int, layer: int = 0, n_layers: int = 1) -> int:
+        """Entries kept per head for a layer of ``seq_len`` tokens."""
+        return max(1, min(seq_len, round(seq_len * self.ratio)))
+
+    def reset(self) -> None:
+        """Forget per-prefill state (e.g. indices shared between layers)."""
+
+    def compress(
+        self,
+        layer: int,
+        n_layers: int,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        queries: torch.Tensor | None,
+        scaling: float,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the kept (keys, values), each [batch, kv_heads, kept, head_dim].
+
+        ``queries`` are the post-RoPE queries of the last ``window`` prefill tokens, [batch, heads, window, head_dim].
+        """
+        raise NotImplementedError
+
+    @contextmanager
+    def __call__(self, model: nn.Module) -> Iterator[None]:
+        """Compress the cache of every prefill (a forward of more than one token into an empty cache)."""
+        modules = attention_modules(model)
+        self.reset()
+        handles = [
+            m.register_forward_hook(self._hook(i, len(modules)), with_kwargs=True) for i, m in enumerate(modules)
+        ]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _hook(self, layer: int, n_layers: int) -> Any:
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+            hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+            cache = kwargs.get("cache", kwargs.get("past_key_values"))
+            q_len = hidden.shape[1]
+            if cache is None or q_len < 2:
+                return output
+            cache_layer = cache.layers[layer]
+            if cache_layer.keys is None or cache_layer.keys.shape[-2] != q_len:
+                return output  # not a first prefill (chunked prefill or question appended): leave the cache alone
+            if layer == 0:
+                self.reset()
+            queries = (
+                window_queries(module, hidden, kwargs["position_embeddings"], self.window)
+                if self.needs_queries
+                else None
+            )
+            keys, values = self.compress(layer, n_layers, cache_layer.keys, cache_layer.values, queries, module.scaling)
+            cache_layer.keys, cache_layer.values = keys.contiguous(), values.contiguous()
+            return output
+
+        return hook
+
+
+@dataclass
+class ScorerPress(BasePress):
+    """Keep, per KV head, the entries with the highest :meth:`score`; the last ``protect`` tokens always stay."""
+
+    protect: int = 0
+
+    def score(
+        self, layer: int, keys: torch.Tensor, values: torch.Tensor, queries: torch.Tensor | None, scaling: float
+    ) -> torch.Tensor:
+        """Importance of each entry, [batch, kv_heads, seq]."""
+        raise NotImplementedError
+
+    def compress(
+        self,
+        layer: int,
+        n_layers: int,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        queries: torch.Tensor | None,
+        scaling: float,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        seq = keys.shape[-2]
+        k = self.n_keep(seq, layer, n_layers)
+        if k >= seq:
+            return keys, values
+        scores = self.score(layer, keys, values, queries, scaling).float()
+        if self.protect:
+            scores[..., -self.protect :] = torch.finfo(scores.dtype).max
+        idx = scores.topk(k, dim=-1).indices.sort(dim=-1).values
+        return gather_tokens(keys, values, idx)
+
+
+def gather_tokens(keys: torch.Tensor, values: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather entries along the sequence: ``idx`` is [batch, kv_heads, kept] or [batch, kept] (shared by heads)."""
+    if idx.dim() == 2:
+        idx = idx[:, None].expand(-1, keys.shape[1], -1)
+    full = idx[..., None].expand(-1, -1, -1, keys.shape[-1])
+    return keys.gather(2, full), values.gather(2, full)

@@ -1,0 +1,42 @@
+"""SAGE-KV (2025): one top-k after prefill, first at token level (all heads), then at head level among the winners."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .attention import window_scores
+from .base import BasePress, gather_tokens
+
+
+@dataclass
+class SageKVPress(BasePress):
+    """Sinks and the window always stay; ``pool`` x budget candidates are chosen by attention summed over heads,
+    then each KV head keeps its own top entries among the candidates."""
+
+    sink: int = 4
+    pool: float = 2.0
+
+    def compress(
+        self,
+        layer: int,
+        n_layers: int,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        queries: torch.Tensor | None,
+        scaling: float,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        seq = keys.shape[-2]
+        k = self.n_keep(seq)
+        if k >= seq:
+            return keys, values
+        assert queries is not None
+        scores = window_scores(queries, keys, scaling)
+        scores[..., : self.sink] = 1e6
+        scores[..., -self.window :] = 1e6
+        token = scores.sum(dim=1)
+        cand = token.topk(min(seq, math.ceil(self.pool * k)), dim=-1).indices[:, None].expand(-1, scores.shape[1], -1)
+        best = scores.gather(2, cand).topk(k, dim=-1).indices
+        return gather_tokens(keys, values, cand.gather(2, best).sort(dim=-1).values)

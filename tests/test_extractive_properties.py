@@ -1,0 +1,159 @@
+"""Properties every extractive method must have, checked on the model-free methods with hypothesis."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import promptshrink as ps
+from promptshrink.segmentation import LEVELS, protected_spans, segment
+
+FAST_METHODS = ["keep_first", "keep_last", "random", "tfidf"]
+WORDS = st.sampled_from(
+    "the a cat dog sat on mat 42 3.14 Paris France capital quickly . , ! ? \n \n\n code `x=1` "
+    "https://example.org/a?b=1 über naïve 東京".split(" ")
+)
+TEXTS = st.lists(WORDS, min_size=1, max_size=120).map(" ".join).filter(lambda t: t.strip())
+FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def is_subsequence(small: list[str], big: list[str]) -> bool:
+    it = iter(big)
+    return all(any(w == b for b in it) for w in small)
+
+
+@FAST
+@given(text=TEXTS, level=st.sampled_from(LEVELS))
+def test_units_tile_the_text(text, level):
+    units = segment(text, level, protected_spans(text, ["cat dog"]))
+    assert "".join(u.text for u in units) == text
+    assert all(text[u.start : u.end] == u.text for u in units)
+    for start, end in protected_spans(text, ["cat dog"]):
+        assert any(u.forced and u.start <= start and end <= u.end for u in units)
+
+
+@FAST
+@given(text=TEXTS, method=st.sampled_from(FAST_METHODS), rate=st.floats(0.05, 1.0), seed=st.integers(0, 5))
+def test_output_is_ordered_subsequence_and_within_rate(text, method, rate, seed):
+    try:
+        r = ps.compress(text, method, rate=rate, seed=seed)
+    except ps.BudgetError:  # protected content (code, URLs) larger than the budget: a clear error
+        return
+    tok = ps.get_tokenizer("cl100k_base")
+    assert r.compressed_tokens == tok.count(r.text)
+    assert r.compressed_tokens <= max(1, int(rate * r.original_tokens + 1e-9)) or r.text == text
+    kept = [s for s in r.segments if s.kept]
+    assert [s.start for s in kept] == sorted(s.start for s in kept)
+    assert r.text == "".join(s.text for s in kept).lstrip()
+    assert is_subsequence(r.text.split(), text.split()) or r.text == text
+
+
+@FAST
+@given(text=TEXTS, method=st.sampled_from(FAST_METHODS), budget=st.integers(1, 60))
+def test_target_tokens_is_never_exceeded(text, method, budget):
+    try:
+        r = ps.compress(text, method, target_tokens=budget, tokenizer="o200k_base")
+    except ps.BudgetError as exc:
+        assert "protected content" in str(exc)
+        return
+    assert ps.get_tokenizer("o200k_base").count(r.text) <= budget
+
+
+@FAST
+@given(text=TEXTS, method=st.sampled_from(FAST_METHODS))
+def test_forced_strings_survive(text, method):
+    words = [w for w in text.split() if re.fullmatch(r"\w+", w)]
+    if not words:
+        return
+    must = words[len(words) // 2]
+    try:
+        r = ps.compress(text, method, rate=0.3, keep=[must], unit="word")
+    except ps.BudgetError as exc:  # only when protected content alone is over the budget
+        need, budget = map(int, re.findall(r"needs (\d+) tokens but the budget is (\d+)", str(exc))[0])
+        assert need > budget
+        return
+    assert must in r.text
+
+
+@pytest.mark.parametrize("method", FAST_METHODS)
+def test_rate_one_returns_input_unchanged(method, article):
+    assert ps.compress(article, method, rate=1.0).text == article
+
+
+def test_same_seed_same_output_other_seed_differs(article):
+    a = ps.compress(article, "random", rate=0.5, seed=7).text
+    assert a == ps.compress(article, "random", rate=0.5, seed=7).text
+    assert a != ps.compress(article, "random", rate=0.5, seed=8).text
+
+
+def test_keep_first_and_last_are_truncations(article):
+    first = ps.compress(article, "keep_first", target_tokens=100)
+    last = ps.compress(article, "keep_last", target_tokens=100)
+    assert article.startswith(first.text)
+    assert article.rstrip().endswith(last.text.rstrip())
+    assert 95 <= first.compressed_tokens <= 100 and 95 <= last.compressed_tokens <= 100
+
+
+def test_tfidf_question_keeps_the_answer_sentence(article):
+    r = ps.compress(article, "tfidf", rate=0.1, question="What happened to the Challenger heroes?")
+    assert "Challenger heroes" in r.text
+
+
+def test_code_blocks_and_urls_are_never_broken():
+    text = "Intro sentence here. " * 20 + "\n```python\ndef f(x):\n    return x + 1\n```\n" + "See https://example.org/x?y=1 now. " + "Filler text again. " * 20
+    r = ps.compress(text, "keep_last", rate=0.4, unit="word")
+    assert "```python\ndef f(x):\n    return x + 1\n```" in r.text
+    assert "https://example.org/x?y=1" in r.text
+
+
+def test_budget_smaller_than_protected_content_is_a_clear_error():
+    with pytest.raises(ps.BudgetError, match="protected content alone needs"):
+        ps.compress("alpha beta gamma delta epsilon zeta", "keep_first", target_tokens=2, keep=["gamma delta epsilon"])
+
+
+def test_segments_explain_the_decisions(article):
+    r = ps.compress(article, "tfidf", rate=0.5)
+    assert any(s.kept for s in r.segments) and any(not s.kept for s in r.segments)
+    assert all(s.score is not None for s in r.segments)
+    assert "".join(s.text for s in r.segments) == article
+    d = r.to_dict()
+    assert d["ratio"] == pytest.approx(r.compressed_tokens / r.original_tokens, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"text": ""}, "empty"),
+        ({"text": "   \n"}, "empty"),
+        ({"text": 5}, "must be a string"),
+        ({"rate": 0}, r"\(0, 1\]"),
+        ({"rate": 1.5}, r"\(0, 1\]"),
+        ({"rate": float("nan")}, "rate"),
+        ({"rate": -0.1}, r"\(0, 1\]"),
+        ({"target_tokens": 0}, "> 0"),
+        ({"target_tokens": -3}, "> 0"),
+        ({"target_tokens": 2.5}, "integer"),
+        ({"rate": 0.5, "target_tokens": 10}, "not both"),
+        ({"keep": "abc"}, "list of strings"),
+        ({"unit": "paragraphs"}, "unit must be one of"),
+    ],
+)
+def test_bad_input_is_a_clear_error(kwargs, message):
+    args = {"text": "Some text to compress. More text here.", "method": "keep_first", **kwargs}
+    with pytest.raises(ps.PromptShrinkError, match=message):
+        ps.compress(**args)
+
+
+def test_unknown_method_lists_the_available_ones():
+    with pytest.raises(ps.UnknownMethodError, match="available: .*keep_first"):
+        ps.compress("text here", "llmlingua-9000")
+
+
+def test_methods_lists_parameters():
+    described = {m["name"]: m for m in ps.methods()}
+    assert {"keep_first", "keep_last", "random", "tfidf", "selective_context"} <= set(described)
+    params = {p["name"] for p in described["selective_context"]["parameters"]}
+    assert {"unit", "model", "aggregate"} <= params

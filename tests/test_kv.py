@@ -1,0 +1,166 @@
+"""KV presses on a tiny random Llama (CPU, fast) and, when CUDA is there, the same presses and the Triton kernels."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from promptshrink import kv
+from promptshrink.kv import kernels as K
+from promptshrink.kv.attention import window_attention
+
+CUDA = torch.cuda.is_available()
+METHODS = list(kv.PRESSES)
+
+
+def tiny_model(impl: str = "sdpa", device: str = "cpu"):  # noqa: ANN201
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=1024,
+    )  # fmt: skip
+    cfg._attn_implementation = impl
+    return LlamaForCausalLM(cfg).eval().to(device)
+
+
+def press(name: str, ratio: float, model) -> kv.BasePress:  # noqa: ANN001
+    if name == "qfilters":
+        ids = torch.randint(0, 128, (1, 64), device=model.device)
+        return kv.make_press(name, ratio=ratio, filters=kv.compute_qfilters(model, [ids]))
+    return kv.make_press(name, ratio=ratio)
+
+
+@pytest.fixture(scope="module")
+def model():  # noqa: ANN201
+    return tiny_model()
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_press_shrinks_cache_and_decodes(model, name: str) -> None:  # noqa: ANN001
+    ids = torch.randint(0, 128, (1, 200))
+    cache = kv.prefill(model, ids, press(name, 0.25, model))
+    lens = [layer.keys.shape[-2] for layer in cache.layers]
+    assert sum(lens) == pytest.approx(3 * 50, abs=12)
+    if name == "pyramidinfer":
+        assert lens[0] > lens[1] > lens[2]
+    out = kv.decode(model, cache, torch.tensor([[3, 4, 5]]), 200, 4)
+    assert len(out) == 4
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_ratio_one_is_lossless(model, name: str) -> None:  # noqa: ANN001
+    ids = torch.randint(0, 128, (1, 90))
+    full, pressed = kv.prefill(model, ids), kv.prefill(model, ids, press(name, 1.0, model))
+    for a, b in zip(full.layers, pressed.layers):
+        assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+
+
+def test_explicit_positions_match_plain_generate(model) -> None:  # noqa: ANN001
+    ids = torch.randint(0, 128, (1, 40))
+    ref = model.generate(ids, max_new_tokens=6, do_sample=False)[0, 40:].tolist()
+    cache = kv.prefill(model, ids[:, :-1])
+    assert kv.decode(model, cache, ids[:, -1:], 39, 6) == ref
+
+
+@pytest.mark.parametrize("impl", ["eager", "sdpa"])
+def test_context_manager_applies_to_generate(impl: str) -> None:
+    m = tiny_model(impl)
+    ids = torch.randint(0, 128, (1, 120))
+    snap = kv.SnapKVPress(ratio=0.25)
+    with snap(m):
+        out = m.generate(ids, max_new_tokens=5, do_sample=False)[0, 120:].tolist()
+    # same thing by hand: compressed prompt cache, first token from the prefill logits, then explicit positions
+    cache = kv.pipeline.new_cache()
+    with snap(m):
+        logits = m(input_ids=ids, use_cache=True, **{kv.pipeline.cache_kwarg(m): cache}).logits
+    assert cache.layers[0].keys.shape[-2] == 30
+    first = int(logits[0, -1].argmax())
+    assert out == [first, *kv.decode(m, cache, torch.tensor([[first]]), 120, 4)]
+
+
+def test_streaming_llm_keeps_sinks_and_recent(model) -> None:  # noqa: ANN001
+    keys = torch.arange(100.0).view(1, 1, 100, 1).expand(1, 2, 100, 4)
+    k, v = kv.StreamingLLMPress(ratio=0.1, sink=4).compress(0, 1, keys, keys, None, 1.0)
+    assert k[0, 0, :, 0].tolist() == [0, 1, 2, 3, 94, 95, 96, 97, 98, 99]
+
+
+def test_window_attention_matches_eager_attention() -> None:
+    torch.manual_seed(1)
+    q, keys = torch.randn(1, 4, 8, 16), torch.randn(1, 2, 40, 16)
+    attn = window_attention(q, keys, 0.25)
+    full = (q @ keys.repeat_interleave(2, dim=1).transpose(-1, -2)) * 0.25
+    mask = torch.ones(8, 40, dtype=torch.bool).tril(32)
+    ref = full.masked_fill(~mask, float("-inf")).softmax(-1).view(1, 2, 2, 8, 40)
+    torch.testing.assert_close(attn, ref)
+
+
+def test_snapkv_keeps_the_most_attended_token() -> None:
+    torch.manual_seed(2)
+    keys, q = torch.randn(1, 1, 64, 8) * 0.1, torch.randn(1, 1, 4, 8)
+    keys[0, 0, 10] = q[0, 0].sum(0) * 3  # key 10 aligned with the window queries
+    k, _ = kv.SnapKVPress(ratio=0.125, window=4, protect=4, kernel=1).compress(0, 1, keys, keys, q, 1.0)
+    assert any(torch.equal(row, keys[0, 0, 10]) for row in k[0, 0])
+
+
+def test_chunk_reference_keeps_whole_chunks() -> None:
+    scores = torch.zeros(1, 43)
+    scores[0, 23:33] = 1.0  # chunk 2 after the 3-token prefix
+    keys = torch.arange(43.0).view(1, 1, 43, 1).expand(1, 2, 43, 2)
+    k, _, ids = K.chunk_select_reference(scores, keys, keys, 10, 1)
+    assert ids.tolist() == [[2]] and k[0, 1, :, 0].tolist() == [0, 1, 2, *range(23, 33)]
+
+
+def test_zeromerge_residual_slot_compensates_count() -> None:
+    torch.manual_seed(3)
+    keys, values, q = torch.randn(1, 1, 40, 8), torch.randn(1, 1, 40, 8), torch.randn(1, 2, 4, 8)
+    zm = kv.ZeroMergePress(ratio=0.5, window=4, max_residual=0.5)
+    k, v = zm.compress(0, 1, keys, values, q, 0.35)
+    assert k.shape == (1, 1, 20, 8) and torch.isfinite(k).all() and torch.isfinite(v).all()
+
+
+def test_qfilters_roundtrip(tmp_path, model) -> None:  # noqa: ANN001
+    filters = kv.compute_qfilters(model, [torch.randint(0, 128, (1, 32))])
+    assert filters.shape == (3, 2, 16)
+    kv.save_qfilters(filters, "tiny", root=tmp_path)
+    loaded = kv.QFiltersPress.from_pretrained("tiny", ratio=0.5, root=tmp_path)
+    torch.testing.assert_close(loaded.filters, filters)
+
+
+def test_generate_entry_point(model) -> None:  # noqa: ANN001
+    class Tok:
+        eos_token_id = None
+
+        def __call__(self, text: str, return_tensors: str = "pt", add_special_tokens: bool = True):  # noqa: ANN204
+            return type("Enc", (), {"input_ids": torch.tensor([[ord(c) % 128 for c in text]])})()
+
+        def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+            return "".join(chr(65 + i % 26) for i in ids)
+
+    out = kv.generate(model, Tok(), "some context " * 10, "question?", press="snapkv", ratio=0.5, max_new_tokens=3)
+    assert len(out) == 3
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+@pytest.mark.parametrize("name", METHODS)
+def test_presses_on_gpu(name: str) -> None:
+    m = tiny_model(device="cuda")
+    ids = torch.randint(0, 128, (1, 300), device="cuda")
+    cache = kv.prefill(m, ids, press(name, 0.25, m))
+    assert kv.decode(m, cache, torch.tensor([[1, 2]], device="cuda"), 300, 3)
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+@pytest.mark.parametrize("seq", [1000, 4097, 20011])
+def test_triton_kernels_match_reference(seq: int) -> None:
+    keys = torch.randn(2, 8, seq, 128, device="cuda", dtype=torch.bfloat16)
+    values, scores, filt = torch.randn_like(keys), torch.rand(2, seq, device="cuda"), torch.randn(8, 128, device="cuda")
+    tri = K.triton_module("chunk_select")
+    assert tri is not None
+    ko, vo, ids = tri.chunk_select(scores, keys, values, 10, seq // 40)
+    rk, rv, rids = K.chunk_select_reference(scores, keys, values, 10, seq // 40)
+    assert torch.equal(ids.long(), rids.long()) and torch.equal(ko, rk) and torch.equal(vo, rv)
+    out = K.qfilter_scores(keys, filt)
+    ref = torch.einsum("bhsd,hd->bhs", keys.double(), filt.double())
+    assert float((out.double() - ref).norm() / ref.norm()) < 1e-5
