@@ -1,0 +1,295 @@
+"""The FastAPI application: compression endpoints, the OpenAI-compatible proxy, health and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Annotated, Any
+
+from fastapi import Body, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+import promptshrink
+from promptshrink.errors import PromptShrinkError
+
+from .compression import check_options, run_compress
+from .config import Settings
+from .errors import ServiceError, busy, from_library
+from .limits import WorkPool
+from .metrics import Metrics
+from .middleware import BodyLimitMiddleware, MetricsMiddleware
+from .proxy import Upstream, compress_body, policy_from
+from .schemas import BatchRequest, BatchResponse, CompressRequest, CompressResponse, ErrorBody, Health, MethodsResponse
+
+log = logging.getLogger("promptshrink.service")
+WARMUP_TEXT = "Prompt compression keeps the informative parts of a prompt. The rest is dropped to save tokens."
+ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorBody} for s in (400, 401, 413, 422, 503, 504)
+}
+PROXY_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, 502: {"model": ErrorBody}}
+
+
+@dataclass
+class State:
+    settings: Settings
+    metrics: Metrics = field(default_factory=Metrics)
+    ready: threading.Event = field(default_factory=threading.Event)
+    ready_error: str | None = None
+    pool: WorkPool | None = None
+    upstream: Upstream | None = None
+
+    def warm_up(self) -> None:
+        """Load the default method's models by compressing a short text; /readyz reports the outcome."""
+        method = self.settings.method
+        try:
+            promptshrink.compress(WARMUP_TEXT, method, rate=0.5, **self.settings.method_options(method))
+        except Exception as exc:  # any failure must show on /readyz, not kill the thread silently
+            self.ready_error = f"{type(exc).__name__}: {exc}"
+            log.error("warm-up of %s failed: %s", method, self.ready_error)
+            return
+        self.ready.set()
+        self.metrics.ready.set(1)
+        log.info("warm-up of %s done: ready", method)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; ``settings`` default to the environment."""
+    settings = settings or Settings.from_env()
+    promptshrink.registry.get_method(settings.method)  # fail fast on a bad default method
+    state = State(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        state.pool = WorkPool(settings.compress_threads, settings.max_queue)
+        state.metrics.busy_slots.set_function(lambda: state.pool.slots.used if state.pool else 0)
+        state.upstream = Upstream(settings)
+        if settings.warmup:
+            threading.Thread(target=state.warm_up, name="promptshrink-warmup", daemon=True).start()
+        else:
+            state.ready.set()
+        yield
+        await state.upstream.aclose()
+        state.pool.shutdown()
+
+    app = FastAPI(
+        title="promptshrink",
+        version=promptshrink.__version__,
+        description="Prompt compression as a service, and an OpenAI-compatible proxy that compresses prompts.",
+        lifespan=lifespan,
+    )
+    app.state.ps = state
+    _install_errors(app, state)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, metrics=state.metrics)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=sorted(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+            expose_headers=["x-promptshrink-tokens-saved", "x-promptshrink-original-tokens", "x-promptshrink-compressed-tokens"],
+        )
+    _add_routes(app, state)
+    return app
+
+
+def caller_upstream_key(request: Request) -> str | None:
+    """Check the service key (when keys are set); return the caller's own upstream key, if it sent one."""
+    keys = request.app.state.ps.settings.api_keys
+    auth = request.headers.get("authorization", "")
+    bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else None
+    x_key = request.headers.get("x-api-key")
+    if not keys:
+        return bearer
+    if x_key in keys:
+        return bearer
+    if bearer in keys:
+        return None
+    raise ServiceError(
+        401,
+        "unauthorized",
+        "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+Auth = Annotated[str | None, Depends(caller_upstream_key)]
+
+
+def _add_routes(app: FastAPI, state: State) -> None:
+    settings, metrics = state.settings, state.metrics
+
+    async def compress_one(req: CompressRequest) -> dict[str, Any]:
+        queued_at = time.perf_counter()
+        check_options(req, settings)
+        assert state.pool is not None
+        lease = state.pool.lease(1)
+        if lease is None:
+            raise busy(settings.retry_after_s, "the compression queue")
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("compress request: %s", req.model_dump_json()[:2000])
+        try:
+            job = partial(run_compress, req, settings, metrics, queued_at)
+            return await asyncio.wait_for(state.pool.run(lease, job), settings.request_timeout_s)
+        except TimeoutError as exc:
+            raise _timeout() from exc
+        finally:
+            lease.close()
+
+    @app.post("/v1/compress", response_model=CompressResponse, response_model_exclude_none=True, responses=ERRORS)
+    async def compress(req: CompressRequest, _: Auth) -> dict[str, Any]:
+        """Compress a text, a list of chat messages, or passages for a question."""
+        return await compress_one(req)
+
+    @app.post("/v1/compress/batch", response_model=BatchResponse, response_model_exclude_none=True, responses=ERRORS)
+    async def compress_batch(batch: BatchRequest, _: Auth) -> dict[str, Any]:
+        """Compress many items concurrently (bounded); each item reports its own result or error."""
+        start = time.perf_counter()
+        if len(batch.items) > settings.max_batch_items:
+            raise ServiceError(413, "too_many_items", f"{len(batch.items)} items; at most {settings.max_batch_items}")
+        assert state.pool is not None
+        width = min(len(batch.items), batch.concurrency or state.pool.threads, state.pool.threads)
+        lease = state.pool.lease(width)
+        if lease is None:
+            raise busy(settings.retry_after_s, "the compression queue")
+        gate = asyncio.Semaphore(width)
+
+        async def one(req: CompressRequest) -> dict[str, Any]:
+            async with gate:
+                try:
+                    check_options(req, settings)
+                    job = partial(run_compress, req, settings, metrics, time.perf_counter())
+                    return {"ok": True, "result": await state.pool.run(lease, job)}  # type: ignore[union-attr]
+                except (ServiceError, PromptShrinkError) as exc:
+                    err = exc if isinstance(exc, ServiceError) else from_library(exc)
+                    metrics.errors.labels(err.code).inc()
+                    return {"ok": False, "status": err.status, "error": err.body()["error"]}
+
+        try:
+            items = await asyncio.wait_for(asyncio.gather(*(one(r) for r in batch.items)), settings.request_timeout_s)
+        except TimeoutError as exc:
+            raise _timeout() from exc
+        finally:
+            lease.close()
+        return {"items": items, "elapsed_s": time.perf_counter() - start}
+
+    async def proxied(path: str, request: Request, body: dict[str, Any], caller_key: str | None) -> Response:
+        assert state.pool is not None and state.upstream is not None
+        policy = policy_from(body, request.headers, settings)
+        headers: dict[str, str] = {}
+        if policy.enabled:
+            method, options = check_options(policy, settings)
+            lease = state.pool.lease(1)
+            if lease is None:
+                raise busy(settings.retry_after_s, "the compression queue")
+            try:
+                started = time.perf_counter()
+                job = partial(compress_body, path, body, policy, method, options)
+                before, after = await asyncio.wait_for(state.pool.run(lease, job), settings.request_timeout_s)
+            except TimeoutError as exc:
+                raise _timeout() from exc
+            finally:
+                lease.close()
+            metrics.record_compression(method, time.perf_counter() - started, before, after)
+            headers = {
+                "x-promptshrink-method": method,
+                "x-promptshrink-original-tokens": str(before),
+                "x-promptshrink-compressed-tokens": str(after),
+                "x-promptshrink-tokens-saved": str(before - after),
+            }
+        upstream = await state.upstream.open(path, body, state.upstream.headers(request.headers, caller_key))
+        metrics.upstream.labels(str(upstream.status_code)).inc()
+        media_type = upstream.headers.get("content-type", "application/json")
+        if body.get("stream"):
+            return StreamingResponse(state.upstream.relay(upstream), upstream.status_code, headers, media_type)
+        try:
+            content = await upstream.aread()
+        finally:
+            await upstream.aclose()
+        return Response(content, upstream.status_code, headers, media_type)
+
+    @app.post("/v1/chat/completions", responses=PROXY_ERRORS)
+    async def chat_completions(request: Request, body: Annotated[dict[str, Any], Body()], key: Auth) -> Response:
+        """OpenAI-compatible: compress the messages, forward upstream, relay the answer (streams unchanged)."""
+        return await proxied("chat/completions", request, body, key)
+
+    @app.post("/v1/completions", responses=PROXY_ERRORS)
+    async def completions(request: Request, body: Annotated[dict[str, Any], Body()], key: Auth) -> Response:
+        """OpenAI-compatible legacy completions: compress the prompt, forward upstream, relay the answer."""
+        return await proxied("completions", request, body, key)
+
+    @app.get("/v1/methods", response_model=MethodsResponse)
+    async def methods(_: Auth) -> dict[str, Any]:
+        """The compression methods, their parameters, and the options this server lets requests set."""
+        described = promptshrink.methods()
+        for m in described:
+            m["parameters"] = [{**p, "default": _plain(p["default"])} for p in m["parameters"]]
+        return {"default": settings.method, "methods": described, "allowed_options": sorted(settings.allowed_options)}
+
+    @app.get("/healthz", response_model=Health)
+    async def healthz() -> dict[str, Any]:
+        """Liveness: the process answers."""
+        return {"status": "ok", "method": settings.method}
+
+    @app.get("/readyz", response_model=Health, responses={503: {"model": Health}})
+    async def readyz() -> Response:
+        """Readiness: the default method's models are loaded (503 until then, or with the load error)."""
+        if state.ready.is_set():
+            return JSONResponse({"status": "ready", "method": settings.method})
+        status = "failed" if state.ready_error else "loading"
+        return JSONResponse({"status": status, "method": settings.method, "detail": state.ready_error}, 503)
+
+    @app.get("/metrics", response_class=Response)
+    async def prometheus() -> Response:
+        """Prometheus metrics: requests, latency histograms, tokens in/out, errors by code."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _plain(value: Any) -> Any:
+    return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
+
+
+def _timeout() -> ServiceError:
+    return ServiceError(504, "timeout", "compression took longer than the server's request timeout")
+
+
+def _install_errors(app: FastAPI, state: State) -> None:
+    def respond(err: ServiceError) -> JSONResponse:
+        state.metrics.errors.labels(err.code).inc()
+        return JSONResponse(err.body(), err.status, headers=err.headers)
+
+    @app.exception_handler(ServiceError)
+    async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
+        return respond(exc)
+
+    @app.exception_handler(PromptShrinkError)
+    async def library_error(_: Request, exc: PromptShrinkError) -> JSONResponse:
+        return respond(from_library(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+        if any(e["type"] == "json_invalid" for e in errors):
+            return respond(ServiceError(400, "malformed_json", "the request body is not valid JSON", errors=errors))
+        summary = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
+        return respond(ServiceError(422, "invalid_request", summary, errors=errors))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return respond(ServiceError(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {})))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return respond(ServiceError(500, "internal_error", "internal error; the server log has the details"))

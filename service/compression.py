@@ -1,0 +1,104 @@
+"""Turn a validated request into a library call and its result into a response (runs on a worker thread)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import promptshrink
+from promptshrink.budget import make_budget
+from promptshrink.result import CompressionResult
+
+from .config import Settings
+from .errors import ServiceError
+from .metrics import Metrics
+from .schemas import CompressOptions, CompressRequest, CompressResponse, MessageResult
+
+
+def check_options(req: CompressOptions, settings: Settings) -> tuple[str, dict[str, Any]]:
+    """The method to use and its constructor options; refuses options and tokenizers the server does not allow."""
+    method = req.method or settings.method
+    refused = sorted(set(req.options) - settings.allowed_options)
+    if refused:
+        allowed = ", ".join(sorted(settings.allowed_options)) or "none"
+        raise ServiceError(422, "option_not_allowed", f"options not allowed here: {', '.join(refused)} (allowed: {allowed})")
+    if req.tokenizer.strip().startswith("hf:") and not settings.allow_hf_tokenizers:
+        raise ServiceError(422, "unknown_tokenizer", "hf: tokenizers are disabled on this server; use a tiktoken name")
+    return method, {**settings.method_options(method), **req.options}
+
+
+def _common(req: CompressOptions) -> dict[str, Any]:
+    return {"rate": req.rate, "target_tokens": req.target_tokens, "tokenizer": req.tokenizer, "keep": req.keep}
+
+
+def _segments(result: CompressionResult, include: bool) -> list[dict[str, Any]] | None:
+    return result.to_dict()["segments"] if include else None
+
+
+def run_compress(req: CompressRequest, settings: Settings, metrics: Metrics, queued_at: float) -> dict[str, Any]:
+    """Compress one item; library errors propagate (the caller maps them)."""
+    method, options = check_options(req, settings)
+    start = time.perf_counter()
+    if req.text is not None:
+        result = promptshrink.compress(
+            req.text,
+            method,
+            question=req.question,
+            protect_numbers=req.protect_numbers,
+            seed=req.seed,
+            **_common(req),
+            **options,
+        )
+        out = _from_result("text", result, req.include_segments)
+    elif req.messages is not None:
+        messages = [m.model_dump(exclude_none=True) for m in req.messages]
+        mres = promptshrink.compress_messages(
+            messages,
+            method,
+            roles=tuple(req.roles),
+            skip_last_user=req.skip_last_user,
+            question=req.question,
+            min_tokens=req.min_tokens,
+            **_common(req),
+            **options,
+        )
+        per_message = [
+            None
+            if r is None
+            else MessageResult(
+                original_tokens=r.original_tokens,
+                compressed_tokens=r.compressed_tokens,
+                budget=r.budget,
+                timings=r.timings,
+                segments=_segments(r, req.include_segments),
+            ).model_dump()
+            for r in mres.per_message
+        ]
+        done = next((r for r in mres.per_message if r is not None), None)
+        out = {
+            "kind": "messages",
+            "method": mres.method,
+            "tokenizer": req.tokenizer,
+            "original_tokens": mres.original_tokens,
+            "compressed_tokens": mres.compressed_tokens,
+            "budget": done.budget if done else make_budget(req.rate, req.target_tokens).describe(),
+            "messages": mres.messages,
+            "per_message": per_message,
+        }
+    else:
+        passages = [p if isinstance(p, str) else p.model_dump(exclude_none=True) for p in req.passages or []]
+        pres = promptshrink.compress_passages(passages, req.question, method, **_common(req), **options)
+        out = _from_result("passages", pres.result, req.include_segments)
+        out["passages"] = pres.passages
+    out["tokens_saved"] = out["original_tokens"] - out["compressed_tokens"]
+    out["ratio"] = out["compressed_tokens"] / out["original_tokens"] if out["original_tokens"] else 1.0
+    out["elapsed_s"] = time.perf_counter() - queued_at
+    metrics.record_compression(method, time.perf_counter() - start, out["original_tokens"], out["compressed_tokens"])
+    return CompressResponse.model_validate(out).model_dump(exclude_none=True)
+
+
+def _from_result(kind: str, result: CompressionResult, include_segments: bool) -> dict[str, Any]:
+    data = result.to_dict(include_segments=include_segments)
+    data.pop("ratio", None)
+    return {"kind": kind, **data}
+

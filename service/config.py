@@ -1,0 +1,94 @@
+"""Service settings, read from ``PROMPTSHRINK_*`` environment variables (the CLI flags set the same variables)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+
+ENV_PREFIX = "PROMPTSHRINK_"
+
+
+def _split(value: str) -> frozenset[str]:
+    return frozenset(v.strip() for v in value.split(",") if v.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable about one service process; defaults suit a single small host."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    log_level: str = "info"
+    method: str = "selective_context"
+    model: str | None = None
+    api_keys: frozenset[str] = field(default_factory=frozenset)
+    cors_origins: frozenset[str] = field(default_factory=frozenset)
+    compress_threads: int = max(1, os.cpu_count() or 1)
+    max_queue: int = 64
+    max_body_bytes: int = 1 << 20
+    max_batch_items: int = 64
+    request_timeout_s: float = 60.0
+    retry_after_s: int = 1
+    allowed_options: frozenset[str] = frozenset({"unit"})
+    allow_hf_tokenizers: bool = False
+    warmup: bool = True
+    upstream_base_url: str | None = None
+    upstream_api_key: str | None = None
+    upstream_timeout_s: float = 120.0
+    max_upstream: int = 256
+    proxy_compress: bool = True
+    proxy_method: str | None = None
+    proxy_rate: float | None = 0.5
+    proxy_target_tokens: int | None = None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
+        """Defaults, then ``PROMPTSHRINK_<FIELD>`` variables, then non-None ``overrides``."""
+        env = dict(os.environ if env is None else env)
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, raw, cls.__dataclass_fields__[f.name].type)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+    def to_env(self) -> dict[str, str]:
+        """The variables that reproduce these settings (for uvicorn worker processes)."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            if isinstance(value, frozenset):
+                value = ",".join(sorted(value))
+            elif isinstance(value, bool):
+                value = "1" if value else "0"
+            out[ENV_PREFIX + f.name.upper()] = str(value)
+        return out
+
+    @property
+    def effective_proxy_method(self) -> str:
+        return self.proxy_method or self.method
+
+    def method_options(self, method: str) -> dict[str, str]:
+        """Server-side options for ``method``: the configured model for the default method."""
+        return {"model": self.model} if self.model and method == self.method else {}
+
+
+def _parse(name: str, raw: str, annotation: object) -> object:
+    kind = str(annotation)
+    try:
+        if "frozenset" in kind:
+            return _split(raw)
+        if kind == "bool":
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r}: {exc}") from exc
+    return raw

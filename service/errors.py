@@ -1,0 +1,51 @@
+"""HTTP errors with a JSON body ``{"error": {"code", "message", ...}}`` and the mapping from library errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from promptshrink.errors import PromptShrinkError
+
+LIBRARY_STATUS = {
+    "invalid_input": 422,
+    "budget_unsatisfiable": 422,
+    "unknown_method": 422,
+    "unknown_tokenizer": 422,
+    "model_unavailable": 503,
+}
+
+
+class ServiceError(Exception):
+    """An error the service reports to the caller as it is (never with a stack trace)."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, **self.extra}}
+
+
+def from_library(exc: PromptShrinkError) -> ServiceError:
+    return ServiceError(LIBRARY_STATUS.get(exc.code, 422), exc.code, str(exc))
+
+
+def busy(retry_after: int, what: str) -> ServiceError:
+    return ServiceError(
+        503,
+        "overloaded",
+        f"{what} is full; retry after {retry_after}s",
+        headers={"Retry-After": str(retry_after)},
+    )
