@@ -1,6 +1,6 @@
 """Check the Triton KV kernels against the PyTorch references (fresh random inputs) and time both (do_bench medians).
 
-    python benchmarks/kv_kernels.py --out $OUT/kv_kernels.json
+python benchmarks/kv_kernels.py --out $OUT/kv_kernels.json
 """
 
 from __future__ import annotations

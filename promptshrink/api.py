@@ -11,6 +11,7 @@ from .errors import InvalidInputError
 from .methods.base import CompressionRequest, Compressor, ProgressFn
 from .registry import get_method
 from .result import CompressionResult
+from .structure import compress_request
 from .target_tokenizer import DEFAULT_TOKENIZER, get_tokenizer
 
 DEFAULT_METHOD = "selective_context"
@@ -100,4 +101,4 @@ def compress(
         seed=seed,
         progress=progress,
     )
-    return get_compressor(method, **method_options).compress(request)
+    return compress_request(get_compressor(method, **method_options), request)

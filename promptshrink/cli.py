@@ -1,4 +1,4 @@
-"""Command line: `promptshrink compress|methods|serve`."""
+"""Command line: `promptshrink compress|methods|calibrate-ehpc|serve`."""
 
 from __future__ import annotations
 
@@ -104,6 +104,17 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate_ehpc(args: argparse.Namespace) -> int:
+    from .scoring.evaluator_heads import calibrate, save
+
+    result = calibrate(args.model, probes=args.probes, top_k=args.top_k, seed=args.seed)
+    path = save(result)
+    print(
+        f"{result['model_id']}: evaluator heads {result['heads']} (deepest layer {result['deepest_layer']}) -> {path}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="promptshrink", description="Prompt compression for LLM calls.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -129,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("methods", help="list the compression methods and their parameters")
     m.add_argument("--json", action="store_true")
     m.set_defaults(func=_methods)
+
+    e = sub.add_parser("calibrate-ehpc", help="find the evaluator heads of a causal LM (for the ehpc method)")
+    e.add_argument("--model", default="default-lm", help="model alias, local path or Hugging Face id")
+    e.add_argument("--probes", type=int, default=12, help="needle-in-a-haystack probes")
+    e.add_argument("--top-k", type=int, default=8, help="heads to keep")
+    e.add_argument("--seed", type=int, default=0)
+    e.set_defaults(func=_calibrate_ehpc)
 
     s = sub.add_parser("serve", help="run the REST service")
     s.add_argument("--host", default=None, help="default $PROMPTSHRINK_HOST or 127.0.0.1")

@@ -183,7 +183,7 @@ def _sentence_bounds(text: str) -> list[int]:
     ends = []
     for m in _SENT_END_RE.finditer(text):
         if m.group().startswith("."):
-            word = re.search(r"([\w.]+)$", text[: m.start()])
+            word = re.search(r"([\w.]+)$", text[max(0, m.start() - 32) : m.start()])
             if word and (word.group(1).lower() in _ABBREVIATIONS or len(word.group(1)) == 1):
                 continue
         ends.append(m.end())

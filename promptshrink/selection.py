@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 
 import numpy as np
@@ -58,14 +59,16 @@ def _trim_to_limit(
     tokenizer: TargetTokenizer,
 ) -> None:
     """Drop the lowest-scoring kept units, in batches sized by the measured excess, until the output fits."""
-    droppable = sorted((i for i in range(len(units)) if keep[i] and not units[i].forced), key=lambda i: (values[i], -i))
+    droppable = deque(
+        sorted((i for i in range(len(units)) if keep[i] and not units[i].forced), key=lambda i: (values[i], -i))
+    )
     excess = tokenizer.count(render(units, keep)) - limit
     while excess > 0:
         if not droppable:  # cannot happen: forced content was checked against the limit
             raise BudgetError("cannot meet the budget without dropping protected content")
         freed = 0
         while droppable and freed < excess:
-            i = droppable.pop(0)
+            i = droppable.popleft()
             keep[i] = False
             freed += max(1, costs[i])
         excess = tokenizer.count(render(units, keep)) - limit

@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .api import build_request, get_compressor
-from .budget import Budget
+from .budget import Budget, make_budget
 from .errors import BudgetError, InvalidInputError
 from .methods.base import CompressionRequest
+from .passages import Passage, PassageAwareCompressor
 from .result import CompressionResult
-from .target_tokenizer import DEFAULT_TOKENIZER
+from .structure import compress_request
+from .target_tokenizer import DEFAULT_TOKENIZER, get_tokenizer
 
 PASSAGE_SEPARATOR = "\n\n"
 
@@ -88,8 +90,8 @@ def compress_messages(
     if question is None and last_user is not None:
         question = " ".join(t for _, t in _text_parts(messages[last_user])).strip() or None
     pieces = [(i, loc, text) for i, m in enumerate(messages) for loc, text in _text_parts(m) if text.strip()]
-    probe = build_request("x", rate=rate, target_tokens=target_tokens, tokenizer=tokenizer)
-    counts = probe.tokenizer.count_many([t for _, _, t in pieces])
+    budget, target = make_budget(rate, target_tokens), get_tokenizer(tokenizer)
+    counts = target.count_many([t for _, _, t in pieces])
     total = sum(counts)
 
     def compressible(i: int, n: int) -> bool:
@@ -105,19 +107,15 @@ def compress_messages(
     for (i, loc, text), n in zip(pieces, counts):
         if not compressible(i, n):
             continue
-        if target_tokens is not None:
-            share = max(1, (target_tokens - fixed) * n // movable)
-            budget = Budget(target_tokens=share)
-        else:
-            budget = probe.budget
-        request = CompressionRequest(text, budget, probe.tokenizer, question, tuple(keep))
-        result = compressor.compress(request)
+        share = Budget(target_tokens=max(1, (target_tokens - fixed) * n // movable)) if target_tokens else budget
+        request = CompressionRequest(text, share, target, question, tuple(keep))
+        result = compress_request(compressor, request)
         per_message[i] = result
         if loc is None:
             out[i]["content"] = result.text
         else:
             out[i]["content"][loc]["text"] = result.text
-    compressed = sum(probe.tokenizer.count_many([t for m in out for _, t in _text_parts(m) if t.strip()]))
+    compressed = sum(target.count_many([t for m in out for _, t in _text_parts(m) if t.strip()]))
     return MessagesResult(out, total, compressed, method, per_message)
 
 
@@ -154,7 +152,12 @@ def compress_passages(
     request = build_request(
         joined, rate=rate, target_tokens=target_tokens, tokenizer=tokenizer, question=question, keep=keep
     )
-    result = get_compressor(method, **options).compress(request)
+    compressor = get_compressor(method, **options)
+    if isinstance(compressor, PassageAwareCompressor):
+        given = [Passage(it["id"], it["text"], s, e, it["metadata"]) for it, (s, e) in zip(items, spans)]
+        result = compressor.compress_passages(request.question, given, request)
+    else:
+        result = compressor.compress(request)
     pieces: list[list[str]] = [[] for _ in items]
     for seg in result.segments:
         if not seg.kept:

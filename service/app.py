@@ -33,9 +33,7 @@ from .schemas import BatchRequest, BatchResponse, CompressRequest, CompressRespo
 
 log = logging.getLogger("promptshrink.service")
 WARMUP_TEXT = "Prompt compression keeps the informative parts of a prompt. The rest is dropped to save tokens."
-ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorBody} for s in (400, 401, 413, 422, 503, 504)
-}
+ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (400, 401, 413, 422, 503, 504)}
 PROXY_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, 502: {"model": ErrorBody}}
 
 
@@ -97,7 +95,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=sorted(settings.cors_origins),
             allow_methods=["GET", "POST"],
             allow_headers=["*"],
-            expose_headers=["x-promptshrink-tokens-saved", "x-promptshrink-original-tokens", "x-promptshrink-compressed-tokens"],
+            expose_headers=[
+                "x-promptshrink-tokens-saved",
+                "x-promptshrink-original-tokens",
+                "x-promptshrink-compressed-tokens",
+            ],
         )
     _add_routes(app, state)
     return app
@@ -212,10 +214,7 @@ def _add_routes(app: FastAPI, state: State) -> None:
         media_type = upstream.headers.get("content-type", "application/json")
         if body.get("stream"):
             return StreamingResponse(state.upstream.relay(upstream), upstream.status_code, headers, media_type)
-        try:
-            content = await upstream.aread()
-        finally:
-            await upstream.aclose()
+        content = await state.upstream.read(upstream)
         return Response(content, upstream.status_code, headers, media_type)
 
     @app.post("/v1/chat/completions", responses=PROXY_ERRORS)
@@ -278,7 +277,9 @@ def _install_errors(app: FastAPI, state: State) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
+        ]
         if any(e["type"] == "json_invalid" for e in errors):
             return respond(ServiceError(400, "malformed_json", "the request body is not valid JSON", errors=errors))
         summary = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])

@@ -21,7 +21,9 @@ def check_options(req: CompressOptions, settings: Settings) -> tuple[str, dict[s
     refused = sorted(set(req.options) - settings.allowed_options)
     if refused:
         allowed = ", ".join(sorted(settings.allowed_options)) or "none"
-        raise ServiceError(422, "option_not_allowed", f"options not allowed here: {', '.join(refused)} (allowed: {allowed})")
+        raise ServiceError(
+            422, "option_not_allowed", f"options not allowed here: {', '.join(refused)} (allowed: {allowed})"
+        )
     if req.tokenizer.strip().startswith("hf:") and not settings.allow_hf_tokenizers:
         raise ServiceError(422, "unknown_tokenizer", "hf: tokenizers are disabled on this server; use a tiktoken name")
     return method, {**settings.method_options(method), **req.options}
@@ -101,4 +103,3 @@ def _from_result(kind: str, result: CompressionResult, include_segments: bool) -
     data = result.to_dict(include_segments=include_segments)
     data.pop("ratio", None)
     return {"kind": kind, **data}
-

@@ -15,7 +15,11 @@ class Metrics:
             "promptshrink_requests", "HTTP requests by route and status", ["route", "status"], registry=r
         )
         self.latency = Histogram(
-            "promptshrink_request_duration_seconds", "HTTP request latency", ["route"], buckets=LATENCY_BUCKETS, registry=r
+            "promptshrink_request_duration_seconds",
+            "HTTP request latency",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.compress_latency = Histogram(
             "promptshrink_compression_duration_seconds",

@@ -14,10 +14,6 @@ from .metrics import Metrics
 log = logging.getLogger("promptshrink.service")
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimitMiddleware:
     """Refuse bodies over ``max_bytes`` with 413, by Content-Length or while reading a chunked body."""
 
@@ -33,27 +29,25 @@ class BodyLimitMiddleware:
             await self._refuse(send)
             return
         seen = 0
-        started = False
+        refused = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise _TooLarge
+            if seen > self.max_bytes:  # a chunked body: answer 413 now, the app sees a disconnect
+                refused = True
+                await self._refuse(send)
+                return {"type": "http.disconnect"}
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        async def guarded_send(message: Message) -> None:
+            if not refused:
+                await send(message)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if started:
-                raise
-            await self._refuse(send)
+        await self.app(scope, limited_receive, guarded_send)
 
     async def _refuse(self, send: Send) -> None:
         self.metrics.errors.labels("body_too_large").inc()

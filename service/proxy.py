@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
 import promptshrink
 from promptshrink.errors import PromptShrinkError
 
 from .config import Settings
-from .errors import ServiceError
+from .errors import ServiceError, busy
+from .limits import Slots
 from .schemas import CompressOptions
 
 POLICY_FIELD = "promptshrink"
@@ -46,7 +47,8 @@ def policy_from(body: dict[str, Any], headers: Mapping[str, str], settings: Sett
         raise ServiceError(422, "invalid_input", f"'{POLICY_FIELD}' must be an object")
     given.update(field or {})
     if given.get("rate") is None and given.get("target_tokens") is None:
-        given["rate"], given["target_tokens"] = settings.proxy_rate, settings.proxy_target_tokens
+        given["target_tokens"] = settings.proxy_target_tokens
+        given["rate"] = None if settings.proxy_target_tokens else settings.proxy_rate
     given.setdefault("method", settings.effective_proxy_method)
     try:
         policy = ProxyPolicy.model_validate(given)
@@ -70,9 +72,16 @@ def _tokenizer_for(model: Any) -> str:
     return "cl100k_base"
 
 
-def compress_body(path: str, body: dict[str, Any], policy: ProxyPolicy, method: str, options: dict[str, Any]) -> tuple[int, int]:
+def compress_body(
+    path: str, body: dict[str, Any], policy: ProxyPolicy, method: str, options: dict[str, Any]
+) -> tuple[int, int]:
     """Compress the messages (chat) or prompt (completions) of ``body`` in place; returns (tokens in, tokens out)."""
-    common = {"rate": policy.rate, "target_tokens": policy.target_tokens, "tokenizer": policy.tokenizer, "keep": policy.keep}
+    common = {
+        "rate": policy.rate,
+        "target_tokens": policy.target_tokens,
+        "tokenizer": policy.tokenizer,
+        "keep": policy.keep,
+    }
     if path == "chat/completions":
         if not isinstance(body.get("messages"), list):
             raise ServiceError(422, "invalid_input", "'messages' must be a list of chat messages")
@@ -111,6 +120,8 @@ class Upstream:
     def __init__(self, settings: Settings) -> None:
         self.base_url = (settings.upstream_base_url or "").rstrip("/")
         self.api_key = settings.upstream_api_key
+        self.slots = Slots(settings.max_upstream)
+        self.retry_after = settings.retry_after_s
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.upstream_timeout_s),
             limits=httpx.Limits(max_connections=settings.max_upstream, max_keepalive_connections=32),
@@ -131,31 +142,57 @@ class Upstream:
         if not self.base_url:
             message = "no upstream configured: set PROMPTSHRINK_UPSTREAM_BASE_URL"
             raise ServiceError(503, "upstream_not_configured", message, headers={"x-should-retry": "false"})
+        if not self.slots.take():
+            raise busy(self.retry_after, "the upstream connection pool")
         request = self.client.build_request("POST", f"{self.base_url}/{path}", json=body, headers=headers)
         try:
-            response = await self.client.send(request, stream=True)
-        except httpx.TimeoutException as exc:
-            raise ServiceError(504, "upstream_timeout", f"upstream did not answer in time ({type(exc).__name__})") from exc
-        except httpx.HTTPError as exc:
-            raise ServiceError(502, "upstream_unreachable", f"cannot reach upstream: {type(exc).__name__}: {exc}") from exc
+            response = await self._send(request)
+        except BaseException:
+            self.slots.give()
+            raise
         if response.status_code >= 400:
             try:
                 raw = await response.aread()
             except httpx.HTTPError:
                 raw = b""
             finally:
-                await response.aclose()
+                await self.close(response)
             raise upstream_failure(response.status_code, raw, response.headers)
         return response
 
-    @staticmethod
-    async def relay(response: httpx.Response) -> AsyncIterator[bytes]:
+    async def read(self, response: httpx.Response) -> bytes:
+        try:
+            return await response.aread()
+        except httpx.TimeoutException as exc:
+            raise ServiceError(504, "upstream_timeout", "upstream did not finish its answer in time") from exc
+        except httpx.HTTPError as exc:
+            raise ServiceError(502, "upstream_unreachable", f"upstream answer broke off: {type(exc).__name__}") from exc
+        finally:
+            await self.close(response)
+
+    async def relay(self, response: httpx.Response) -> AsyncIterator[bytes]:
         """The upstream body as it arrives, byte for byte."""
         try:
             async for chunk in response.aiter_raw():
                 yield chunk
         finally:
-            await response.aclose()
+            await self.close(response)
+
+    async def close(self, response: httpx.Response) -> None:
+        await response.aclose()
+        self.slots.give()
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await self.client.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise ServiceError(
+                504, "upstream_timeout", f"upstream did not answer in time ({type(exc).__name__})"
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise ServiceError(
+                502, "upstream_unreachable", f"cannot reach upstream: {type(exc).__name__}: {exc}"
+            ) from exc
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -185,4 +222,3 @@ def upstream_failure(status: int, raw: bytes, headers: Mapping[str, str]) -> Ser
         upstream_status=status,
         upstream_error=parsed,
     )
-

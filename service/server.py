@@ -29,7 +29,13 @@ def run(
     level = settings.log_level.lower()
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.workers > 1:
-        uvicorn.run("service.server:app_from_env", factory=True, host=settings.host, port=settings.port,
-                    workers=settings.workers, log_level=level)
+        uvicorn.run(
+            "service.server:app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=level,
+        )
     else:
         uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=level)

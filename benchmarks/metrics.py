@@ -1,0 +1,62 @@
+"""Quality metrics that need no paid API: answer retention, SQuAD exact match / F1, log-likelihood retention."""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from collections.abc import Sequence
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = str.maketrans("", "", string.punctuation)
+
+
+def normalize(text: str) -> str:
+    """SQuAD normalisation: lower case, no punctuation, no articles, single spaces."""
+    return " ".join(_ARTICLES.sub(" ", text.lower().translate(_PUNCT)).split())
+
+
+def answer_retained(compressed: str, answers: Sequence[str]) -> bool:
+    """True when some gold answer still occurs (after normalisation) in the compressed text."""
+    haystack = f" {normalize(compressed)} "
+    return any(f" {normalize(a)} " in haystack for a in answers if normalize(a))
+
+
+def exact_match(prediction: str, answers: Sequence[str]) -> float:
+    return float(any(normalize(prediction) == normalize(a) for a in answers))
+
+
+def f1(prediction: str, answers: Sequence[str]) -> float:
+    """Best token-overlap F1 of the prediction against any gold answer."""
+    pred = normalize(prediction).split()
+    best = 0.0
+    for answer in answers:
+        gold = normalize(answer).split()
+        common = sum((Counter(pred) & Counter(gold)).values())
+        if common:
+            precision, recall = common / len(pred), common / len(gold)
+            best = max(best, 2 * precision * recall / (precision + recall))
+        elif not pred and not gold:
+            best = 1.0
+    return best
+
+
+def ll_retained(full_nll: Sequence[float], compressed_nll: Sequence[float]) -> float | None:
+    """Share of the reader's confidence kept: mean per-token NLL with the full context / with the compressed one.
+
+    1.0 means the gold answer is as likely as with the full context; 0.5 means its NLL doubled.
+    """
+    if not full_nll or sum(compressed_nll) <= 0:
+        return None
+    return sum(full_nll) / sum(compressed_nll)
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Linear-interpolated percentile (q in [0, 100]); None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)

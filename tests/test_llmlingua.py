@@ -1,0 +1,90 @@
+"""Our LLMLingua and LongLLMLingua implementations with the bundled LM."""
+
+from __future__ import annotations
+
+import pytest
+
+import promptshrink as ps
+
+from .conftest import needs_lm
+from .test_dspc import MIDDLE
+
+pytestmark = needs_lm
+METHODS = ["llmlingua", "longllmlingua"]
+
+
+@pytest.fixture(scope="module", params=METHODS)
+def half(request, article):
+    return ps.compress(article, request.param, rate=0.5)
+
+
+def test_three_thousand_words_at_half_rate(half):
+    assert 0.45 <= half.ratio <= 0.5
+    kept = [s for s in half.segments if s.kept]
+    assert [s.start for s in kept] == sorted(s.start for s in kept)
+    assert half.text == "".join(s.text for s in kept).lstrip()
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("tokenizer", ["cl100k_base", "o200k_base"])
+def test_target_tokens_never_exceeded(article, method, tokenizer):
+    for budget in (25, 180):
+        r = ps.compress(article[:2500], method, target_tokens=budget, tokenizer=tokenizer)
+        assert ps.get_tokenizer(tokenizer).count(r.text) <= budget
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_protected_spans_survive(article, method):
+    r = ps.compress(article[:3000], method, rate=0.3, keep=["Challenger heroes"], protect_numbers=True)
+    assert "Challenger heroes" in r.text and "10th" in r.text
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_deterministic(article, method):
+    a = ps.compress(article[:2000], method, rate=0.4, question="Who are the heroes?")
+    b = ps.compress(article[:2000], method, rate=0.4, question="Who are the heroes?")
+    assert a.text == b.text
+
+
+def test_iterative_pass_spends_the_budget_over_the_whole_text(article):
+    r = ps.compress(article[:4000], "llmlingua", rate=0.5, segment_tokens=64)
+    kept = [s for s in r.segments if s.kept]
+    half = len(article[:4000]) // 2
+    early, late = sum(s.start < half for s in kept), sum(s.start >= half for s in kept)
+    assert min(early, late) > 0.3 * len(kept)
+
+
+def test_question_aware_ranking_keeps_the_answer_in_the_middle():
+    r = ps.compress(MIDDLE, "longllmlingua", rate=0.3, question="What is the name of the cat?", doc_sentences=1)
+    assert "Biscuit" in r.text
+    relevance = r.details["document_relevance"]
+    assert max(range(len(relevance)), key=relevance.__getitem__) == 9  # the answer sentence ranks first
+
+
+def test_reorder_puts_the_most_relevant_document_first_and_says_so():
+    paragraphs = "\n\n".join(FILL for FILL in [MIDDLE.split(" The lighthouse")[0], ANSWER_PARAGRAPH, "The end."])
+    r = ps.compress(paragraphs, "longllmlingua", rate=0.6, question="What is the name of the cat?", reorder=True)
+    assert r.details["extractive_order"] is False and r.details["document_order"][0] == 1
+    assert r.text.startswith(r.text.split("\n\n")[0]) and "Biscuit" in r.text.split("\n\n")[0]
+    assert r.compressed_tokens <= int(0.6 * r.original_tokens)
+    plain = ps.compress(paragraphs, "longllmlingua", rate=0.6, question="What is the name of the cat?")
+    assert "extractive_order" not in plain.details
+
+
+ANSWER_PARAGRAPH = "The lighthouse keeper's cat is named Biscuit and it sleeps in the lantern room."
+
+
+@pytest.mark.parametrize(
+    "method,options",
+    [
+        ("llmlingua", {"coarse_share": 0.9}),
+        ("llmlingua", {"segment_tokens": 0}),
+        ("llmlingua", {"context_tokens": "many"}),
+        ("longllmlingua", {"dynamic_ratio": 2}),
+        ("longllmlingua", {"reorder": "yes"}),
+        ("longllmlingua", {"doc_sentences": 0}),
+    ],
+)
+def test_bad_parameters_are_clean_errors(method, options):
+    with pytest.raises(ps.InvalidInputError):
+        ps.compress("Some text to compress here. And a second sentence.", method, **options)

@@ -1,0 +1,201 @@
+"""The compression endpoints, health, metrics and every error path, against a real uvicorn server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from promptshrink.model_loading import manifest
+from service import create_app
+from tests.service_fixtures import LONG_TEXT, ServerThread, Upstream, base_settings, serve, wait_ready
+
+pytest_plugins = ["tests.service_fixtures"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def post(url: str, body: Any, **kwargs: Any) -> httpx.Response:
+    return httpx.post(f"{url}/v1/compress", json=body, timeout=30, **kwargs)
+
+
+def test_compress_text_with_segments(server: str) -> None:
+    r = post(server, {"text": LONG_TEXT, "rate": 0.3, "include_segments": True})
+    assert r.status_code == 200
+    data = r.json()
+    assert data["kind"] == "text" and data["method"] == "keep_first"
+    assert data["compressed_tokens"] <= 0.3 * data["original_tokens"]
+    assert data["tokens_saved"] == data["original_tokens"] - data["compressed_tokens"]
+    assert LONG_TEXT.startswith(data["text"][:50])
+    assert any(s["kept"] for s in data["segments"]) and not all(s["kept"] for s in data["segments"])
+    assert data["elapsed_s"] > 0 and "total_s" in data["timings"]
+    assert "segments" not in post(server, {"text": LONG_TEXT}).json()
+
+
+def test_compress_messages_and_passages(server: str) -> None:
+    messages = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": LONG_TEXT, "name": "alice"},
+        {"role": "user", "content": "What was the revenue of region 3?"},
+    ]
+    data = post(server, {"messages": messages, "method": "tfidf", "target_tokens": 200}).json()
+    assert data["kind"] == "messages" and data["compressed_tokens"] <= 200 + 20
+    assert [m["role"] for m in data["messages"]] == ["system", "user", "user"]
+    assert data["messages"][1]["name"] == "alice" and data["messages"][2] == messages[2]
+    assert data["per_message"][0] is None and data["per_message"][1]["original_tokens"] > 200
+    passages = ["Cats sleep most of the day.", {"id": "r", "text": LONG_TEXT, "metadata": {"src": "report"}}]
+    data = post(server, {"passages": passages, "question": "revenue region 3", "method": "tfidf", "rate": 0.3}).json()
+    assert data["kind"] == "passages" and [p["id"] for p in data["passages"]] == ["0", "r"]
+    assert data["passages"][1]["metadata"] == {"src": "report"} and data["passages"][1]["kept"]
+
+
+def test_batch_reports_each_item(server: str) -> None:
+    items = [{"text": LONG_TEXT, "rate": 0.2}, {"text": "   "}, {"text": LONG_TEXT, "method": "tfidf", "rate": 0.5}]
+    r = httpx.post(f"{server}/v1/compress/batch", json={"items": items}, timeout=30)
+    assert r.status_code == 200
+    out = r.json()["items"]
+    assert [i["ok"] for i in out] == [True, False, True]
+    assert out[1]["status"] == 422 and out[1]["error"]["code"] == "invalid_input"
+    assert out[2]["result"]["method"] == "tfidf"
+    too_many = httpx.post(f"{server}/v1/compress/batch", json={"items": [{"text": "a"}] * 65})
+    assert too_many.status_code == 413 and too_many.json()["error"]["code"] == "too_many_items"
+
+
+def test_methods_health_ready_metrics_openapi(server: str) -> None:
+    methods = httpx.get(f"{server}/v1/methods").json()
+    assert methods["default"] == "keep_first" and "tfidf" in {m["name"] for m in methods["methods"]}
+    assert httpx.get(f"{server}/healthz").json()["status"] == "ok"
+    assert httpx.get(f"{server}/readyz").json() == {"status": "ready", "method": "keep_first"}
+    post(server, {"text": LONG_TEXT, "method": "keep_last"})
+    post(server, {"text": ""})
+    metrics = httpx.get(f"{server}/metrics").text
+    assert 'promptshrink_requests_total{route="/v1/compress",status="200"}' in metrics
+    assert 'promptshrink_tokens_in_total{method="keep_last"}' in metrics
+    assert 'promptshrink_errors_total{code="invalid_input"}' in metrics
+    assert "promptshrink_request_duration_seconds_bucket" in metrics
+    schema = httpx.get(f"{server}/openapi.json").json()
+    assert {"/v1/compress", "/v1/compress/batch", "/v1/chat/completions", "/v1/completions"} <= set(schema["paths"])
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"text": ""}, 422, "invalid_input"),
+        ({"text": "some text", "rate": 1.5}, 422, "invalid_request"),
+        ({"text": "some text", "rate": "half"}, 422, "invalid_request"),
+        ({"text": "some text", "target_tokens": 0}, 422, "invalid_request"),
+        ({"text": "some text", "target_tokens": -3}, 422, "invalid_request"),
+        ({"text": "some text", "rate": 0.5, "target_tokens": 3}, 422, "invalid_input"),
+        ({"text": "some text", "method": "nope"}, 422, "unknown_method"),
+        ({"text": "some text", "tokenizer": "nope"}, 422, "unknown_tokenizer"),
+        ({"text": "some text", "tokenizer": "hf:gpt2"}, 422, "unknown_tokenizer"),
+        ({"text": "some text", "options": {"model": "/etc"}}, 422, "option_not_allowed"),
+        ({"text": "some text", "options": {"unit": "galaxy"}}, 422, "invalid_input"),
+        ({"text": "a", "messages": [{"role": "user", "content": "b"}]}, 422, "invalid_request"),
+        ({}, 422, "invalid_request"),
+        ([1, 2], 422, "invalid_request"),
+    ],
+)
+def test_bad_input_is_a_clear_4xx(server: str, body: Any, status: int, code: str) -> None:
+    r = post(server, body)
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["code"] == code and error["message"]
+
+
+def test_malformed_json_oversize_and_unknown_route(server: str) -> None:
+    bad = httpx.post(f"{server}/v1/compress", content=b'{"text": ', headers={"content-type": "application/json"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "malformed_json"
+    big = post(server, {"text": "word " * 60_000})
+    assert big.status_code == 413 and big.json()["error"]["code"] == "body_too_large"
+
+    def chunks() -> Any:
+        yield b'{"text": "'
+        for _ in range(100):
+            yield b"x" * 4096
+        yield b'"}'
+
+    chunked = httpx.post(f"{server}/v1/compress", content=chunks(), headers={"content-type": "application/json"})
+    assert chunked.status_code == 413
+    missing = httpx.get(f"{server}/v2/nothing")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+def test_auth(auth_server: str) -> None:
+    body = {"text": LONG_TEXT}
+    denied = post(auth_server, body)
+    assert denied.status_code == 401 and denied.headers["www-authenticate"] == "Bearer"
+    assert post(auth_server, body, headers={"authorization": "Bearer wrong"}).status_code == 401
+    assert post(auth_server, body, headers={"authorization": "Bearer service-key"}).status_code == 200
+    assert post(auth_server, body, headers={"x-api-key": "service-key"}).status_code == 200
+    assert httpx.get(f"{auth_server}/healthz").status_code == 200
+
+
+def test_queue_full_is_503_with_retry_after(upstream: Upstream) -> None:
+    settings = base_settings(upstream, compress_threads=1, max_queue=0, max_body_bytes=8 << 20, retry_after_s=2)
+    text = " ".join(f"word{i}" for i in range(60_000))
+    for url in serve(settings):
+        results: list[httpx.Response] = []
+
+        def call(url: str = url, results: list[httpx.Response] = results) -> None:
+            results.append(post(url, {"text": text, "rate": 0.5}))
+
+        threads = [threading.Thread(target=call) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        statuses = sorted(r.status_code for r in results)
+        assert statuses[0] == 200 and statuses[-1] == 503, statuses
+        rejected = next(r for r in results if r.status_code == 503)
+        assert rejected.headers["retry-after"] == "2" and rejected.json()["error"]["code"] == "overloaded"
+        assert post(url, {"text": LONG_TEXT}).status_code == 200  # the slot came back
+
+
+def test_readyz_reports_a_failed_warm_up(upstream: Upstream) -> None:
+    settings = base_settings(upstream, model="/nonexistent/model")  # keep_first takes no model: warm-up fails
+    with ServerThread(create_app(settings)) as server:
+        with pytest.raises(RuntimeError, match="warm-up failed"):
+            wait_ready(server.url, timeout=10)
+        r = httpx.get(f"{server.url}/readyz")
+        assert r.status_code == 503 and r.json()["status"] == "failed" and "model" in r.json()["detail"]
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+
+
+def _default_lm_available() -> bool:
+    try:
+        manifest()["default-lm"].locate()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.mark.skipif(not _default_lm_available(), reason="the bundled default LM is not installed yet")
+def test_selective_context_default(upstream: Upstream) -> None:
+    for url in serve(base_settings(upstream, method="selective_context")):
+        data = post(url, {"text": LONG_TEXT, "rate": 0.5}).json()
+        assert data["method"] == "selective_context" and data["compressed_tokens"] <= data["original_tokens"] // 2 + 5
+
+
+def test_cli_serve_subprocess() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PROMPTSHRINK_MAX_QUEUE": "5"}
+    cmd = [sys.executable, "-m", "promptshrink.cli", "serve", "--port", str(port), "--method", "keep_first"]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, timeout=60)
+        assert post(url, {"text": LONG_TEXT, "rate": 0.25}).json()["method"] == "keep_first"
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=15)
+    assert LONG_TEXT[:40].encode() not in err  # no request text in logs at info level
