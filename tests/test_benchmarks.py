@@ -72,6 +72,19 @@ def test_percentile_interpolates() -> None:
     assert percentile([], 50) is None
 
 
+@needs_lm
+def test_reader_finds_the_answer_more_likely_when_the_context_holds_it() -> None:
+    from benchmarks.readers import LikelihoodReader
+
+    reader = LikelihoodReader()
+    question, answer = "What is the secret code of the amber lighthouse?", "4417093"
+    fact, filler = "The secret code of the amber lighthouse is 4417093.", "The harbour was quiet all week."
+    with_fact = reader.nll(f"The weather was mild. {fact}", question, answer)
+    without = reader.nll(f"The weather was mild. {filler}", question, answer)
+    assert 0 < with_fact < without / 2
+    assert reader.nll(f"The weather was mild. {filler}", question, answer) == without  # cached
+
+
 # --- speed ---------------------------------------------------------------------------------------------------
 
 

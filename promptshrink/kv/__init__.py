@@ -1,8 +1,10 @@
 """KV-cache compression (the GPU path): presses applied after prefill, per layer and head.
 
-``with press(model): model.generate(...)`` compresses the prompt's cache inside any generate call;
-``generate(model, tokenizer, context, question, press=..., ratio=...)`` compresses only the context.
-``ratio`` is always kept / original.
+``with press(model): model.generate(...)`` compresses the prompt's cache inside any generate call
+(``press(model, question_len=n)``: the prompt ends with an n-token question, used as the observation window and kept);
+``generate(model, tokenizer, context, question, press=..., ratio=..., question_aware=False)`` compresses only the
+context, either before the question is seen (query-agnostic, default) or scored by the question (question-aware).
+``ratio`` is always kept / original, counted over the context.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import Any
 
 from .base import BasePress, ScorerPress
 from .chunkkv import ChunkKVPress
-from .pipeline import decode, generate, prefill
+from .pipeline import decode, generate, greedy, prefill, prefill_logits
 from .pyramidinfer import PyramidInferPress
 from .qfilters import QFiltersPress, compute_qfilters, save_qfilters
 from .sagekv import SageKVPress
@@ -56,7 +58,9 @@ __all__ = [
     "compute_qfilters",
     "decode",
     "generate",
+    "greedy",
     "make_press",
     "prefill",
+    "prefill_logits",
     "save_qfilters",
 ]

@@ -37,17 +37,23 @@ def window_queries(
     return q * cos + _rotate_half(q) * sin
 
 
-def window_attention(queries: torch.Tensor, keys: torch.Tensor, scaling: float) -> torch.Tensor:
-    """Causal softmax attention of the window queries over all keys, [batch, kv_heads, group, window, seq] in fp32."""
+def window_attention(queries: torch.Tensor, keys: torch.Tensor, scaling: float, causal: bool = True) -> torch.Tensor:
+    """Softmax attention of the window queries over all keys, [batch, kv_heads, group, window, seq] in fp32.
+
+    ``causal``: the queries are the last ``window`` of the keys' tokens (mask the future); otherwise they follow
+    every key (a question appended after the compressed context) and see all of them.
+    """
     b, h, w, d = queries.shape
     kv_heads, seq = keys.shape[1], keys.shape[2]
     q = queries.reshape(b, kv_heads, h // kv_heads, w, d)
     logits = torch.einsum("bkgwd,bksd->bkgws", q, keys.to(q.dtype)).float() * scaling
+    if not causal:
+        return logits.softmax(dim=-1)
     pos = torch.arange(seq, device=keys.device)
     future = pos[None, :] > (seq - w + torch.arange(w, device=keys.device))[:, None]
     return logits.masked_fill(future, float("-inf")).softmax(dim=-1)
 
 
-def window_scores(queries: torch.Tensor, keys: torch.Tensor, scaling: float) -> torch.Tensor:
+def window_scores(queries: torch.Tensor, keys: torch.Tensor, scaling: float, causal: bool = True) -> torch.Tensor:
     """Attention each key receives from the window, summed over the window and averaged over the query group."""
-    return window_attention(queries, keys, scaling).sum(dim=3).mean(dim=2)
+    return window_attention(queries, keys, scaling, causal).sum(dim=3).mean(dim=2)

@@ -3,13 +3,18 @@
 A press is applied either inside a forward hook on every attention module (``with press(model): ...``) or
 directly on cached tensors (``press.compress``) between prefill and decode; both give the same cache, because a
 layer's cache does not feed later layers during prefill.
+
+Two modes. Query-agnostic (default): the prefill holds only the context, the observation window is its last
+``window`` tokens, and the question comes later (the cache can serve any question). Question-aware
+(``with press(model, question_len=n)``): the prefill ends with an ``n``-token question; the press compresses only
+the context before it, scores with the question's queries as the window, and the question's entries always stay.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -24,10 +29,14 @@ class BasePress:
 
     ``window`` is the number of last prefill queries a press may look at (observation window). Subclasses
     implement :meth:`compress`; ``needs_queries`` tells the hook whether to recompute window queries.
+    ``question`` (set by ``press(model, question_len=n)``, 0 = query-agnostic) is the length of the question that
+    follows the keys given to :meth:`compress`: the queries are then the question's, which see every key (no causal
+    mask), and no context token needs protecting as part of the window.
     """
 
     ratio: float = 0.5
     window: int = 32
+    question: int = field(default=0, init=False, repr=False)
     needs_queries = True
 
     def __post_init__(self) -> None:
@@ -37,6 +46,16 @@ class BasePress:
     def n_keep(self, seq_len: int, layer: int = 0, n_layers: int = 1) -> int:
         """Entries kept per head for a layer of ``seq_len`` tokens."""
         return max(1, min(seq_len, round(seq_len * self.ratio)))
+
+    @property
+    def observed(self) -> int:
+        """Number of trailing prefill tokens whose queries the press sees: the question if any, else the window."""
+        return self.question or self.window
+
+    @property
+    def causal(self) -> bool:
+        """Whether the window queries are the last keys' own tokens (query-agnostic) rather than a later question."""
+        return not self.question
 
     def reset(self) -> None:
         """Forget per-prefill state (e.g. indices shared between layers)."""
@@ -52,21 +71,30 @@ class BasePress:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the kept (keys, values), each [batch, kv_heads, kept, head_dim].
 
-        ``queries`` are the post-RoPE queries of the last ``window`` prefill tokens, [batch, heads, window, head_dim].
+        ``queries`` are the post-RoPE queries of the last :attr:`observed` prefill tokens,
+        [batch, heads, observed, head_dim].
         """
         raise NotImplementedError
 
     @contextmanager
-    def __call__(self, model: nn.Module) -> Iterator[None]:
-        """Compress the cache of every prefill (a forward of more than one token into an empty cache)."""
+    def __call__(self, model: nn.Module, question_len: int = 0) -> Iterator[None]:
+        """Compress the cache of every prefill (a forward of more than one token into an empty cache).
+
+        ``question_len`` > 0: question-aware mode, the last ``question_len`` prefill tokens are the question (the
+        observation window, kept whole); ``ratio`` applies to the context before it.
+        """
+        if question_len < 0:
+            raise ValueError(f"question_len must be >= 0, got {question_len}")
         modules = attention_modules(model)
         self.reset()
+        self.question = question_len
         handles = [
             m.register_forward_hook(self._hook(i, len(modules)), with_kwargs=True) for i, m in enumerate(modules)
         ]
         try:
             yield
         finally:
+            self.question = 0
             for h in handles:
                 h.remove()
 
@@ -75,7 +103,8 @@ class BasePress:
             hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
             cache = kwargs.get("cache", kwargs.get("past_key_values"))
             q_len = hidden.shape[1]
-            if cache is None or q_len < 2:
+            n_ctx = q_len - self.question
+            if cache is None or q_len < 2 or n_ctx < 1:
                 return output
             cache_layer = cache.layers[layer]
             if cache_layer.keys is None or cache_layer.keys.shape[-2] != q_len:
@@ -83,12 +112,14 @@ class BasePress:
             if layer == 0:
                 self.reset()
             queries = (
-                window_queries(module, hidden, kwargs["position_embeddings"], self.window)
+                window_queries(module, hidden, kwargs["position_embeddings"], self.observed)
                 if self.needs_queries
                 else None
             )
-            keys, values = self.compress(layer, n_layers, cache_layer.keys, cache_layer.values, queries, module.scaling)
-            cache_layer.keys, cache_layer.values = keys.contiguous(), values.contiguous()
+            keys, values = cache_layer.keys, cache_layer.values
+            k, v = self.compress(layer, n_layers, keys[:, :, :n_ctx], values[:, :, :n_ctx], queries, module.scaling)
+            cache_layer.keys = torch.cat([k, keys[:, :, n_ctx:]], dim=2).contiguous()
+            cache_layer.values = torch.cat([v, values[:, :, n_ctx:]], dim=2).contiguous()
             return output
 
         return hook
@@ -96,7 +127,8 @@ class BasePress:
 
 @dataclass
 class ScorerPress(BasePress):
-    """Keep, per KV head, the entries with the highest :meth:`score`; the last ``protect`` tokens always stay."""
+    """Keep, per KV head, the entries with the highest :meth:`score`; the last ``protect`` tokens always stay
+    (query-agnostic mode only: in question-aware mode the protected window is the question itself)."""
 
     protect: int = 0
 
@@ -120,7 +152,7 @@ class ScorerPress(BasePress):
         if k >= seq:
             return keys, values
         scores = self.score(layer, keys, values, queries, scaling).float()
-        if self.protect:
+        if self.protect and self.causal:
             scores[..., -self.protect :] = torch.finfo(scores.dtype).max
         idx = scores.topk(k, dim=-1).indices.sort(dim=-1).values
         return gather_tokens(keys, values, idx)

@@ -15,7 +15,8 @@ from .kernels import chunk_select, gather_chunks
 class ChunkKVPress(BasePress):
     """Chunks of ``chunk`` tokens, scored by attention summed over the window and all heads (so every head keeps the
     same chunks); the first layer of each group of ``reuse`` layers selects, the others reuse its chunk ids. The
-    ``seq % chunk`` first tokens (attention sinks) and the chunks holding the window are always kept."""
+    ``seq % chunk`` first tokens (attention sinks) and the chunks holding the window (query-agnostic mode) are always
+    kept."""
 
     chunk: int = 10
     reuse: int = 2
@@ -42,7 +43,8 @@ class ChunkKVPress(BasePress):
         if layer % self.reuse and self._ids is not None:
             return gather_chunks(keys, values, self._ids, self.chunk, offset, self.use_triton)
         assert queries is not None
-        scores = window_scores(queries, keys, scaling).sum(dim=1)
-        scores[:, -self.window :] = 1e6
+        scores = window_scores(queries, keys, scaling, self.causal).sum(dim=1)
+        if self.causal:
+            scores[:, -self.window :] = 1e6
         keys, values, self._ids = chunk_select(scores, keys, values, self.chunk, k_chunks, self.use_triton)
         return keys, values

@@ -44,12 +44,20 @@ def sdpa_attention(model: nn.Module) -> Iterator[None]:
 
 
 @torch.no_grad()
-def prefill(model: nn.Module, input_ids: torch.Tensor, press: BasePress | None = None) -> Any:
-    """Run the context through the model (press applied) and return its cache."""
+def prefill_logits(
+    model: nn.Module, input_ids: torch.Tensor, press: BasePress | None = None, question_len: int = 0
+) -> tuple[Any, torch.Tensor]:
+    """Run the prompt through the model (press applied) and return its cache and the last position's logits
+    [batch, 1, vocab]; ``question_len`` > 0 makes the press question-aware (see :meth:`BasePress.__call__`)."""
     cache = new_cache()
-    with press(model) if press is not None else nullcontext():
-        model(input_ids=input_ids, use_cache=True, logits_to_keep=1, **{cache_kwarg(model): cache})
-    return cache
+    with press(model, question_len=question_len) if press is not None else nullcontext():
+        out = model(input_ids=input_ids, use_cache=True, logits_to_keep=1, **{cache_kwarg(model): cache})
+    return cache, out.logits
+
+
+def prefill(model: nn.Module, input_ids: torch.Tensor, press: BasePress | None = None, question_len: int = 0) -> Any:
+    """Run the prompt through the model (press applied) and return its cache."""
+    return prefill_logits(model, input_ids, press, question_len)[0]
 
 
 @torch.no_grad()
@@ -58,6 +66,15 @@ def step(model: nn.Module, cache: Any, ids: torch.Tensor, start: int) -> torch.T
     pos = torch.arange(start, start + ids.shape[1], device=ids.device)[None].expand(ids.shape[0], -1)
     out = model(input_ids=ids, position_ids=pos, use_cache=True, **{cache_kwarg(model): cache})
     return out.logits
+
+
+@torch.no_grad()
+def forward_tokens(model: nn.Module, cache: Any, ids: torch.Tensor, start: int) -> torch.Tensor:
+    """Like :func:`step`, but one token at a time under SDPA when the layers hold different lengths."""
+    if uniform(cache):
+        return step(model, cache, ids, start)
+    with sdpa_attention(model):
+        return torch.cat([step(model, cache, t, start + i) for i, t in enumerate(ids.split(1, dim=1))], dim=1)
 
 
 @torch.no_grad()
@@ -70,11 +87,24 @@ def decode(
     eos_token_id: int | None = None,
 ) -> list[int]:
     """Greedy decoding: feed ``prompt_ids`` (one token at a time when layer lengths differ), then generate."""
+    logits = forward_tokens(model, cache, prompt_ids, start)
+    return greedy(model, cache, logits, start + prompt_ids.shape[1], max_new_tokens, eos_token_id)
+
+
+@torch.no_grad()
+def greedy(
+    model: nn.Module,
+    cache: Any,
+    logits: torch.Tensor,
+    start: int,
+    max_new_tokens: int,
+    eos_token_id: int | None = None,
+) -> list[int]:
+    """Greedy tokens from ``logits`` [batch, len, vocab] of the position before ``start``, extending ``cache``.
+
+    ``start`` is the absolute position of the next token (the uncompressed prompt length), not the cache length.
+    """
     with nullcontext() if uniform(cache) else sdpa_attention(model):
-        pieces = [prompt_ids] if uniform(cache) else list(prompt_ids.split(1, dim=1))
-        for piece in pieces:
-            logits = step(model, cache, piece, start)
-            start += piece.shape[1]
         out: list[int] = []
         for _ in range(max_new_tokens):
             nxt = logits[:, -1].argmax(-1, keepdim=True)
@@ -94,8 +124,16 @@ def generate(
     press: BasePress | str | None = None,
     ratio: float = 0.5,
     max_new_tokens: int = 32,
+    question_aware: bool = False,
 ) -> str:
-    """Answer ``question`` about ``context``: only the context's cache is compressed (the question stays whole)."""
+    """Answer ``question`` about ``context`` greedily; only the context's cache is compressed (``ratio`` of it kept).
+
+    ``question_aware=False`` (default, query-agnostic, as a cache reused across questions): the context alone is
+    prefilled and compressed with its last ``window`` tokens as the observation window; the question is fed after.
+    ``question_aware=True``: context and question are prefilled together; the press scores the context with the
+    question's queries as the window and never evicts the question. The first answer token comes from the
+    uncompressed prefill, the following ones from the compressed cache.
+    """
     from . import make_press
 
     if isinstance(press, str):
@@ -103,6 +141,11 @@ def generate(
     device = next(model.parameters()).device
     ctx_ids = tokenizer(context, return_tensors="pt").input_ids.to(device)
     q_ids = tokenizer(question or "\n", add_special_tokens=False, return_tensors="pt").input_ids.to(device)
-    cache = prefill(model, ctx_ids, press)
-    out = decode(model, cache, q_ids, ctx_ids.shape[1], max_new_tokens, tokenizer.eos_token_id)
+    if question_aware:
+        ids = torch.cat([ctx_ids, q_ids], dim=1)
+        cache, logits = prefill_logits(model, ids, press, q_ids.shape[1])
+        out = greedy(model, cache, logits, ids.shape[1], max_new_tokens, tokenizer.eos_token_id)
+    else:
+        cache = prefill(model, ctx_ids, press)
+        out = decode(model, cache, q_ids, ctx_ids.shape[1], max_new_tokens, tokenizer.eos_token_id)
     return tokenizer.decode(out, skip_special_tokens=True)

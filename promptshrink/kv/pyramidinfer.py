@@ -34,7 +34,7 @@ class PyramidInferPress(ScorerPress):
         self, layer: int, keys: torch.Tensor, values: torch.Tensor, queries: torch.Tensor | None, scaling: float
     ) -> torch.Tensor:
         assert queries is not None
-        attn = window_attention(queries, keys, scaling)
+        attn = window_attention(queries, keys, scaling, self.causal)
         w = attn.shape[3]
         age = torch.arange(w - 1, -1, -1, device=attn.device, dtype=attn.dtype)
         weights = self.decay**age

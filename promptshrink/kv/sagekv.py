@@ -13,8 +13,8 @@ from .base import BasePress, gather_tokens
 
 @dataclass
 class SageKVPress(BasePress):
-    """Sinks and the window always stay; ``pool`` x budget candidates are chosen by attention summed over heads,
-    then each KV head keeps its own top entries among the candidates."""
+    """Sinks and the window (query-agnostic mode) always stay; ``pool`` x budget candidates are chosen by attention
+    summed over heads, then each KV head keeps its own top entries among the candidates."""
 
     sink: int = 4
     pool: float = 2.0
@@ -33,9 +33,10 @@ class SageKVPress(BasePress):
         if k >= seq:
             return keys, values
         assert queries is not None
-        scores = window_scores(queries, keys, scaling)
+        scores = window_scores(queries, keys, scaling, self.causal)
         scores[..., : self.sink] = 1e6
-        scores[..., -self.window :] = 1e6
+        if self.causal:
+            scores[..., -self.window :] = 1e6
         token = scores.sum(dim=1)
         cand = token.topk(min(seq, math.ceil(self.pool * k)), dim=-1).indices[:, None].expand(-1, scores.shape[1], -1)
         best = scores.gather(2, cand).topk(k, dim=-1).indices

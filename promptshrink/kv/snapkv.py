@@ -22,7 +22,7 @@ class SnapKVPress(ScorerPress):
         self, layer: int, keys: torch.Tensor, values: torch.Tensor, queries: torch.Tensor | None, scaling: float
     ) -> torch.Tensor:
         assert queries is not None
-        scores = window_scores(queries, keys, scaling)
+        scores = window_scores(queries, keys, scaling, self.causal)
         b, h, s = scores.shape
         pooled = F.max_pool1d(scores.view(b * h, 1, s), self.kernel, stride=1, padding=self.kernel // 2)
         return pooled.view(b, h, s)

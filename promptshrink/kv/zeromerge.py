@@ -38,13 +38,15 @@ class ZeroMergePress(BasePress):
             return keys, values
         assert queries is not None
         b, kv_heads = keys.shape[:2]
-        attn = window_attention(queries, keys, scaling).mean(dim=(2, 3))  # [b, kv_heads, seq]
+        attn = window_attention(queries, keys, scaling, self.causal).mean(dim=(2, 3))  # [b, kv_heads, seq]
         vnorm = values.float().norm(dim=-1)
         score = attn * vnorm / vnorm.mean(dim=-1, keepdim=True)  # attention mass x value magnitude
         p = attn / attn.sum(-1, keepdim=True)
         entropy = -(p * p.clamp_min(1e-12).log()).sum(-1) / math.log(seq)
-        residual = (self.max_residual * k * entropy).floor().long().clamp(max=max(0, k - self.window - 1))
-        score[..., -self.window :] = float("inf")
+        exact = self.window if self.causal else 0  # the window's entries stay exact (query-agnostic mode)
+        residual = (self.max_residual * k * entropy).floor().long().clamp(max=max(0, k - exact - 1))
+        if exact:
+            score[..., -exact:] = float("inf")
         q_mean = queries.float().reshape(b, kv_heads, -1, queries.shape[-1]).mean(dim=2)
         out_k, out_v = torch.empty_like(keys[:, :, :k]), torch.empty_like(values[:, :, :k])
         for i in range(b):
