@@ -33,15 +33,18 @@ def quality_table(data: dict) -> str:
     rows = {(r["method"], r["ratio"]): r for r in data["rows"]}
     full = rows[("full", 1.0)]
     lines = [
-        f"Model: {data['model']}, context {data['ctx']} tokens, {data['samples']} needles at spread depths.",
+        f"Model: {data['model']} on {data['device']}, context {data['ctx']} tokens, {data['samples']} needles at spread"
+        f" depths (needle accuracy = share of them found, ±{0.5 / data['samples'] ** 0.5:.2f} max. std. error);"
+        f" KL/PPL over a 64-token continuation, first {data['kl_samples']} samples; run took {data['seconds']} s.",
         "",
-        "| method | ratio | needle acc | KL vs full (nats/token) | PPL (full) | quality retained (PPL full/PPL) |",
-        "|---|---|---|---|---|---|",
+        "| method | ratio | needle acc, query-agnostic | needle acc, question-aware | KL vs full (nats/token)"
+        " | PPL (full) | quality retained (PPL full/PPL) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for (m, ratio), r in rows.items():
         lines.append(
-            f"| {m} | {ratio} | {r['needle']:.2f} | {r['kl']:.4f} | {r['ppl']:.2f} ({full['ppl']:.2f})"
-            f" | {100 * full['ppl'] / r['ppl']:.0f}% |"
+            f"| {m} | {ratio} | {r['needle_agnostic']:.2f} | {r['needle_question']:.2f} | {r['kl']:.4f}"
+            f" | {r['ppl']:.2f} ({full['ppl']:.2f}) | {100 * full['ppl'] / r['ppl']:.0f}% |"
         )
     return "\n".join(lines)
 

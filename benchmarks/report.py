@@ -65,40 +65,48 @@ def build_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def compare(records: list[dict[str, Any]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """promptshrink / peer ratio of every metric, per budget, on the items both ran (matched and best method)."""
+    """promptshrink / peer ratio of every metric, per budget, on the items both ran (matched and best method).
+
+    Each pair is reported twice: over all shared items, and over the items where the peer kept to the budget
+    (at most 10% over the limit), since a peer that does not compress an item keeps its answer trivially.
+    """
     out = []
-    peers = sorted({r["system"] for r in records if r["system"].startswith("peer:")})
-    budgets = sorted({r["budget"] for r in records})
     speed = {r["system"]: r for r in rows}
-    for peer in peers:
-        for budget in budgets:
+    for peer in sorted({r["system"] for r in records if r["system"].startswith("peer:")}):
+        for budget in sorted({r["budget"] for r in records}):
             peer_recs = [r for r in records if r["system"] == peer and r["budget"] == budget]
-            ours = defaultdict(list)
-            for r in records:
-                if r["budget"] == budget and not r["system"].startswith("peer:"):
-                    ours[r["system"]].append(r)
-            base = {r["item"] for r in peer_recs}
-            scored = {}
-            for name, recs in ours.items():
-                ids = base & {r["item"] for r in recs}
-                if ids:
-                    scored[name] = (aggregate(recs, ids), aggregate(peer_recs, ids))
-            if not scored:
-                continue
-            full = [n for n in scored if scored[n][0]["items"] == len(base)]  # best only among full coverage
-            best = max(
-                full, key=lambda n: (scored[n][0]["retention"] or 0, scored[n][0]["ll_retained"] or 0), default=None
-            )
-            for role, name in (("matched", MATCHED.get(peer)), ("best", best)):
-                if name not in scored:
-                    continue
-                mine, theirs = scored[name]
-                entry = {"peer": peer, "budget": budget, "role": role, "method": name, "items": mine["items"]}
-                for metric in ("ratio", "retention", "ll_retained"):
-                    entry[metric] = _ratio(mine[metric], theirs[metric])
-                for metric in ("ms_per_1k_p50", "tokens_per_s"):
-                    entry[metric] = _ratio(speed[name][metric], speed[peer][metric])
-                out.append(entry)
+            within = {r["item"] for r in peer_recs if r["compressed_tokens"] <= 1.1 * r["limit"]}
+            for scope, base in (("all", {r["item"] for r in peer_recs}), ("peer within budget", within)):
+                out += _pairs(records, peer, budget, base, speed, scope)
+    return out
+
+
+def _pairs(
+    records: list[dict[str, Any]], peer: str, budget: str, base: set[str], speed: dict[str, Any], scope: str
+) -> list[dict[str, Any]]:
+    peer_recs = [r for r in records if r["system"] == peer and r["budget"] == budget]
+    ours = defaultdict(list)
+    for r in records:
+        if r["budget"] == budget and not r["system"].startswith("peer:"):
+            ours[r["system"]].append(r)
+    scored = {}
+    for name, recs in ours.items():
+        ids = base & {r["item"] for r in recs}
+        if ids:
+            scored[name] = (aggregate(recs, ids), aggregate(peer_recs, ids))
+    full = [n for n in scored if scored[n][0]["items"] == len(base)]  # best only among full coverage
+    best = max(full, key=lambda n: (scored[n][0]["retention"] or 0, scored[n][0]["ll_retained"] or 0), default=None)
+    out = []
+    for role, name in (("matched", MATCHED.get(peer)), ("best", best)):
+        if name not in scored or (role == "best" and name == MATCHED.get(peer)):
+            continue
+        mine, theirs = scored[name]
+        entry = {"peer": peer, "budget": budget, "scope": scope, "role": role, "method": name, "items": mine["items"]}
+        for metric in ("ratio", "retention", "ll_retained"):
+            entry[metric] = _ratio(mine[metric], theirs[metric])
+        for metric in ("ms_per_1k_p50", "tokens_per_s"):
+            entry[metric] = _ratio(speed[name][metric], speed[peer][metric])
+        out.append(entry)
     return out
 
 
@@ -134,11 +142,28 @@ def table(rows: list[dict[str, Any]], skipped: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
+TASKS = ("qa", "multidoc", "needle", "gsm")
+
+
+def task_table(rows: list[dict[str, Any]]) -> str:
+    """Per-task achieved ratio / answer kept / LL retained of every system and budget."""
+    columns = ("system", "budget", *(f"{t} ratio / kept / LL" for t in TASKS))
+    lines = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
+    for r in sorted(rows, key=lambda r: (r["system"].startswith("peer:"), r["system"], r["budget"])):
+        cells = [r["system"], r["budget"]]
+        for task in TASKS:
+            t = r["per_task"].get(task)
+            cells.append(" / ".join(_fmt(t[k]) for k in ("ratio", "retention", "ll_retained")) if t else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def comparison_table(comparisons: list[dict[str, Any]]) -> str:
-    head = "| peer | budget | promptshrink method | items | ratio | answer kept | LL retained | ms/1K p50 | tok/s |"
-    lines = [head, "|---" * 9 + "|"]
+    columns = ("peer", "budget", "items compared", "promptshrink method", "n", "ratio", "answer kept", "LL retained")
+    columns += ("ms/1K p50", "tok/s")
+    lines = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
     for c in comparisons:
-        cells = [c["peer"], c["budget"], f"{c['method']} ({c['role']})", c["items"]]
+        cells = [c["peer"], c["budget"], c["scope"], f"{c['method']} ({c['role']})", c["items"]]
         cells += [_fmt(c[m], 3, "g") for m in ("ratio", "retention", "ll_retained", "ms_per_1k_p50", "tokens_per_s")]
         lines.append("| " + " | ".join(str(x) for x in cells) + " |")
     return "\n".join(lines)
@@ -185,3 +210,23 @@ def plots(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     fig.savefig(latency, dpi=110)
     plt.close(fig)
     return [quality, latency]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Re-render the tables and plots of a results JSON: `python -m benchmarks.report results/quick.json`."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("results", type=Path)
+    args = parser.parse_args(argv)
+    result = json.loads(args.results.read_text())
+    print(table(result["rows"], result["skipped"]))
+    print("\nper task:\n" + task_table(result["rows"]))
+    print("\npromptshrink / peer:\n" + comparison_table(result["comparisons"]))
+    plots(result["rows"], args.results.parent)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

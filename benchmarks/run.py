@@ -18,11 +18,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from promptshrink.budget import make_budget
+
 from .data import LOADERS, SOURCES, DataUnavailable, Item
 from .metrics import answer_retained, exact_match, f1
 from .peers import peer_systems
 from .readers import GenerativeReader, LikelihoodReader, OpenAIReader
-from .report import build_rows, compare, comparison_table, plots, table
+from .report import build_rows, compare, comparison_table, plots, table, task_table
 from .speed import PeakMemory
 from .systems import BudgetSpec, System, promptshrink_systems
 
@@ -116,6 +118,7 @@ def run_system(system: System, items: list[Item], suite: Suite) -> tuple[list[di
                     "task": item.task,
                     "original_tokens": out.original_tokens,
                     "compressed_tokens": out.compressed_tokens,
+                    "limit": make_budget(**budget.kwargs(item.task)).limit(out.original_tokens),
                     "seconds": out.seconds,
                     "retained": answer_retained(out.text, item.answers) if item.answers else None,
                     "text": out.text,
@@ -233,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out / f"{args.suite}.json"
     path.write_text(json.dumps(result, indent=1))
     print(table(rows, skipped))
+    print("\nper task (achieved ratio / answer kept / LL retained):\n" + task_table(rows))
     for name, i in info.items():
         if "capped" in i:
             print(f"{name}: stopped at the {i['capped']}")

@@ -187,6 +187,7 @@ def _record(system: str, item: str, retained: bool, nll: float, tokens: int = 50
         "task": "qa",
         "original_tokens": 100,
         "compressed_tokens": tokens,
+        "limit": 50,
         "seconds": 0.1,
         "retained": retained,
         "full_nll": 1.0,
@@ -204,9 +205,12 @@ def test_aggregate_and_peer_comparison_on_hand_made_records() -> None:
     row = aggregate(records[:2])
     assert row["ratio"] == 0.5 and row["retention"] == 0.5 and row["ll_retained"] == 0.5
     rows = [{"system": s, "ms_per_1k_p50": 1000.0, "tokens_per_s": 1000.0} for s in ("tfidf", "peer:llmlingua")]
-    (best,) = compare(records, rows)  # no promptshrink "llmlingua" method in these records: only the best one
-    assert best["method"] == "tfidf" and best["role"] == "best"
+    (best,) = compare(records, rows)  # no "llmlingua" method here, and the peer never kept to its budget
+    assert best["method"] == "tfidf" and best["role"] == "best" and best["scope"] == "all"
     assert best["retention"] == pytest.approx(0.5) and best["ratio"] == pytest.approx(0.5 / 0.8)
+    records[3]["compressed_tokens"] = 50  # the peer keeps to the budget on item b only
+    within = [c for c in compare(records, rows) if c["scope"] == "peer within budget"]
+    assert [(c["items"], c["retention"], c["ratio"]) for c in within] == [(1, 0.0, 1.0)]
     text = table([{**row, "system": "tfidf", "budget": "rate=0.5", "ms_per_1k_p50": 1.0}], {"peer:x": "absent"})
     assert "| tfidf | rate=0.5 | 2 | 0.50 | 0.50 | 0.50 |" in text and "skipped: absent" in text
 

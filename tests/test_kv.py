@@ -32,6 +32,18 @@ def press(name: str, ratio: float, model) -> kv.BasePress:  # noqa: ANN001
     return kv.make_press(name, ratio=ratio)
 
 
+class ByteTok:
+    """A character-level stand-in tokenizer for the tiny model."""
+
+    eos_token_id = None
+
+    def __call__(self, text: str, return_tensors: str = "pt", add_special_tokens: bool = True):  # noqa: ANN204
+        return type("Enc", (), {"input_ids": torch.tensor([[ord(c) % 128 for c in text]])})()
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return "".join(chr(65 + i % 26) for i in ids)
+
+
 @pytest.fixture(scope="module")
 def model():  # noqa: ANN201
     return tiny_model()
@@ -80,6 +92,29 @@ def test_context_manager_applies_to_generate(impl: str) -> None:
     assert out == [first, *kv.decode(m, cache, torch.tensor([[first]]), 120, 4)]
 
 
+@pytest.mark.parametrize("name", METHODS)
+def test_question_aware_prefill_keeps_question_and_compresses_context(model, name: str) -> None:  # noqa: ANN001
+    ids = torch.randint(0, 128, (1, 210))
+    full = kv.prefill(model, ids)
+    cache = kv.prefill(model, ids, press(name, 0.25, model), question_len=10)
+    kept = [layer.keys.shape[-2] - 10 for layer in cache.layers]
+    assert sum(kept) == pytest.approx(3 * 50, abs=12)
+    for a, b in zip(full.layers, cache.layers):
+        assert torch.equal(a.keys[:, :, -10:], b.keys[:, :, -10:]) and torch.equal(
+            a.values[:, :, -10:], b.values[:, :, -10:]
+        )
+    assert kv.decode(model, cache, torch.tensor([[3]]), 210, 3)
+
+
+def test_question_aware_generate_without_press_matches_agnostic(model) -> None:  # noqa: ANN001
+    tok = ByteTok()
+    ctx, question = "some context " * 10, "question?"
+    same = [kv.generate(model, tok, ctx, question, None, max_new_tokens=5, question_aware=qa) for qa in (False, True)]
+    assert same[0] == same[1]
+    with pytest.raises(ValueError, match="question_len"), kv.SnapKVPress()(model, question_len=-1):
+        pass
+
+
 def test_streaming_llm_keeps_sinks_and_recent(model) -> None:  # noqa: ANN001
     keys = torch.arange(100.0).view(1, 1, 100, 1).expand(1, 2, 100, 4)
     k, v = kv.StreamingLLMPress(ratio=0.1, sink=4).compress(0, 1, keys, keys, None, 1.0)
@@ -94,6 +129,19 @@ def test_window_attention_matches_eager_attention() -> None:
     mask = torch.ones(8, 40, dtype=torch.bool).tril(32)
     ref = full.masked_fill(~mask, float("-inf")).softmax(-1).view(1, 2, 2, 8, 40)
     torch.testing.assert_close(attn, ref)
+    # question-aware: the queries follow every key, nothing is masked
+    torch.testing.assert_close(window_attention(q, keys, 0.25, causal=False), full.softmax(-1).view(1, 2, 2, 8, 40))
+
+
+def test_question_aware_snapkv_scores_with_the_question() -> None:
+    torch.manual_seed(4)
+    keys, q = torch.randn(1, 1, 64, 8) * 0.1, torch.randn(1, 1, 4, 8)
+    keys[0, 0, 62] = q[0, 0].sum(0) * 3  # attended by the question, but the last context token of a causal window
+    snap = kv.SnapKVPress(ratio=0.125, window=4, protect=4, kernel=1)
+    snap.question = 4
+    k, _ = snap.compress(0, 1, keys, keys, q, 1.0)
+    assert k.shape[2] == 8 and any(torch.equal(row, keys[0, 0, 62]) for row in k[0, 0])
+    assert not torch.equal(k[0, 0, -4:], keys[0, 0, -4:])  # no context tail protected: the window is the question
 
 
 def test_snapkv_keeps_the_most_attended_token() -> None:
@@ -128,17 +176,11 @@ def test_qfilters_roundtrip(tmp_path, model) -> None:  # noqa: ANN001
     torch.testing.assert_close(loaded.filters, filters)
 
 
-def test_generate_entry_point(model) -> None:  # noqa: ANN001
-    class Tok:
-        eos_token_id = None
-
-        def __call__(self, text: str, return_tensors: str = "pt", add_special_tokens: bool = True):  # noqa: ANN204
-            return type("Enc", (), {"input_ids": torch.tensor([[ord(c) % 128 for c in text]])})()
-
-        def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
-            return "".join(chr(65 + i % 26) for i in ids)
-
-    out = kv.generate(model, Tok(), "some context " * 10, "question?", press="snapkv", ratio=0.5, max_new_tokens=3)
+@pytest.mark.parametrize("question_aware", [False, True])
+def test_generate_entry_point(model, question_aware: bool) -> None:  # noqa: ANN001
+    out = kv.generate(
+        model, ByteTok(), "some context " * 10, "question?", "snapkv", 0.5, 3, question_aware=question_aware
+    )
     assert len(out) == 3
 
 

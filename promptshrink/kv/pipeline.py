@@ -109,7 +109,7 @@ def greedy(
         for _ in range(max_new_tokens):
             nxt = logits[:, -1].argmax(-1, keepdim=True)
             out.append(int(nxt[0, 0]))
-            if eos_token_id is not None and out[-1] == eos_token_id:
+            if len(out) == max_new_tokens or (eos_token_id is not None and out[-1] == eos_token_id):
                 break
             logits = step(model, cache, nxt, start)
             start += 1
