@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import promptshrink
 from promptshrink.errors import PromptShrinkError
+from promptshrink.model_loading import set_torch_threads
 
 from .compression import check_options, run_compress
 from .config import Settings
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        set_torch_threads(settings.compress_threads)
         state.pool = WorkPool(settings.compress_threads, settings.max_queue)
         state.metrics.busy_slots.set_function(lambda: state.pool.slots.used if state.pool else 0)
         state.upstream = Upstream(settings)
