@@ -110,3 +110,22 @@ def test_rank_normalisation_is_in_unit_range_and_order_preserving():
 def test_bad_parameters_are_clean_errors(options):
     with pytest.raises(ps.InvalidInputError):
         ps.compress("Some text to compress here. And a second sentence.", "dspc", **options)
+
+
+PRIME = (
+    "The concept of prime number is so important that it has been generalized in different ways in various branches"
+    ' of mathematics . Generally , " prime " indicates minimality or indecomposability , in an appropriate sense . '
+    "For example , the prime field is the smallest subfield of a field F containing both 0 and 1 . "
+    "It is either Q or the finite field with p elements , whence the name . "
+    "For example , in knot theory , a prime knot is a knot that is indecomposable in the sense that it cannot be "
+    "written as the knot sum of two nontrivial knots ."
+)
+
+
+def test_disfluent_question_keeps_the_answer_sentence_whole():
+    """DisflQA-like: the coarse stage filters sentences down to the budget, so the answer sentence is not cut by
+    word pruning (a 1.5x share kept most sentences and pruned words from all of them, answer spans included)."""
+    question = "What field is the smallest subfield , no wait , which field is either Q or a finite field ?"
+    r = ps.compress(PRIME, "dspc", rate=0.5, question=question, **FAST)
+    assert "It is either Q or the finite field with p elements , whence the name ." in r.text
+    assert r.compressed_tokens <= int(0.5 * r.original_tokens)

@@ -88,3 +88,23 @@ ANSWER_PARAGRAPH = "The lighthouse keeper's cat is named Biscuit and it sleeps i
 def test_bad_parameters_are_clean_errors(method, options):
     with pytest.raises(ps.InvalidInputError):
         ps.compress("Some text to compress here. And a second sentence.", method, **options)
+
+
+MULTIDOC = [
+    "The harbour town holds a fish market every Saturday morning . Traders sell cod , herring and crabs from stalls .",
+    "Visitors to the old mill often ask about its history . "
+    "The old mill was built in 1820 and the museum opens at nine .",
+    "At night a large grey goose called Harold guards the grounds and chases away any stranger who comes near .",
+    "The railway line to the coast was opened in 1871 . Steam trains ran on it until the line was electrified .",
+]
+
+
+def test_top_ranked_document_stays_almost_whole_at_half_rate():
+    """Coarse stage keeps documents up to the budget, so the fine stage barely trims the best one (a 1.5x share
+    spread the pruning over every document and cut the answer spans of multi-document QA)."""
+    question = "Who keeps watch over the old mill at night , sorry , which animal ?"
+    r = ps.compress_passages(MULTIDOC, question, method="longllmlingua", rate=0.5)
+    relevance = r.result.details["document_relevance"]
+    top = r.passages[max(range(len(relevance)), key=relevance.__getitem__)]
+    assert len(top["text"].split()) >= 0.9 * len(top["original_text"].split())
+    assert sum(p["kept"] for p in r.passages) < len(MULTIDOC)

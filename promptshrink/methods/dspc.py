@@ -24,7 +24,9 @@ from .base import CompressionRequest, Compressor
 @register
 class DSPC(Compressor):
     """Coarse stage: keep the sentences most TF-IDF-similar to the question (or to the whole document) until they
-    hold ``coarse_share`` x the budget. Fine stage: score each unit of the kept sentences by
+    hold ``coarse_share`` x the budget (default 1: the coarse stage drops sentences down to the budget, so the
+    fine stage only trims the sentences that cross it; with a wider share, word-level pruning of every kept
+    sentence cut the answer span in most DisflQA items). Fine stage: score each unit of the kept sentences by
     ``attention_weight`` * attention it receives from the question (or the text's tail) in ``model``, averaged
     over all heads and layers, + ``loss_weight`` * (loss under ``model`` - loss under ``large_model``)
     + ``position_weight`` * positional prior (start, end, near the question), each signal normalised first
@@ -43,7 +45,7 @@ class DSPC(Compressor):
         unit: str | None = None,
         model: str = DEFAULT_LM,
         large_model: str | None = LARGE_LM,
-        coarse_share: float = 1.5,
+        coarse_share: float = 1.0,
         attention_weight: float = 0.4,
         loss_weight: float = 0.4,
         position_weight: float = 0.2,

@@ -26,7 +26,10 @@ class LongLLMLingua(Compressor):
     """Question-aware coarse-to-fine compression.
 
     Documents (paragraphs, or groups of ``doc_sentences`` sentences) are ranked by log p(question | document)
-    under a small LM and the best kept until they hold ``coarse_share`` x the budget. Each kept document gets its
+    under a small LM and the best kept until they hold ``coarse_share`` x the budget (default 1: as in the paper's
+    coarse stage, documents are kept in rank order until the budget is reached, so the fine stage trims little
+    and the top document stays almost whole; a larger share spreads the fine pruning over more documents and
+    cut answer spans in the benchmark's multi-document QA). Each kept document gets its
     own ratio, from base + ``dynamic_ratio`` for the best to base - ``dynamic_ratio`` for the worst, and keeps
     its units with the highest contrastive perplexity I(x) - I(x | question) (how much the question makes a
     token more likely). Without a question, documents and units are ranked by plain perplexity.
@@ -43,7 +46,7 @@ class LongLLMLingua(Compressor):
         self,
         unit: str | None = None,
         model: str = DEFAULT_LM,
-        coarse_share: float = 1.5,
+        coarse_share: float = 1.0,
         dynamic_ratio: float = 0.25,
         reorder: bool = False,
         doc_sentences: int = 4,
