@@ -100,11 +100,11 @@ MULTIDOC = [
 
 
 def test_top_ranked_document_stays_almost_whole_at_half_rate():
-    """Coarse stage keeps documents up to the budget, so the fine stage barely trims the best one (a 1.5x share
+    """Coarse stage keeps documents up to the budget, so the fine stage leaves the best one whole (a 1.5x share
     spread the pruning over every document and cut the answer spans of multi-document QA)."""
     question = "Who keeps watch over the old mill at night , sorry , which animal ?"
     r = ps.compress_passages(MULTIDOC, question, method="longllmlingua", rate=0.5)
     relevance = r.result.details["document_relevance"]
     top = r.passages[max(range(len(relevance)), key=relevance.__getitem__)]
-    assert len(top["text"].split()) >= 0.9 * len(top["original_text"].split())
-    assert sum(p["kept"] for p in r.passages) < len(MULTIDOC)
+    assert top["text"].split() == top["original_text"].split()  # 1.5x share: 92% of its words
+    assert sum(p["kept"] for p in r.passages) <= len(MULTIDOC) // 2  # 1.5x share: 3 of 4 documents
