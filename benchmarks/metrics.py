@@ -17,9 +17,20 @@ def normalize(text: str) -> str:
 
 
 def answer_retained(compressed: str, answers: Sequence[str]) -> bool:
-    """True when some gold answer still occurs (after normalisation) in the compressed text."""
+    """True when some gold answer still occurs (after normalisation) in the compressed text.
+
+    An answer that SQuAD normalisation empties (e.g. "A", "the") is matched without removing articles.
+    """
     haystack = f" {normalize(compressed)} "
-    return any(f" {normalize(a)} " in haystack for a in answers if normalize(a))
+    plain = f" {_plain(compressed)} "
+    return any(
+        f" {normalize(a)} " in haystack if normalize(a) else bool(_plain(a)) and f" {_plain(a)} " in plain
+        for a in answers
+    )
+
+
+def _plain(text: str) -> str:
+    return " ".join(text.lower().translate(_PUNCT).split())
 
 
 def exact_match(prediction: str, answers: Sequence[str]) -> float:
