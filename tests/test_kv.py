@@ -168,6 +168,81 @@ def test_zeromerge_residual_slot_compensates_count() -> None:
     assert k.shape == (1, 1, 20, 8) and torch.isfinite(k).all() and torch.isfinite(v).all()
 
 
+def zeromerge_loop_reference(
+    zm: kv.ZeroMergePress, keys: torch.Tensor, values: torch.Tensor, queries: torch.Tensor, scaling: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The original per-head loop of ZeroMergePress.compress, kept as the reference for the vectorised merge."""
+    import math
+
+    seq = keys.shape[-2]
+    k = zm.n_keep(seq)
+    b, kv_heads = keys.shape[:2]
+    attn = window_attention(queries, keys, scaling, zm.causal).mean(dim=(2, 3))
+    vnorm = values.float().norm(dim=-1)
+    score = attn * vnorm / vnorm.mean(dim=-1, keepdim=True)
+    p = attn / attn.sum(-1, keepdim=True)
+    entropy = -(p * p.clamp_min(1e-12).log()).sum(-1) / math.log(seq)
+    exact = zm.window if zm.causal else 0
+    residual = (zm.max_residual * k * entropy).floor().long().clamp(max=max(0, k - exact - 1))
+    if exact:
+        score[..., -exact:] = float("inf")
+    q_mean = queries.float().reshape(b, kv_heads, -1, queries.shape[-1]).mean(dim=2)
+    out_k, out_v = torch.empty_like(keys[:, :, :k]), torch.empty_like(values[:, :, :k])
+    for i in range(b):
+        for h in range(kv_heads):
+            n_res, sc = int(residual[i, h]), score[i, h]
+            order = sc.topk(k - n_res).indices.sort().values
+            ks, vs = keys[i, h, order], values[i, h, order]
+            if n_res:
+                evicted_mask = torch.ones_like(sc, dtype=torch.bool)
+                evicted_mask[order] = False
+                evicted = evicted_mask.nonzero().squeeze(1)
+                group = torch.arange(len(evicted), device=keys.device) * n_res // len(evicted)
+                w = sc[evicted].clamp_min(1e-12)
+                norm = torch.zeros(n_res, device=keys.device).index_add_(0, group, w)
+                w = (w / norm[group])[:, None]
+                d = keys.shape[-1]
+                mk = torch.zeros(n_res, d, device=keys.device).index_add_(0, group, w * keys[i, h, evicted].float())
+                mv = torch.zeros(n_res, d, device=keys.device).index_add_(0, group, w * values[i, h, evicted].float())
+                count = torch.bincount(group, minlength=n_res).float()
+                qm = q_mean[i, h]
+                mk += count.log()[:, None] * qm / (scaling * qm.square().sum().clamp_min(1e-12))
+                ks, vs = torch.cat([ks, mk.to(keys.dtype)]), torch.cat([vs, mv.to(values.dtype)])
+            out_k[i, h], out_v[i, h] = ks, vs
+    return out_k, out_v
+
+
+@pytest.mark.parametrize("device", ["cpu", *(["cuda"] if CUDA else [])])
+@pytest.mark.parametrize(
+    ("batch", "seq", "ratio", "max_residual", "question", "dtype"),
+    [
+        (1, 40, 0.5, 0.5, 0, torch.float32),
+        (2, 301, 0.25, 0.25, 0, torch.float32),
+        (3, 257, 0.3, 0.9, 7, torch.float32),  # question-aware: no exact window
+        (2, 300, 0.5, 0.01, 0, torch.float32),  # the sharpest head gets no residual slot
+        (2, 513, 0.125, 0.5, 0, torch.bfloat16),
+    ],
+)
+def test_zeromerge_vectorised_matches_loop(
+    device: str, batch: int, seq: int, ratio: float, max_residual: float, question: int, dtype: torch.dtype
+) -> None:
+    torch.manual_seed(seq + batch)
+    heads, kv_heads, dim, window = 8, 4, 16, 8
+    keys = torch.randn(batch, kv_heads, seq, dim, device=device, dtype=dtype)
+    values = torch.randn_like(keys) * torch.rand(batch, kv_heads, seq, 1, device=device, dtype=dtype)
+    # per-KV-head query scales: flat to sharp window attention, so heads get different residual counts
+    scale = torch.tensor([0.1, 1.0, 4.0, 32.0], device=device, dtype=dtype).repeat_interleave(heads // kv_heads)
+    queries = torch.randn(batch, heads, question or window, dim, device=device, dtype=dtype) * scale[:, None, None]
+    zm = kv.ZeroMergePress(ratio=ratio, window=window, max_residual=max_residual)
+    zm.question = question
+    k, v = zm.compress(0, 1, keys, values, queries, dim**-0.5)
+    rk, rv = zeromerge_loop_reference(zm, keys, values, queries, dim**-0.5)
+    assert k.shape == rk.shape == (batch, kv_heads, zm.n_keep(seq), dim)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-2, atol=1e-2)
+    torch.testing.assert_close(k, rk, **tol)
+    torch.testing.assert_close(v, rv, **tol)
+
+
 def test_qfilters_roundtrip(tmp_path, model) -> None:  # noqa: ANN001
     filters = kv.compute_qfilters(model, [torch.randint(0, 128, (1, 32))])
     assert filters.shape == (3, 2, 16)

@@ -108,3 +108,48 @@ def test_top_ranked_document_stays_almost_whole_at_half_rate():
     top = r.passages[max(range(len(relevance)), key=relevance.__getitem__)]
     assert top["text"].split() == top["original_text"].split()  # 1.5x share: 92% of its words
     assert sum(p["kept"] for p in r.passages) <= len(MULTIDOC) // 2  # 1.5x share: 3 of 4 documents
+
+
+def test_pruned_context_keeping_everything_reads_like_one_pass(article):
+    """The KV-cache reuse is exact when nothing is dropped: scores match one forward pass over the whole text."""
+    import numpy as np
+
+    from promptshrink.model_loading import load_causal_lm
+    from promptshrink.scoring.kv_context import PrunedContext
+    from promptshrink.scoring.lm import start_ids, surprisal
+
+    model, tokenizer = load_causal_lm()
+    ids = tokenizer(article[:1500], add_special_tokens=False)["input_ids"]
+    context = PrunedContext(model, start_ids(tokenizer), context_tokens=len(ids))
+    bits = []
+    for piece in (ids[:120], ids[120:250], ids[250:]):
+        bits.append(context.read(piece))
+        context.keep(piece, np.ones(len(piece), dtype=bool))
+    whole = surprisal(article[:1500]).values
+    assert np.corrcoef(np.concatenate(bits), whole)[0, 1] > 0.99
+
+
+def test_pruned_context_drops_tokens_and_rereads_past_the_position_limit(article):
+    """Dropped tokens stop conditioning later pieces; a context re-read from position 0 scores about the same."""
+    import numpy as np
+
+    from promptshrink.model_loading import load_causal_lm
+    from promptshrink.scoring.kv_context import PrunedContext
+    from promptshrink.scoring.lm import start_ids
+
+    model, tokenizer = load_causal_lm()
+    ids = tokenizer(article[:1200], add_special_tokens=False)["input_ids"]
+    first, second = ids[:100], ids[100:]
+
+    def second_piece(kept: np.ndarray, max_position: int | None = None) -> np.ndarray:
+        context = PrunedContext(model, start_ids(tokenizer), context_tokens=64)
+        context.read(first)
+        context.keep(first, kept)
+        if max_position:
+            context.max_position = max_position
+        return context.read(second)
+
+    everything, alternate = np.ones(len(first), dtype=bool), np.arange(len(first)) % 2 == 0
+    assert np.abs(second_piece(everything)[:20] - second_piece(alternate)[:20]).max() > 0.5
+    reread = second_piece(alternate, max_position=len(ids))
+    assert np.corrcoef(second_piece(alternate), reread)[0, 1] > 0.95

@@ -48,36 +48,43 @@ class ZeroMergePress(BasePress):
         if exact:
             score[..., -exact:] = float("inf")
         q_mean = queries.float().reshape(b, kv_heads, -1, queries.shape[-1]).mean(dim=2)
-        out_k, out_v = torch.empty_like(keys[:, :, :k]), torch.empty_like(values[:, :, :k])
-        for i in range(b):
-            for h in range(kv_heads):
-                out_k[i, h], out_v[i, h] = self._head(
-                    keys[i, h], values[i, h], score[i, h], k, int(residual[i, h]), q_mean[i, h], scaling
-                )
-        return out_k, out_v
+        return self._merge(keys, values, score, k, residual, q_mean, scaling)
 
     @staticmethod
-    def _head(
+    def _merge(
         keys: torch.Tensor,
         values: torch.Tensor,
         score: torch.Tensor,
         k: int,
-        n_res: int,
+        residual: torch.Tensor,
         q_mean: torch.Tensor,
         scaling: float,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        order = score.topk(k - n_res).indices.sort().values
-        if n_res == 0:
-            return keys[order], values[order]
-        evicted_mask = torch.ones_like(score, dtype=torch.bool)
-        evicted_mask[order] = False
-        evicted = evicted_mask.nonzero().squeeze(1)
-        group = torch.arange(len(evicted), device=keys.device) * n_res // len(evicted)
-        w = score[evicted].clamp_min(1e-12)
-        norm = torch.zeros(n_res, device=keys.device).index_add_(0, group, w)
-        w = (w / norm[group])[:, None]
-        mk = torch.zeros(n_res, keys.shape[-1], device=keys.device).index_add_(0, group, w * keys[evicted].float())
-        mv = torch.zeros(n_res, keys.shape[-1], device=keys.device).index_add_(0, group, w * values[evicted].float())
-        count = torch.bincount(group, minlength=n_res).float()
-        mk += count.log()[:, None] * q_mean / (scaling * q_mean.square().sum().clamp_min(1e-12))
-        return torch.cat([keys[order], mk.to(keys.dtype)]), torch.cat([values[order], mv.to(values.dtype)])
+        """All heads at once: head (i, h) keeps its ``k - residual[i, h]`` best entries in order, then
+        ``residual[i, h]`` slots, slot g merging the g-th of equal-count runs of its evicted entries (segment sums)."""
+        seq, dim = keys.shape[-2], keys.shape[-1]
+        n_exact = (k - residual)[..., None]  # [b, h, 1]
+        top = score.topk(k, dim=-1).indices  # best first; the first n_exact of each head are kept
+        keep = torch.arange(k, device=keys.device) < n_exact
+        kept = torch.zeros_like(score, dtype=torch.bool).scatter_(-1, top, keep)
+        evicted = ~kept
+        contrib = evicted & (residual[..., None] > 0)
+        group = (evicted.cumsum(-1) - 1) * residual[..., None] // (seq - n_exact)
+        slots = max(1, int(residual.max()))
+        # entries that merge nowhere add 0 to a slot spread by position (no atomic pile-up on one slot)
+        spread = torch.arange(seq, device=keys.device) % slots
+        slot = torch.where(contrib, group, spread)
+        w = torch.where(contrib, score.clamp_min(1e-12), 0.0)
+        norm = torch.zeros(*score.shape[:2], slots, device=keys.device).scatter_add_(-1, slot, w)
+        w = torch.where(contrib, w / norm.gather(-1, slot), 0.0)[..., None]
+        count = torch.zeros_like(norm).scatter_add_(-1, slot, contrib.float())
+        index = slot[..., None].expand(-1, -1, -1, dim)
+        mk = torch.zeros(*norm.shape, dim, device=keys.device).scatter_add_(2, index, w * keys.float())
+        mv = torch.zeros_like(mk).scatter_add_(2, index, w * values.float())
+        shift = count.clamp_min(1).log()[..., None] * q_mean[:, :, None]
+        mk += shift / (scaling * q_mean.square().sum(-1).clamp_min(1e-12))[..., None, None]
+        order = torch.where(keep, top, seq).sort(-1).values.clamp_max(seq - 1)[..., None].expand(-1, -1, -1, dim)
+        res = (torch.arange(k, device=keys.device) - n_exact).clamp(0, slots - 1)[..., None].expand(-1, -1, -1, dim)
+        out_k = torch.where(keep[..., None], keys.gather(2, order), mk.to(keys.dtype).gather(2, res))
+        out_v = torch.where(keep[..., None], values.gather(2, order), mv.to(values.dtype).gather(2, res))
+        return out_k, out_v

@@ -11,7 +11,8 @@ from ..errors import InvalidInputError
 from ..model_loading import DEFAULT_LM, load_causal_lm
 from ..registry import register
 from ..scoring.coarse import keep_by_cost, keep_top_groups, owners
-from ..scoring.lm import LN2, start_ids, surprisal, to_units
+from ..scoring.kv_context import PrunedContext
+from ..scoring.lm import start_ids, surprisal, to_units
 from ..scoring.normalise import normalise
 from ..segmentation import Unit, protected_spans, segment
 from .base import CompressionRequest, Compressor
@@ -25,7 +26,10 @@ class LLMLingua(Compressor):
     ``coarse_share`` x the budget (the ratio slack). Fine: the kept units are read in segments of about
     ``segment_tokens`` LM tokens; each segment is scored conditioned on the *compressed* text so far (its last
     ``context_tokens`` tokens) and keeps its highest-perplexity units at the ratio that spends the remaining
-    budget evenly over the remaining text. Not question-aware (see ``longllmlingua``).
+    budget evenly over the remaining text. As in the paper's code, the kept tokens' keys/values are reused from a KV
+    cache rather than the compressed text being re-read for every segment (``scoring.kv_context``): each token goes
+    through the LM once, and the kept ones condition the later segments as they were read. Not question-aware (see
+    ``longllmlingua``).
     """
 
     name = "llmlingua"
@@ -67,14 +71,12 @@ class LLMLingua(Compressor):
 
     def _iterate(self, request: CompressionRequest, units: Sequence[Unit], limit: int) -> np.ndarray:
         """Iterative token-level compression over ``units``; score = kept-in-pass flag + rank in its segment."""
-        import torch
-
         model, tokenizer = load_causal_lm(self.model)
         ids = tokenizer([u.text for u in units], add_special_tokens=False)["input_ids"]
         costs = np.asarray(request.tokenizer.count_many([u.text for u in units]), dtype=float)
         forced = np.asarray([u.forced for u in units])
         budget = limit - costs[forced].sum()
-        head, prefix = start_ids(tokenizer), []
+        context = PrunedContext(model, start_ids(tokenizer), self.context_tokens)
         scores = np.zeros(len(units))
         start = 0
         while start < len(units):
@@ -82,13 +84,8 @@ class LLMLingua(Compressor):
             while end < len(units) and (size < self.segment_tokens or end == start):
                 size += len(ids[end])
                 end += 1
-            seg_ids = [t for i in range(start, end) for t in ids[i]]
-            context = head + prefix[-self.context_tokens :]
-            inputs = torch.tensor([context + seg_ids])
-            with torch.inference_mode():
-                logp = torch.log_softmax(model(input_ids=inputs).logits[0].float(), dim=-1)
-            targets = inputs[0, len(context) :]
-            bits = -logp[len(context) - 1 : -1].gather(1, targets.unsqueeze(1)).squeeze(1).numpy() / LN2
+            piece = [t for i in range(start, end) for t in ids[i]]
+            bits = context.read(piece)
             lengths = np.asarray([len(ids[i]) for i in range(start, end)])
             owner = np.repeat(np.arange(end - start), lengths)
             unit_bits = np.bincount(owner, weights=bits, minlength=end - start) / np.maximum(lengths, 1)
@@ -98,7 +95,7 @@ class LLMLingua(Compressor):
             keep = forced[start:end].copy()
             keep[free] = keep_by_cost(unit_bits[free], costs[start:end][free], ratio) if ratio > 0 else False
             budget -= costs[start:end][keep & free].sum()
-            prefix += [t for i, k in zip(range(start, end), keep) if k for t in ids[i]]
+            context.keep(piece, np.repeat(keep, lengths))
             scores[start:end] = keep + normalise(unit_bits)
             request.report(end, len(units))
             start = end

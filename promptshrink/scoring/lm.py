@@ -75,14 +75,12 @@ def surprisal(
         left = max(0, s - overlap)
         chunk = ids[left : s + stride]
         inputs = torch.tensor([head + chunk])
-        with torch.inference_mode():
-            logits = model(input_ids=inputs).logits[0].float()
-        logp = torch.log_softmax(logits[:-1], dim=-1)
-        targets = inputs[0, 1:]
-        token_logp = logp.gather(1, targets.unsqueeze(1)).squeeze(1).numpy()
-        # token j of chunk is target index len(head) - 1 + j
-        new = slice(s - left, len(chunk))
-        values[s : s + len(chunk) - (s - left)] = -token_logp[len(head) - 1 :][new] / LN2
+        fresh = len(chunk) - (s - left)  # tokens scored by this window: the last ``fresh`` of the chunk
+        with torch.inference_mode():  # logits only where needed: the LM head and softmax are a large share
+            logits = model(input_ids=inputs, logits_to_keep=fresh + 1).logits[0, :-1]
+            targets = inputs[0, inputs.shape[1] - fresh :].unsqueeze(1)
+            bits = -torch.log_softmax(logits, dim=-1, dtype=torch.float32).gather(1, targets).squeeze(1) / LN2
+        values[s : s + fresh] = bits.numpy()
         if progress:
             progress(n + 1, len(starts))
     return TokenScores(offsets, values)
