@@ -65,7 +65,8 @@ def test_units_tile_the_text(text, level):
 def test_output_is_ordered_subsequence_and_within_rate(text, method, rate, seed):
     try:
         r = ps.compress(text, method, rate=rate, seed=seed)
-    except ps.BudgetError:  # protected content (code, URLs) larger than the budget: a clear error
+    except ps.BudgetError as exc:  # protected content (code, URLs) larger than the budget: a clear error
+        assert "protected content alone needs" in str(exc) and ("`" in text or "http" in text)
         return
     tok = ps.get_tokenizer("cl100k_base")
     assert r.compressed_tokens == tok.count(r.text)

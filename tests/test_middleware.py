@@ -29,8 +29,7 @@ def backend(request: pytest.FixtureRequest) -> Iterator[PromptShrinkClient | Non
 
 
 def test_langchain_contextual_compression_retriever(backend: PromptShrinkClient | None) -> None:
-    pytest.importorskip("langchain_core")
-    retrievers = pytest.importorskip("langchain_classic.retrievers")
+    from langchain_classic import retrievers
     from langchain_core.callbacks import CallbackManagerForRetrieverRun
     from langchain_core.documents import Document
     from langchain_core.retrievers import BaseRetriever
@@ -52,7 +51,8 @@ def test_langchain_contextual_compression_retriever(backend: PromptShrinkClient 
 
 
 def test_llamaindex_postprocessor(backend: PromptShrinkClient | None) -> None:
-    schema = pytest.importorskip("llama_index.core.schema")
+    from llama_index.core import schema
+
     from clients.rag_llamaindex import PromptShrinkNodePostprocessor
 
     nodes = [

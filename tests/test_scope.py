@@ -8,11 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import promptshrink as ps
-from promptshrink.model_loading import LARGE_LM, resolve
+from promptshrink.model_loading import LARGE_LM
 from promptshrink.rewriting import key_terms, missing_terms
 from promptshrink.scoring.chunking import semantic_chunks
 
-from .conftest import needs_lm
+from .conftest import model_installed, needs_lm
 
 FILLER = [
     "The committee met on Tuesday to review the annual budget and several routine items.",
@@ -31,11 +31,7 @@ SHORT = (
 
 
 def large_lm_available() -> bool:
-    try:
-        resolve(LARGE_LM)
-    except (ps.ModelUnavailableError, KeyError):
-        return False
-    return True
+    return model_installed(LARGE_LM)
 
 
 needs_large_lm = pytest.mark.skipif(not large_lm_available(), reason="large-lm packages not installed")

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from promptshrink.model_loading import manifest
 from service import create_app
+from tests.conftest import lm_available
 from tests.service_fixtures import LONG_TEXT, ServerThread, Upstream, base_settings, serve, wait_ready
 
 pytest_plugins = ["tests.service_fixtures"]
@@ -167,15 +167,7 @@ def test_readyz_reports_a_failed_warm_up(upstream: Upstream) -> None:
         assert httpx.get(f"{server.url}/healthz").status_code == 200
 
 
-def _default_lm_available() -> bool:
-    try:
-        manifest()["default-lm"].locate()
-        return True
-    except Exception:
-        return False
-
-
-@pytest.mark.skipif(not _default_lm_available(), reason="the bundled default LM is not installed yet")
+@pytest.mark.skipif(not lm_available(), reason="the bundled default LM package is not installed")
 def test_selective_context_default(upstream: Upstream) -> None:
     for url in serve(base_settings(upstream, method="selective_context")):
         data = post(url, {"text": LONG_TEXT, "rate": 0.5}).json()
