@@ -28,7 +28,8 @@ class BasePress:
     """Keep a fraction ``ratio`` (kept / original) of each layer's KV entries.
 
     ``window`` is the number of last prefill queries a press may look at (observation window). Subclasses
-    implement :meth:`compress`; ``needs_queries`` tells the hook whether to recompute window queries.
+    implement :meth:`select` (or override :meth:`compress`); ``needs_queries`` tells the hook whether to
+    recompute window queries.
     ``question`` (set by ``press(model, question_len=n)``, 0 = query-agnostic) is the length of the question that
     follows the keys given to :meth:`compress`: the queries are then the question's, which see every key (no causal
     mask), and no context token needs protecting as part of the window.
@@ -74,6 +75,21 @@ class BasePress:
         ``queries`` are the post-RoPE queries of the last :attr:`observed` prefill tokens,
         [batch, heads, observed, head_dim].
         """
+        k = self.n_keep(keys.shape[-2], layer, n_layers)
+        if k >= keys.shape[-2]:
+            return keys, values
+        return self.select(layer, keys, values, queries, scaling, k)
+
+    def select(
+        self,
+        layer: int,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        queries: torch.Tensor | None,
+        scaling: float,
+        k: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keep ``k`` < seq entries per head (``compress`` has handled the nothing-to-drop case)."""
         raise NotImplementedError
 
     @contextmanager
@@ -138,19 +154,15 @@ class ScorerPress(BasePress):
         """Importance of each entry, [batch, kv_heads, seq]."""
         raise NotImplementedError
 
-    def compress(
+    def select(
         self,
         layer: int,
-        n_layers: int,
         keys: torch.Tensor,
         values: torch.Tensor,
         queries: torch.Tensor | None,
         scaling: float,
+        k: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        seq = keys.shape[-2]
-        k = self.n_keep(seq, layer, n_layers)
-        if k >= seq:
-            return keys, values
         scores = self.score(layer, keys, values, queries, scaling).float()
         if self.protect and self.causal:
             scores[..., -self.protect :] = torch.finfo(scores.dtype).max

@@ -19,19 +19,16 @@ class SageKVPress(BasePress):
     sink: int = 4
     pool: float = 2.0
 
-    def compress(
+    def select(
         self,
         layer: int,
-        n_layers: int,
         keys: torch.Tensor,
         values: torch.Tensor,
         queries: torch.Tensor | None,
         scaling: float,
+        k: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         seq = keys.shape[-2]
-        k = self.n_keep(seq)
-        if k >= seq:
-            return keys, values
         assert queries is not None
         scores = window_scores(queries, keys, scaling, self.causal)
         scores[..., : self.sink] = 1e6

@@ -16,19 +16,16 @@ class StreamingLLMPress(BasePress):
     sink: int = 4
     needs_queries = False
 
-    def compress(
+    def select(
         self,
         layer: int,
-        n_layers: int,
         keys: torch.Tensor,
         values: torch.Tensor,
         queries: torch.Tensor | None,
         scaling: float,
+        k: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         seq = keys.shape[-2]
-        k = self.n_keep(seq)
-        if k >= seq:
-            return keys, values
         sink = min(self.sink, k)
         recent = k - sink
         keep = torch.cat([keys[:, :, :sink], keys[:, :, seq - recent :]], dim=2)

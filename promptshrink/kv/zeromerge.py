@@ -23,19 +23,16 @@ class ZeroMergePress(BasePress):
 
     max_residual: float = 0.25
 
-    def compress(
+    def select(
         self,
         layer: int,
-        n_layers: int,
         keys: torch.Tensor,
         values: torch.Tensor,
         queries: torch.Tensor | None,
         scaling: float,
+        k: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         seq = keys.shape[-2]
-        k = self.n_keep(seq)
-        if k >= seq:
-            return keys, values
         assert queries is not None
         b, kv_heads = keys.shape[:2]
         attn = window_attention(queries, keys, scaling, self.causal).mean(dim=(2, 3))  # [b, kv_heads, seq]
