@@ -25,7 +25,6 @@ from .paths import models_dir
 DEFAULT_LM = "default-lm"
 LARGE_LM = "large-lm"
 DEFAULT_EMBEDDER = "embedder"
-DEFAULT_REWRITER = "rewriter"
 _LOAD_LOCK = threading.RLock()
 
 
@@ -222,17 +221,6 @@ def load_causal_lm(name: str = DEFAULT_LM, device: str = "cpu", attention: str =
     with _LOAD_LOCK:
         tokenizer = load_tokenizer(name)
         model = _from_pretrained(AutoModelForCausalLM, name, attn_implementation=attention, dtype=default_dtype(device))
-        model.eval().to(device)
-        return model, tokenizer
-
-
-@lru_cache(maxsize=2)
-def load_seq2seq(name: str = DEFAULT_REWRITER, device: str = "cpu") -> tuple[Any, Any]:
-    from transformers import AutoModelForSeq2SeqLM
-
-    with _LOAD_LOCK:
-        tokenizer = load_tokenizer(name)
-        model = _from_pretrained(AutoModelForSeq2SeqLM, name)
         model.eval().to(device)
         return model, tokenizer
 
