@@ -184,7 +184,7 @@ def test_unknown_method_lists_the_available_ones():
 
 
 def test_methods_lists_parameters():
-    described = {m["name"]: m for m in ps.methods()}
+    described = {m["name"]: m for m in ps.describe_methods()}
     assert {"keep_first", "keep_last", "random", "tfidf", "selective_context"} <= set(described)
     params = {p["name"] for p in described["selective_context"]["parameters"]}
     assert {"unit", "model", "aggregate"} <= params

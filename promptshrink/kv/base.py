@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .attention import attention_modules, window_queries
+from .observation import attention_modules, window_queries
 
 
 @dataclass

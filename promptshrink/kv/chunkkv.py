@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .attention import window_scores
 from .base import BasePress
-from .kernels import chunk_select, gather_chunks
+from .dispatch import chunk_select, gather_chunks
+from .observation import window_scores
 
 
 @dataclass

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .attention import window_attention
 from .base import ScorerPress
+from .observation import window_attention
 
 
 @dataclass

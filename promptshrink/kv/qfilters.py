@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from ..paths import models_dir
-from .attention import attention_modules, window_queries
 from .base import ScorerPress
+from .observation import attention_modules, window_queries
 
 FILENAME = "qfilters.safetensors"
 
@@ -32,7 +32,7 @@ class QFiltersPress(ScorerPress):
     ) -> torch.Tensor:
         if self.filters is None:
             raise ValueError("QFiltersPress needs filters: QFiltersPress.from_pretrained(key) or compute_qfilters()")
-        from .kernels import qfilter_scores
+        from .dispatch import qfilter_scores
 
         return qfilter_scores(keys, self.filters[layer].to(keys.device))
 

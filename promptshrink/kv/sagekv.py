@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .attention import window_scores
 from .base import BasePress, gather_tokens
+from .observation import window_scores
 
 
 @dataclass

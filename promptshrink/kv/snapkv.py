@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .attention import window_scores
 from .base import ScorerPress
+from .observation import window_scores
 
 
 @dataclass

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .attention import window_attention
 from .base import BasePress
+from .observation import window_attention
 
 
 @dataclass

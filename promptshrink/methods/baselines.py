@@ -15,6 +15,7 @@ from .base import CompressionRequest, Compressor
 @register
 class KeepFirst(Compressor):
     name = "keep_first"
+    requires_lm = False
     summary = "Truncation baseline: keep the beginning of the text up to the budget."
     default_unit = "word"
 
@@ -25,6 +26,7 @@ class KeepFirst(Compressor):
 @register
 class KeepLast(Compressor):
     name = "keep_last"
+    requires_lm = False
     summary = "Truncation baseline: keep the end of the text up to the budget."
     default_unit = "word"
 
@@ -35,6 +37,7 @@ class KeepLast(Compressor):
 @register
 class RandomUnits(Compressor):
     name = "random"
+    requires_lm = False
     summary = "Seeded random baseline: keep a random subset of units (in order) up to the budget."
     default_unit = "word"
 
@@ -45,6 +48,7 @@ class RandomUnits(Compressor):
 @register
 class TfidfFilter(Compressor):
     name = "tfidf"
+    requires_lm = False
     summary = "Sentence filter by TF-IDF similarity to the question (or to the whole document)."
     uses_question = True
 
