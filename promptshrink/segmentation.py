@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from itertools import accumulate
+from typing import NamedTuple
 
 LEVELS = ("token", "word", "phrase", "sentence", "chunk")
 
@@ -128,9 +129,12 @@ _INLINE_CODE_RE = re.compile(r"`[^`\n]+`")
 _NUMBER_RE = re.compile(r"(?<![\w.])[-+]?\$?\d[\d,]*(?:\.\d+)?(?:%|st|nd|rd|th)?(?!\w)")
 
 
-@dataclass(frozen=True)
-class Unit:
-    """A contiguous piece of the input: ``text == source[start:end]``; ``forced`` units are never dropped."""
+class Unit(NamedTuple):
+    """A contiguous piece of the input: ``text == source[start:end]``; ``forced`` units are never dropped.
+
+    A named tuple rather than a frozen dataclass: a 2K-token text has ~1,700 word units and building them is
+    on every request's path (a frozen dataclass costs 3-4x more per instance).
+    """
 
     text: str
     start: int
@@ -237,8 +241,10 @@ def _leading_ws_convention(units: list[Unit]) -> list[Unit]:
 def _split_free(text: str, level: str, base: int, chunk_sentences: int) -> list[Unit]:
     if level == "token":
         units = [Unit(m.group(), base + m.start(), base + m.end()) for m in _TOKEN_RE.finditer(text)]
-    elif level == "word":
-        units = [Unit(m.group(), base + m.start(), base + m.end()) for m in _WORD_RE.finditer(text)]
+    elif level == "word":  # matches are back to back from offset 0: offsets follow from the lengths
+        words = _WORD_RE.findall(text)
+        ends = list(accumulate(map(len, words), initial=base))
+        units = list(map(Unit, words, ends[:-1], ends[1:]))
     elif level == "sentence":
         return _leading_ws_convention(_split_by_ends(text, _sentence_bounds(text), base))
     elif level == "chunk":

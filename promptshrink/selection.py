@@ -23,14 +23,27 @@ def select_to_budget(
     limit: int,
     tokenizer: TargetTokenizer,
 ) -> list[bool]:
+    """Greedy top-score selection under ``limit`` tokens; forced units are always kept (see `select_units`)."""
+    return select_units(units, scores, limit, tokenizer)[0]
+
+
+def select_units(
+    units: Sequence[Unit],
+    scores: Sequence[float],
+    limit: int,
+    tokenizer: TargetTokenizer,
+    costs: Sequence[int] | None = None,
+) -> tuple[list[bool], int]:
     """Greedy top-score selection under ``limit`` tokens; forced units are always kept.
 
-    Unit costs are counted one by one, then the rendered output is re-counted (BPE merges across unit
-    boundaries can change the total) and the lowest-scoring kept units are dropped until it fits.
+    Unit ``costs`` (counted one by one when not given) guide the greedy fill; then the rendered output is
+    counted (BPE merges across unit boundaries can change the total) and the lowest-scoring kept units are
+    dropped until it fits. Returns the keep mask and the token count of the rendered output.
     """
     if len(scores) != len(units):
         raise ValueError(f"{len(scores)} scores for {len(units)} units")
-    costs = tokenizer.count_many([u.text for u in units])
+    if costs is None:
+        costs = tokenizer.count_many([u.text for u in units])
     keep = [u.forced for u in units]
     used = sum(c for c, k in zip(costs, keep) if k)
     forced_tokens = tokenizer.count(render(units, keep)) if any(keep) else 0
@@ -41,13 +54,11 @@ def select_to_budget(
         )
     values = np.asarray(scores, dtype=float)
     values = np.where(np.isfinite(values), values, -np.inf)
-    order = sorted(range(len(units)), key=lambda i: (-values[i], i))
-    for i in order:
+    for i in np.lexsort((np.arange(len(units)), -values)).tolist():  # best first, ties in text order
         if not keep[i] and used + costs[i] <= limit:
             keep[i] = True
             used += costs[i]
-    _trim_to_limit(units, keep, values, costs, limit, tokenizer)
-    return keep
+    return keep, _trim_to_limit(units, keep, values, costs, limit, tokenizer)
 
 
 def _trim_to_limit(
@@ -57,18 +68,20 @@ def _trim_to_limit(
     costs: Sequence[int],
     limit: int,
     tokenizer: TargetTokenizer,
-) -> None:
-    """Drop the lowest-scoring kept units, in batches sized by the measured excess, until the output fits."""
-    droppable = deque(
-        sorted((i for i in range(len(units)) if keep[i] and not units[i].forced), key=lambda i: (values[i], -i))
-    )
-    excess = tokenizer.count(render(units, keep)) - limit
-    while excess > 0:
+) -> int:
+    """Drop the lowest-scoring kept units, in batches sized by the measured excess, until the output fits.
+
+    Returns the token count of the rendered output."""
+    kept = np.flatnonzero([k and not u.forced for u, k in zip(units, keep)])
+    droppable = deque(kept[np.lexsort((-kept, values[kept]))].tolist())  # weakest first, later first on ties
+    count = tokenizer.count(render(units, keep))
+    while count > limit:
         if not droppable:  # cannot happen: forced content was checked against the limit
             raise BudgetError("cannot meet the budget without dropping protected content")
         freed = 0
-        while droppable and freed < excess:
+        while droppable and freed < count - limit:
             i = droppable.popleft()
             keep[i] = False
             freed += max(1, costs[i])
-        excess = tokenizer.count(render(units, keep)) - limit
+        count = tokenizer.count(render(units, keep))
+    return count

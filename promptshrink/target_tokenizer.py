@@ -6,15 +6,20 @@ import hashlib
 import json
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Protocol
+
+import numpy as np
 
 from .errors import ModelUnavailableError, UnknownTokenizerError
 from .paths import models_dir
 
 DEFAULT_TOKENIZER = "cl100k_base"
 _LOCK = threading.Lock()
+# Unit texts up to this many characters have their token count memoised (words and phrases repeat a lot).
+_MEMO_CHARS = 64
+_MEMO_ENTRIES = 200_000
 
 
 class TargetTokenizer(Protocol):
@@ -28,6 +33,8 @@ class TargetTokenizer(Protocol):
 
     def count_many(self, texts: Sequence[str]) -> list[int]: ...
 
+    def count_spans(self, text: str, starts: Sequence[int]) -> tuple[int, list[int]]: ...
+
 
 @dataclass
 class TiktokenTokenizer:
@@ -35,16 +42,54 @@ class TiktokenTokenizer:
 
     name: str
     encoding: object
+    _memo: dict[str, int] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _byte_lengths: np.ndarray | None = field(default=None, init=False, repr=False, compare=False)
 
     def encode(self, text: str) -> list[int]:
-        return self.encoding.encode(text, disallowed_special=())  # type: ignore[attr-defined]
+        return self.encoding.encode_ordinary(text)  # type: ignore[attr-defined]
 
     def count(self, text: str) -> int:
-        return len(self.encode(text))
+        return len(self.encoding.encode_ordinary(text))  # type: ignore[attr-defined]
 
     def count_many(self, texts: Sequence[str]) -> list[int]:
-        batch = self.encoding.encode_ordinary_batch(list(texts))  # type: ignore[attr-defined]
-        return [len(ids) for ids in batch]
+        """Per-text counts, one encode each in this thread (tiktoken's batch call starts a thread pool and a
+        future per text, which costs more than encoding a word); short texts are memoised."""
+        encode, memo = self.encoding.encode_ordinary, self._memo  # type: ignore[attr-defined]
+        if len(memo) > _MEMO_ENTRIES:
+            memo.clear()
+        counts = []
+        for text in texts:
+            n = memo.get(text)
+            if n is None:
+                n = len(encode(text))
+                if len(text) <= _MEMO_CHARS:
+                    memo[text] = n
+            counts.append(n)
+        return counts
+
+    def count_spans(self, text: str, starts: Sequence[int]) -> tuple[int, list[int]]:
+        """Tokens of ``text`` and, with one encode, how many of them start in each span ``[starts[i],
+        starts[i+1])`` (sorted offsets; tokens before ``starts[0]`` count for span 0)."""
+        ids = np.asarray(self.encoding.encode_ordinary(text), dtype=np.int64)  # type: ignore[attr-defined]
+        lengths = self.byte_lengths(ids)
+        offsets = np.cumsum(lengths) - lengths  # byte offset of each token
+        if not text.isascii():  # byte offset -> index of the character that byte belongs to
+            raw = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+            offsets = (np.cumsum((raw & 0xC0) != 0x80) - 1)[offsets]
+        return len(ids), span_counts(offsets, starts)
+
+    def byte_lengths(self, ids: np.ndarray) -> np.ndarray:
+        """Length in bytes of each token id, from a per-encoding table filled in as ids are first seen."""
+        table = self._byte_lengths
+        if table is None:
+            table = self._byte_lengths = np.full(self.encoding.n_vocab, -1, dtype=np.int64)  # type: ignore[attr-defined]
+        lengths = table[ids]
+        if (lengths < 0).any():
+            decode = self.encoding.decode_single_token_bytes  # type: ignore[attr-defined]
+            for token in np.unique(ids[lengths < 0]).tolist():
+                table[token] = len(decode(token))
+            lengths = table[ids]
+        return lengths
 
 
 @dataclass
@@ -65,6 +110,22 @@ class HFTokenizer:
             return []
         ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]  # type: ignore[operator]
         return [len(x) for x in ids]
+
+    def count_spans(self, text: str, starts: Sequence[int]) -> tuple[int, list[int]]:
+        """As `TiktokenTokenizer.count_spans`, from the offsets of a fast tokenizer (else one count per span)."""
+        if not getattr(self.tokenizer, "is_fast", False):
+            bounds = [*starts[1:], len(text)]
+            return self.count(text), self.count_many([text[a:b] for a, b in zip(starts, bounds)])
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)  # type: ignore[operator]
+        return len(enc["input_ids"]), span_counts([a for a, _ in enc["offset_mapping"]], starts)
+
+
+def span_counts(offsets: Sequence[int], starts: Sequence[int]) -> list[int]:
+    """How many of the sorted token ``offsets`` fall in each span that begins at ``starts[i]``."""
+    if not starts:
+        return []
+    owner = np.searchsorted(np.asarray(starts), np.asarray(offsets, dtype=np.int64), side="right") - 1
+    return np.bincount(np.clip(owner, 0, None), minlength=len(starts)).tolist()
 
 
 def _bundled_ranks(file_name: str, expected_sha256: str) -> dict[bytes, int]:

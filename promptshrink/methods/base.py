@@ -13,7 +13,7 @@ import numpy as np
 from ..budget import Budget
 from ..result import CompressionResult, SegmentDecision
 from ..segmentation import LEVELS, Unit, protected_spans, segment
-from ..selection import render, select_to_budget
+from ..selection import render, select_units
 from ..target_tokenizer import TargetTokenizer
 
 ProgressFn = Callable[[int, int], None]
@@ -65,16 +65,17 @@ class Compressor(ABC):
 
     def compress(self, request: CompressionRequest) -> CompressionResult:
         start = time.perf_counter()
-        original = request.tokenizer.count(request.text)
+        units = self.units(request)
+        # one encode gives the original count and each unit's in-context cost
+        original, costs = request.tokenizer.count_spans(request.text, [u.start for u in units])
         limit = request.budget.limit(original)
         if request.budget.keeps_everything(original):
             return self.unchanged(request, original, start)
-        units = self.units(request)
         scored_at = time.perf_counter()
         scores = np.asarray(self.score_units(request, units), dtype=float)
         selected_at = time.perf_counter()
-        keep = select_to_budget(units, scores, limit, request.tokenizer)
-        return self.build_result(request, original, units, scores, keep, start, scored_at, selected_at)
+        keep, kept_tokens = select_units(units, scores, limit, request.tokenizer, costs)
+        return self.build_result(request, original, units, scores, keep, start, scored_at, selected_at, kept_tokens)
 
     def unchanged(self, request: CompressionRequest, original: int, start: float) -> CompressionResult:
         """The budget allows the whole input: return it as is."""
@@ -100,17 +101,20 @@ class Compressor(ABC):
         start: float,
         scored_at: float,
         selected_at: float,
+        kept_tokens: int | None = None,
     ) -> CompressionResult:
+        """The result of an extractive selection; ``kept_tokens`` is the output's count when already known."""
         text = render(units, keep)
         end = time.perf_counter()
+        finite = np.isfinite(scores)
         segments = [
-            SegmentDecision(u.text, u.start, u.end, None if not np.isfinite(s) else float(s), bool(k), u.forced)
-            for u, s, k in zip(units, scores, keep)
+            SegmentDecision(u.text, u.start, u.end, s if f else None, k, u.forced)
+            for u, s, f, k in zip(units, scores.tolist(), finite.tolist(), keep)
         ]
         return CompressionResult(
             text=text,
             original_tokens=original,
-            compressed_tokens=request.tokenizer.count(text),
+            compressed_tokens=request.tokenizer.count(text) if kept_tokens is None else kept_tokens,
             method=self.name,
             tokenizer=request.tokenizer.name,
             budget=request.budget.describe(),
