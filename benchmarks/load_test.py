@@ -3,7 +3,9 @@
     python benchmarks/load_test.py                    # starts `promptshrink serve` on a free loopback port
     python benchmarks/load_test.py --url http://127.0.0.1:8000 --requests 500 --concurrency 100
 
-Prints throughput, latency percentiles and the error count, and writes benchmarks/results/load_test.json.
+Prints throughput, latency percentiles, the error count and the CPU time the server and this client spent per
+request (on a shared machine, CPU per request is the figure that does not depend on the other load: the
+server's capacity is about cores / server CPU per request), and writes benchmarks/results/load_test.json.
 Exits 1 if any request failed while the concurrency stayed within the server's queue limit.
 """
 
@@ -43,7 +45,26 @@ async def one(client: httpx.AsyncClient, method: str) -> tuple[float, int]:
     return time.perf_counter() - start, status
 
 
-async def load(url: str, requests: int, concurrency: int, method: str) -> dict[str, object]:
+def server_cpu_s(proc: subprocess.Popen[bytes] | None) -> float | None:
+    """CPU seconds used so far by the server this script started and its worker processes."""
+    if proc is None:
+        return None
+    import psutil
+
+    root = psutil.Process(proc.pid)
+    total = 0.0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+async def load(
+    url: str, requests: int, concurrency: int, method: str, proc: subprocess.Popen[bytes] | None = None
+) -> dict[str, object]:
     gate = asyncio.Semaphore(concurrency)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
@@ -52,10 +73,12 @@ async def load(url: str, requests: int, concurrency: int, method: str) -> dict[s
             async with gate:
                 return await one(client, method)
 
-        await one(client, method)  # warm the connection and the method
+        await asyncio.gather(*(one(client, method) for _ in range(concurrency)))  # warm connections, workers
+        server_before, client_before = server_cpu_s(proc), time.process_time()
         start = time.perf_counter()
         results = await asyncio.gather(*(bounded() for _ in range(requests)))
         wall = time.perf_counter() - start
+        server_after, client_cpu = server_cpu_s(proc), time.process_time() - client_before
     latencies = sorted(lat for lat, _ in results)
     statuses = Counter(status for _, status in results)
 
@@ -75,16 +98,21 @@ async def load(url: str, requests: int, concurrency: int, method: str) -> dict[s
         "ok": statuses.get(200, 0),
         "errors": requests - statuses.get(200, 0),
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "server_cpu_ms_per_request": None
+        if server_before is None or server_after is None
+        else round((server_after - server_before) / requests * 1000, 2),
+        "client_cpu_ms_per_request": round(client_cpu / requests * 1000, 2),
+        "load_average_1m": round(os.getloadavg()[0], 2),
     }
 
 
-def start_server(max_queue: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(max_queue: int, workers: int, method: str) -> tuple[subprocess.Popen[bytes], str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PROMPTSHRINK_MAX_QUEUE": str(max_queue), "PROMPTSHRINK_WARMUP": "0"}
-    cmd = [sys.executable, "-m", "promptshrink.cli", "serve", "--port", str(port), "--method", "keep_first"]
-    cmd += ["--log-level", "warning"]
+    cmd = [sys.executable, "-m", "promptshrink.cli", "serve", "--port", str(port), "--method", method]
+    cmd += ["--log-level", "warning", "--workers", str(workers)]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -105,18 +133,20 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--method", default="keep_first")
     parser.add_argument("--max-queue", type=int, default=256, help="queue size of the server this script starts")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes of the server this script starts")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
-    proc, url = (None, args.url) if args.url else start_server(args.max_queue)
+    proc, url = (None, args.url) if args.url else start_server(args.max_queue, args.workers, args.method)
     try:
-        report = asyncio.run(load(url, args.requests, args.concurrency, args.method))
+        report = asyncio.run(load(url, args.requests, args.concurrency, args.method, proc))
     finally:
         if proc is not None:
             proc.terminate()
             proc.wait(15)
-    report.update({"url": url, "python": platform.python_version(), "cpus": os.cpu_count()})
+    report.update({"url": url, "workers": args.workers, "python": platform.python_version(), "cpus": os.cpu_count()})
     rows = [(k, report[k]) for k in ("method", "requests", "concurrency", "wall_s", "throughput_rps")]
     rows += [(k, report[k]) for k in ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "ok", "errors")]
+    rows += [(k, report[k]) for k in ("server_cpu_ms_per_request", "client_cpu_ms_per_request", "load_average_1m")]
     print(f"{'metric':<16}{'value':>12}\n{'-' * 28}")
     for key, value in rows:
         print(f"{key:<16}{value!s:>12}")

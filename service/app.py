@@ -107,8 +107,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def caller_upstream_key(request: Request) -> str | None:
-    """Check the service key (when keys are set); return the caller's own upstream key, if it sent one."""
+async def caller_upstream_key(request: Request) -> str | None:
+    """Check the service key (when keys are set); return the caller's own upstream key, if it sent one.
+
+    ``async`` although it awaits nothing: FastAPI runs a plain ``def`` dependency on its thread pool, a thread
+    hop per request."""
     keys = request.app.state.ps.settings.api_keys
     auth = request.headers.get("authorization", "")
     bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import httpx
 import pytest
@@ -72,14 +73,16 @@ def test_async_client(server: str) -> None:
 
 def test_retries_on_503_then_succeeds(upstream: Upstream) -> None:
     settings = base_settings(upstream, compress_threads=1, max_queue=0, max_body_bytes=8 << 20, retry_after_s=1)
-    slow_text = " ".join(f"word{i}" for i in range(60_000))
+    slow_text = " ".join(f"word{i}" for i in range(100_000))  # holds the one slot for a fraction of a second
     for url in serve(settings):
         blocker = threading.Thread(
             target=httpx.post, args=(f"{url}/v1/compress",), kwargs={"json": {"text": slow_text}}
         )
         blocker.start()
         with PromptShrinkClient(url, max_retries=0) as impatient, PromptShrinkClient(url, max_retries=5) as patient:
-            assert any(impatient_busy(impatient) for _ in range(200))
+            deadline = time.monotonic() + 60  # until the blocker's body is in and its compression runs
+            while not impatient_busy(impatient):
+                assert time.monotonic() < deadline, "the slot never looked busy"
             assert patient.compress(LONG_TEXT, rate=0.5).compressed_tokens > 0
         blocker.join()
 
