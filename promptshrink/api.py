@@ -10,7 +10,7 @@ from .budget import make_budget
 from .errors import InvalidInputError
 from .json_splice import compress_request
 from .methods.base import CompressionRequest, Compressor, ProgressFn
-from .model_loading import lm_stack
+from .model_loading import lm_stack, use_device
 from .registry import get_method
 from .result import CompressionResult
 from .target_tokenizer import DEFAULT_TOKENIZER, get_tokenizer
@@ -86,12 +86,14 @@ def compress(
     protect_numbers: bool = False,
     seed: int = 0,
     progress: ProgressFn | None = None,
+    device: str | None = None,
     **method_options: Any,
 ) -> CompressionResult:
     """Compress ``text`` to ``rate`` (kept fraction) or ``target_tokens`` in the ``tokenizer`` of the target LLM.
 
-    ``keep`` lists strings that must survive; code blocks and URLs are always protected. Extra keyword
-    arguments go to the method (see `promptshrink.describe_methods()`).
+    ``keep`` lists strings that must survive; code blocks and URLs are always protected. ``device`` (``auto``,
+    ``cpu``, ``cuda``, ``cuda:N``; default ``$PROMPTSHRINK_DEVICE``, else auto) is where an LM-scored method runs
+    its models, in bf16 on GPU. Extra keyword arguments go to the method (see `promptshrink.describe_methods()`).
     """
     request = build_request(
         text,
@@ -104,4 +106,8 @@ def compress(
         seed=seed,
         progress=progress,
     )
-    return compress_request(get_compressor(method, **method_options), request)
+    compressor = get_compressor(method, **method_options)
+    if device is None or not compressor.requires_lm:
+        return compress_request(compressor, request)
+    with use_device(device):
+        return compress_request(compressor, request)

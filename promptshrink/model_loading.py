@@ -11,22 +11,29 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .errors import ModelUnavailableError
+from .errors import InvalidInputError, ModelUnavailableError
 from .paths import models_dir
 
 DEFAULT_LM = "default-lm"
 LARGE_LM = "large-lm"
 DEFAULT_EMBEDDER = "embedder"
 _LOAD_LOCK = threading.RLock()
+DEVICE_ENV = "PROMPTSHRINK_DEVICE"
+_DEVICE: ContextVar[str | None] = ContextVar("promptshrink_device", default=None)
+_DEVICE_RE = re.compile(r"cuda(?::(\d+))?")
 
 
 @dataclass(frozen=True)
@@ -233,21 +240,76 @@ def _cpu_has_fast_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-@lru_cache(maxsize=4)
-def load_causal_lm(name: str = DEFAULT_LM, device: str = "cpu", attention: str = "sdpa") -> tuple[Any, Any]:
-    """(model, tokenizer) in eval mode. Use ``attention="eager"`` when a method reads attention weights."""
-    _, transformers = lm_stack()
+def resolve_device(device: str | None = None) -> str:
+    """The torch device the LM-scored methods run on: ``cpu`` or ``cuda:N``.
+
+    ``device`` is ``auto`` (CUDA when present), ``cpu``, ``cuda`` (the current CUDA device) or ``cuda:N``;
+    None means the device set by `use_device`, else ``$PROMPTSHRINK_DEVICE``, else ``auto``.
+    """
+    chosen = device or _DEVICE.get() or os.environ.get(DEVICE_ENV) or "auto"
+    if not isinstance(chosen, str):
+        raise InvalidInputError(f"device must be a string such as 'auto', 'cpu' or 'cuda:0', got {chosen!r}")
+    chosen = chosen.strip().lower()
+    if chosen == "cpu":
+        return "cpu"
+    match = _DEVICE_RE.fullmatch(chosen)
+    if chosen != "auto" and match is None:
+        raise InvalidInputError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {chosen!r}")
+    torch, _ = lm_stack()
+    if not torch.cuda.is_available():
+        if chosen == "auto":
+            return "cpu"
+        raise ModelUnavailableError(f"device {chosen!r} asked for, but torch sees no CUDA device; use 'cpu'")
+    index = torch.cuda.current_device() if match is None or match.group(1) is None else int(match.group(1))
+    if index >= torch.cuda.device_count():
+        raise InvalidInputError(f"device cuda:{index} does not exist: {torch.cuda.device_count()} CUDA device(s)")
+    return f"cuda:{index}"
+
+
+@contextmanager
+def use_device(device: str | None) -> Iterator[None]:
+    """Run the LM-scored methods called inside the block (in this thread) on ``device``; None changes nothing."""
+    if device is None:
+        yield
+        return
+    token = _DEVICE.set(resolve_device(device))
+    try:
+        yield
+    finally:
+        _DEVICE.reset(token)
+
+
+def load_causal_lm(name: str = DEFAULT_LM, device: str | None = None, attention: str = "sdpa") -> tuple[Any, Any]:
+    """(model, tokenizer) in eval mode on ``device`` (see `resolve_device`), bf16 on GPU (`default_dtype`).
+
+    One copy per (model, device, dtype). Use ``attention="eager"`` when a method reads attention weights.
+    """
+    resolved = resolve_device(device)
+    return _load_causal_lm(name, resolved, attention, str(default_dtype(resolved)))
+
+
+@lru_cache(maxsize=8)
+def _load_causal_lm(name: str, device: str, attention: str, dtype: str) -> tuple[Any, Any]:
+    torch, transformers = lm_stack()
     with _LOAD_LOCK:
         tokenizer = load_tokenizer(name)
         model = _from_pretrained(
-            transformers.AutoModelForCausalLM, name, attn_implementation=attention, dtype=default_dtype(device)
+            transformers.AutoModelForCausalLM,
+            name,
+            attn_implementation=attention,
+            dtype=getattr(torch, dtype.removeprefix("torch.")),
         )
         model.eval().to(device)
         return model, tokenizer
 
 
-@lru_cache(maxsize=2)
-def load_encoder(name: str = DEFAULT_EMBEDDER, device: str = "cpu") -> tuple[Any, Any]:
+def load_encoder(name: str = DEFAULT_EMBEDDER, device: str | None = None) -> tuple[Any, Any]:
+    """(encoder, tokenizer) in eval mode on ``device`` (see `resolve_device`); float32 (a small encoder)."""
+    return _load_encoder(name, resolve_device(device))
+
+
+@lru_cache(maxsize=4)
+def _load_encoder(name: str, device: str) -> tuple[Any, Any]:
     _, transformers = lm_stack()
     with _LOAD_LOCK:
         tokenizer = load_tokenizer(name)

@@ -130,6 +130,7 @@ class ChatRewriter:
                 tokenizer.apply_chat_template(self.prompt(j), tokenize=False, add_generation_prompt=True) for j in batch
             ]
             enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+            enc = enc.to(model.device)
             with torch.inference_mode():
                 ids = model.generate(
                     **enc,

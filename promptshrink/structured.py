@@ -11,6 +11,7 @@ from .budget import Budget, make_budget
 from .errors import BudgetError, InvalidInputError
 from .json_splice import compress_request
 from .methods.base import CompressionRequest
+from .model_loading import use_device
 from .passages import Passage, PassageAwareCompressor
 from .result import CompressionResult, MessagesResult, PassagesResult
 from .target_tokenizer import DEFAULT_TOKENIZER, get_tokenizer
@@ -50,12 +51,14 @@ def compress_messages(
     question: str | None = None,
     keep: Sequence[str] = (),
     min_tokens: int = 32,
+    device: str | None = None,
     **options: Any,
 ) -> MessagesResult:
     """Compress each message whose role is in ``roles`` (system excluded by default); roles and order are kept.
 
     The last user message is the query and is left alone unless ``skip_last_user`` is False; it also serves as
-    the question for question-aware methods. ``target_tokens`` is a total over all message texts.
+    the question for question-aware methods. ``target_tokens`` is a total over all message texts. ``device`` as
+    in `promptshrink.compress`.
     """
     _validate_messages(messages)
     out = copy.deepcopy(messages)
@@ -82,7 +85,8 @@ def compress_messages(
             continue
         share = Budget(target_tokens=max(1, (target_tokens - fixed) * n // movable)) if target_tokens else budget
         request = CompressionRequest(text, share, target, question, tuple(keep))
-        result = compress_request(compressor, request)
+        with use_device(device):
+            result = compress_request(compressor, request)
         per_message[i] = result
         if loc is None:
             out[i]["content"] = result.text
@@ -101,12 +105,14 @@ def compress_passages(
     target_tokens: int | None = None,
     tokenizer: str = DEFAULT_TOKENIZER,
     keep: Sequence[str] = (),
+    device: str | None = None,
     **options: Any,
 ) -> PassagesResult:
     """Compress retrieved passages under one shared budget; ids and metadata go through unchanged.
 
     Passages are joined with blank lines, compressed together (so the budget is global and a method can
-    prefer the relevant passages), and the kept pieces are mapped back to the passage they came from.
+    prefer the relevant passages), and the kept pieces are mapped back to the passage they came from. ``device``
+    as in `promptshrink.compress`.
     """
     if isinstance(passages, (str, bytes)) or not isinstance(passages, Sequence) or not passages:
         raise InvalidInputError("passages must be a non-empty list of strings or {id, text, metadata} objects")
@@ -126,11 +132,12 @@ def compress_passages(
         joined, rate=rate, target_tokens=target_tokens, tokenizer=tokenizer, question=question, keep=keep
     )
     compressor = get_compressor(method, **options)
-    if isinstance(compressor, PassageAwareCompressor):
-        given = [Passage(it["id"], it["text"], s, e, it["metadata"]) for it, (s, e) in zip(items, spans)]
-        result = compressor.compress_passages(request.question, given, request)
-    else:
-        result = compressor.compress(request)
+    with use_device(device):
+        if isinstance(compressor, PassageAwareCompressor):
+            given = [Passage(it["id"], it["text"], s, e, it["metadata"]) for it, (s, e) in zip(items, spans)]
+            result = compressor.compress_passages(request.question, given, request)
+        else:
+            result = compressor.compress(request)
     pieces: list[list[str]] = [[] for _ in items]
     for seg in result.segments:
         if not seg.kept:

@@ -51,7 +51,8 @@ class State:
         """Load the default method's models by compressing a short text; /readyz reports the outcome."""
         method = self.settings.method
         try:
-            promptshrink.compress(WARMUP_TEXT, method, rate=0.5, **self.settings.method_options(method))
+            options = self.settings.method_options(method)
+            promptshrink.compress(WARMUP_TEXT, method, rate=0.5, device=self.settings.device, **options)
         except Exception as exc:  # any failure must show on /readyz, not kill the thread silently
             self.ready_error = f"{type(exc).__name__}: {exc}"
             log.error("warm-up of %s failed: %s", method, self.ready_error)

@@ -29,8 +29,14 @@ def check_options(req: CompressOptions, settings: Settings) -> tuple[str, dict[s
     return method, {**settings.method_options(method), **req.options}
 
 
-def _common(req: CompressOptions) -> dict[str, Any]:
-    return {"rate": req.rate, "target_tokens": req.target_tokens, "tokenizer": req.tokenizer, "keep": req.keep}
+def _common(req: CompressOptions, settings: Settings) -> dict[str, Any]:
+    return {
+        "rate": req.rate,
+        "target_tokens": req.target_tokens,
+        "tokenizer": req.tokenizer,
+        "keep": req.keep,
+        "device": settings.device,
+    }
 
 
 def _segments(result: CompressionResult, include: bool) -> list[dict[str, Any]] | None:
@@ -48,7 +54,7 @@ def run_compress(req: CompressRequest, settings: Settings, metrics: Metrics, que
             question=req.question,
             protect_numbers=req.protect_numbers,
             seed=req.seed,
-            **_common(req),
+            **_common(req, settings),
             **options,
         )
         out = _from_result("text", result, req.include_segments)
@@ -61,7 +67,7 @@ def run_compress(req: CompressRequest, settings: Settings, metrics: Metrics, que
             skip_last_user=req.skip_last_user,
             question=req.question,
             min_tokens=req.min_tokens,
-            **_common(req),
+            **_common(req, settings),
             **options,
         )
         per_message = [
@@ -89,7 +95,7 @@ def run_compress(req: CompressRequest, settings: Settings, metrics: Metrics, que
         }
     else:
         passages = [p if isinstance(p, str) else p.model_dump(exclude_none=True) for p in req.passages or []]
-        pres = promptshrink.compress_passages(passages, req.question, method, **_common(req), **options)
+        pres = promptshrink.compress_passages(passages, req.question, method, **_common(req, settings), **options)
         out = _from_result("passages", pres.result, req.include_segments)
         out["passages"] = pres.passages
     out["tokens_saved"] = out["original_tokens"] - out["compressed_tokens"]

@@ -22,6 +22,7 @@ class Settings:
     log_level: str = "info"
     method: str = "selective_context"
     model: str | None = None
+    device: str | None = None
     api_keys: frozenset[str] = field(default_factory=frozenset)
     cors_origins: frozenset[str] = field(default_factory=frozenset)
     compress_threads: int = max(1, os.cpu_count() or 1)

@@ -50,8 +50,8 @@ def query_attention(model: object, ids: Sequence[int], n_query: int, heads: Laye
     deepest = max(heads)
     rows = []
     with torch.inference_mode():
-        hidden = base.embed_tokens(torch.tensor([list(ids)]))
-        positions = torch.arange(hidden.shape[1]).unsqueeze(0)
+        hidden = base.embed_tokens(torch.tensor([list(ids)], device=model.device))  # type: ignore[attr-defined]
+        positions = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
         pe = base.rotary_emb(hidden, position_ids=positions)
         for index, layer in enumerate(base.layers[: deepest + 1]):
             if index in heads:
@@ -61,7 +61,7 @@ def query_attention(model: object, ids: Sequence[int], n_query: int, heads: Laye
                     window_queries(attn, normed, pe, n_query), _keys(attn, normed, pe), attn.scaling
                 )
                 per_head = probs.sum(dim=3).flatten(1, 2)[0]  # [heads, seq]; head h reads kv head h // group
-                rows.append(per_head[list(heads[index])].float().numpy())
+                rows.append(per_head[list(heads[index])].float().cpu().numpy())
             if index < deepest:
                 hidden = layer(hidden, position_embeddings=pe, position_ids=positions)
     return np.concatenate(rows)

@@ -34,12 +34,12 @@ def question_loglik(
         batch = order[b : b + batch_size]
         rows = [head + bodies[i] + tail for i in batch]
         width = max(len(r) for r in rows)
-        inputs = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
+        inputs = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=model.device)
         with torch.inference_mode():
             logp = torch.log_softmax(model(input_ids=inputs).logits.float(), dim=-1)
         for row, i in enumerate(batch):
             end = len(rows[row])
             targets = inputs[row, end - len(tail) : end]
             picked = logp[row, end - len(tail) - 1 : end - 1].gather(1, targets.unsqueeze(1))
-            out[i] = float(picked.mean())
+            out[i] = float(picked.mean().cpu())
     return out

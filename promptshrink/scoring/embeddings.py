@@ -22,12 +22,12 @@ def embed(texts: Sequence[str], model: str = DEFAULT_EMBEDDER, batch_size: int =
             truncation=True,
             max_length=256,
             return_tensors="pt",
-        )
+        ).to(encoder.device)
         with torch.inference_mode():
             hidden = encoder(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-        rows.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
+        rows.append(torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy())
     if not rows:
         return np.zeros((0, encoder.config.hidden_size), dtype=np.float32)
     return np.concatenate(rows)

@@ -41,8 +41,11 @@ class PrunedContext:
         if self.position + len(piece) > self.max_position:
             self.pending, self.cached, self.cached_at, self.layers = self.cached + self.pending, [], [], []
             self.pending_at, self.position = list(range(len(self.pending))), len(self.pending)
-        inputs = torch.tensor([self.pending + list(piece)])
-        positions = torch.tensor([self.pending_at + list(range(self.position, self.position + len(piece)))])
+        device = self.model.device  # type: ignore[attr-defined]
+        inputs = torch.tensor([self.pending + list(piece)], device=device)
+        positions = torch.tensor(
+            [self.pending_at + list(range(self.position, self.position + len(piece)))], device=device
+        )
         past = DynamicCache(self.layers) if self.layers else DynamicCache()
         with torch.inference_mode():
             logits = self.model(  # type: ignore[operator]
@@ -51,7 +54,7 @@ class PrunedContext:
             targets = inputs[0, inputs.shape[1] - len(piece) :, None]
             logp = torch.log_softmax(logits, dim=-1, dtype=torch.float32).gather(1, targets)[:, 0]
         self.layers = [(layer.keys, layer.values) for layer in past.layers]
-        return -logp.numpy() / LN2
+        return -logp.cpu().numpy() / LN2
 
     def keep(self, piece: Sequence[int], kept: np.ndarray) -> None:
         """After ``read(piece)``: the tokens of ``piece`` flagged in ``kept`` stay in the context, the others leave."""
@@ -67,6 +70,6 @@ class PrunedContext:
         self.pending, self.pending_at = [ids[index[-1]]], [at[index[-1]]]
         index = index[:-1]
         self.cached, self.cached_at = [ids[i] for i in index], [at[i] for i in index]
-        rows = torch.tensor(index, dtype=torch.long)
+        rows = torch.tensor(index, dtype=torch.long, device=self.model.device)  # type: ignore[attr-defined]
         self.layers = [(k.index_select(2, rows), v.index_select(2, rows)) for k, v in self.layers] if index else []
         self.position += len(piece)

@@ -74,13 +74,13 @@ def surprisal(
     for n, s in enumerate(starts):
         left = max(0, s - overlap)
         chunk = ids[left : s + stride]
-        inputs = torch.tensor([head + chunk])
+        inputs = torch.tensor([head + chunk], device=model.device)
         fresh = len(chunk) - (s - left)  # tokens scored by this window: the last ``fresh`` of the chunk
         with torch.inference_mode():  # logits only where needed: the LM head and softmax are a large share
             logits = model(input_ids=inputs, logits_to_keep=fresh + 1).logits[0, :-1]
             targets = inputs[0, inputs.shape[1] - fresh :].unsqueeze(1)
             bits = -torch.log_softmax(logits, dim=-1, dtype=torch.float32).gather(1, targets).squeeze(1) / LN2
-        values[s : s + fresh] = bits.numpy()
+        values[s : s + fresh] = bits.cpu().numpy()
         if progress:
             progress(n + 1, len(starts))
     return TokenScores(offsets, values)

@@ -1,0 +1,102 @@
+"""Device choice for the LM-scored methods: resolution, and the same keep decisions across precisions/devices."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import promptshrink as ps
+from promptshrink.errors import InvalidInputError, ModelUnavailableError
+from tests.conftest import lm_available, needs_lm
+
+torch = pytest.importorskip("torch")
+from promptshrink.model_loading import DEVICE_ENV, resolve_device, use_device  # noqa: E402
+
+HAS_CUDA = torch.cuda.is_available()
+
+
+def agreement(a: ps.CompressionResult, b: ps.CompressionResult) -> float:
+    assert [s.start for s in a.segments] == [s.start for s in b.segments]
+    return float(np.mean([x.kept == y.kept for x, y in zip(a.segments, b.segments)]))
+
+
+def test_resolution(monkeypatch):
+    monkeypatch.delenv(DEVICE_ENV, raising=False)
+    assert resolve_device("cpu") == resolve_device(" CPU ") == "cpu"
+    assert resolve_device("auto") == resolve_device() == ("cuda:0" if HAS_CUDA else "cpu")
+    monkeypatch.setenv(DEVICE_ENV, "cpu")
+    assert resolve_device() == "cpu"
+    with use_device("auto"):
+        assert resolve_device() == ("cuda:0" if HAS_CUDA else "cpu")
+    assert resolve_device() == "cpu"
+    for bad in ("gpu", "cuda:x", "cuda:", "tpu:0"):
+        with pytest.raises(InvalidInputError, match="device must be"):
+            resolve_device(bad)
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="checks the error on a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error():
+    with pytest.raises(ModelUnavailableError, match="no CUDA device"):
+        ps.compress("One sentence here. Another one there. A third.", "selective_context", rate=0.5, device="cuda")
+
+
+def test_model_free_methods_ignore_the_device():
+    r = ps.compress("One sentence here. Another one there. A third.", "keep_first", rate=0.5, device="cuda:7")
+    assert r.compressed_tokens <= r.original_tokens // 2
+
+
+@needs_lm
+def test_fp32_and_bf16_keep_the_same_units(monkeypatch, article):
+    """The property the GPU path relies on (bf16 there): decisions match fp32 up to numerical ties."""
+    text = article[:3000]
+    results = {}
+    for dtype in ("float32", "bfloat16"):
+        monkeypatch.setenv("PROMPTSHRINK_DTYPE", dtype)
+        results[dtype] = ps.compress(text, "selective_context", rate=0.5, device="cpu", question="What about taxes?")
+    assert agreement(results["float32"], results["bfloat16"]) >= 0.95
+
+
+def random_weight_model(directory: Path) -> str:
+    """The bundled LM's architecture (config + tokenizer) with seeded random weights, saved to ``directory``.
+
+    $PROMPTSHRINK_ARCH_DIR points at a folder with config.json and the tokenizer files (on a machine without the
+    model package); else they are taken from the bundled model.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from promptshrink.model_loading import manifest
+
+    source = os.environ.get("PROMPTSHRINK_ARCH_DIR")
+    if source is None:
+        if not lm_available():
+            pytest.skip("no architecture source: set PROMPTSHRINK_ARCH_DIR or install the bundled LM")
+        source = str(manifest()["default-lm"].locate())
+    torch.manual_seed(0)
+    config = AutoConfig.from_pretrained(source)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.save_pretrained(directory)
+    AutoTokenizer.from_pretrained(source).save_pretrained(directory)
+    return str(directory)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_cpu_and_cuda_keep_the_same_units(tmp_path, article):
+    """CPU (fp32) against CUDA (bf16) on a random-weight model of the bundled architecture."""
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        resolve_device(f"cuda:{torch.cuda.device_count()}")
+    model = random_weight_model(tmp_path / "arch")
+    kwargs = {"rate": 0.5, "question": "What about taxes?", "model": model}
+    for method in ("selective_context", "llmlingua"):
+        kw = {k: v for k, v in kwargs.items() if method == "selective_context" or k != "question"}
+        os.environ["PROMPTSHRINK_DTYPE"] = "float32"
+        try:
+            on_cpu = ps.compress(article, method, device="cpu", **kw)
+        finally:
+            del os.environ["PROMPTSHRINK_DTYPE"]
+        on_gpu = ps.compress(article, method, device="cuda", **kw)
+        print(method, "cpu/cuda agreement", agreement(on_cpu, on_gpu))
+        assert agreement(on_cpu, on_gpu) >= 0.95
