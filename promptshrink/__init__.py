@@ -1,6 +1,6 @@
 """promptshrink: prompt compression behind one interface."""
 
-from .api import compress, get_compressor
+from .api import compress, compress_batch, get_compressor
 from .errors import (
     BudgetError,
     InvalidInputError,
@@ -27,6 +27,7 @@ __all__ = [
     "MessagesResult",
     "PassagesResult",
     "compress",
+    "compress_batch",
     "compress_messages",
     "compress_passages",
     "describe_methods",

@@ -8,7 +8,7 @@ from typing import Any
 
 from .budget import make_budget
 from .errors import InvalidInputError
-from .json_splice import compress_request
+from .json_splice import compress_request, json_regions
 from .methods.base import CompressionRequest, Compressor, ProgressFn
 from .model_loading import lm_stack, use_device
 from .registry import get_method
@@ -111,3 +111,50 @@ def compress(
         return compress_request(compressor, request)
     with use_device(device):
         return compress_request(compressor, request)
+
+
+def compress_batch(
+    texts: Sequence[str],
+    method: str = DEFAULT_METHOD,
+    *,
+    rate: float | None = None,
+    target_tokens: int | None = None,
+    tokenizer: str = DEFAULT_TOKENIZER,
+    questions: Sequence[str | None] | None = None,
+    keep: Sequence[str] = (),
+    protect_numbers: bool = False,
+    seed: int = 0,
+    device: str | None = None,
+    **method_options: Any,
+) -> list[CompressionResult]:
+    """`compress` of many texts (``questions[i]`` goes with ``texts[i]``), with the LM passes of all of them run
+    together (windows length-sorted and packed into padded batches); each result equals compressing one by one.
+    """
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise InvalidInputError("texts must be a list of strings")
+    questions = list(questions) if questions is not None else [None] * len(texts)
+    if len(questions) != len(texts):
+        raise InvalidInputError(f"{len(questions)} questions for {len(texts)} texts")
+    requests = [
+        build_request(
+            text,
+            rate=rate,
+            target_tokens=target_tokens,
+            tokenizer=tokenizer,
+            question=question,
+            keep=keep,
+            protect_numbers=protect_numbers,
+            seed=seed,
+        )
+        for text, question in zip(texts, questions)
+    ]
+    compressor = get_compressor(method, **method_options)
+    with use_device(device if compressor.requires_lm else None):
+        plain = [i for i, r in enumerate(requests) if not json_regions(r.text)]
+        results: list[CompressionResult | None] = [None] * len(requests)
+        for i, result in zip(plain, compressor.compress_many([requests[i] for i in plain])):
+            results[i] = result
+        for i, request in enumerate(requests):
+            if results[i] is None:  # JSON goes through the string-value splicer
+                results[i] = compress_request(compressor, request)
+    return [r for r in results if r is not None]

@@ -100,3 +100,24 @@ def test_cpu_and_cuda_keep_the_same_units(tmp_path, article):
         on_gpu = ps.compress(article, method, device="cuda", **kw)
         print(method, "cpu/cuda agreement", agreement(on_cpu, on_gpu))
         assert agreement(on_cpu, on_gpu) >= 0.95
+
+
+@needs_lm
+def test_batched_equals_one_by_one(monkeypatch, article):
+    """compress_batch runs the LM windows of all inputs together; every result equals its one-by-one twin."""
+    monkeypatch.setenv("PROMPTSHRINK_DTYPE", "float32")  # bf16 sums depend on the batch shape
+    texts = [article[:1500], article[1500:2200], article[4000:6500]]
+    questions = ["What about taxes?", None, "Who spoke?"]
+    batched = ps.compress_batch(texts, "selective_context", rate=0.4, questions=questions, device="cpu")
+    for text, question, got in zip(texts, questions, batched):
+        alone = ps.compress(text, "selective_context", rate=0.4, question=question, device="cpu")
+        assert got.text == alone.text
+        np.testing.assert_allclose([s.score for s in got.segments], [s.score for s in alone.segments], rtol=1e-4)
+
+
+def test_batch_of_model_free_and_json_inputs():
+    texts = ['{"a": "' + "word " * 60 + '"}', "One sentence here. Another one there. A third one too."]
+    got = ps.compress_batch(texts, "keep_first", rate=0.5)
+    assert [r.text for r in got] == [ps.compress(t, "keep_first", rate=0.5).text for t in texts]
+    with pytest.raises(InvalidInputError, match="questions"):
+        ps.compress_batch(texts, "keep_first", questions=["q"])

@@ -63,6 +63,37 @@ class Compressor(ABC):
     def score_units(self, request: CompressionRequest, units: Sequence[Unit]) -> np.ndarray:
         """Higher score = more worth keeping; one score per unit."""
 
+    def score_many(self, requests: Sequence[CompressionRequest], units: Sequence[Sequence[Unit]]) -> list[np.ndarray]:
+        """`score_units` of several requests; LM-scored methods override it to run their passes together."""
+        return [self.score_units(r, u) for r, u in zip(requests, units)]
+
+    def compress_many(self, requests: Sequence[CompressionRequest]) -> list[CompressionResult]:
+        """`compress` of each request, with one `score_many` call for all of them (results equal one by one).
+
+        Methods that replace `compress` itself are run one request at a time. Timings are the batch's.
+        """
+        if type(self).compress is not Compressor.compress:
+            return [self.compress(r) for r in requests]
+        start = time.perf_counter()
+        out: list[CompressionResult | None] = [None] * len(requests)
+        todo = []
+        for i, request in enumerate(requests):
+            units = self.units(request)
+            original, costs = request.tokenizer.count_spans(request.text, [u.start for u in units])
+            if request.budget.keeps_everything(original):
+                out[i] = self.unchanged(request, original, start)
+            else:
+                todo.append((i, units, original, costs))
+        scored_at = time.perf_counter()
+        all_scores = self.score_many([requests[i] for i, *_ in todo], [u for _, u, *_ in todo])
+        selected_at = time.perf_counter()
+        for (i, units, original, costs), scores in zip(todo, all_scores):
+            request, scores = requests[i], np.asarray(scores, dtype=float)
+            keep, kept_tokens = select_units(units, scores, request.budget.limit(original), request.tokenizer, costs)
+            timing = (start, scored_at, selected_at)
+            out[i] = self.build_result(request, original, units, scores, keep, *timing, kept_tokens)
+        return [r for r in out if r is not None]
+
     def compress(self, request: CompressionRequest) -> CompressionResult:
         start = time.perf_counter()
         units = self.units(request)

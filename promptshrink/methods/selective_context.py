@@ -8,7 +8,7 @@ import numpy as np
 
 from ..model_loading import DEFAULT_LM
 from ..registry import register
-from ..scoring.lm import surprisal, to_units
+from ..scoring.lm import TokenScores, surprisal_many, to_units
 from ..segmentation import Unit
 from .base import CompressionRequest, Compressor
 
@@ -46,13 +46,18 @@ class SelectiveContext(Compressor):
         self.overlap = overlap
 
     def score_units(self, request: CompressionRequest, units: Sequence[Unit]) -> np.ndarray:
-        info = surprisal(request.text, self.model, overlap=self.overlap, progress=request.progress)
-        scores = to_units(info, units, self.aggregate)
-        if request.question and self.question_weight:
-            given_q = surprisal(
-                request.text, self.model, prefix=f"Question: {request.question}\n", overlap=self.overlap
-            )
-            gain = np.clip(info.values - given_q.values, 0.0, None)
-            info.values = gain
-            scores = scores + self.question_weight * to_units(info, units, self.aggregate)
-        return scores
+        return self.score_many([request], [units])[0]
+
+    def score_many(self, requests: Sequence[CompressionRequest], units: Sequence[Sequence[Unit]]) -> list[np.ndarray]:
+        """The plain and the question-conditioned passes of every request go through the LM together."""
+        asks = [i for i, r in enumerate(requests) if r.question and self.question_weight]
+        texts = [r.text for r in requests] + [requests[i].text for i in asks]
+        prefixes = [None] * len(requests) + [f"Question: {requests[i].question}\n" for i in asks]
+        progress = requests[0].progress if len(requests) == 1 else None
+        scored = surprisal_many(texts, self.model, prefixes, overlap=self.overlap, progress=progress)
+        out = [to_units(info, u, self.aggregate) for info, u in zip(scored, units)]
+        for k, i in enumerate(asks):
+            info, given_q = scored[i], scored[len(requests) + k]
+            gain = TokenScores(info.offsets, np.clip(info.values - given_q.values, 0.0, None))
+            out[i] = out[i] + self.question_weight * to_units(gain, units[i], self.aggregate)
+        return out

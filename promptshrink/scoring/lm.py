@@ -57,33 +57,87 @@ def surprisal(
     Text longer than the LM window is scored in windows; each window re-reads ``overlap`` tokens of left
     context so tokens near a window start still see context.
     """
+    return surprisal_many([text], model_name, [prefix], overlap, max_window, progress=progress)[0]
+
+
+@dataclass
+class _Window:
+    """One LM pass: ``ids`` (head + chunk) scores its last ``fresh`` tokens, which are text ``item``'s
+    tokens ``at .. at + fresh``."""
+
+    item: int
+    at: int
+    fresh: int
+    ids: list[int]
+
+
+def surprisal_many(
+    texts: Sequence[str],
+    model_name: str = DEFAULT_LM,
+    prefixes: Sequence[str | None] | None = None,
+    overlap: int = 128,
+    max_window: int = 1024,
+    batch_tokens: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[TokenScores]:
+    """`surprisal` of many texts (each with its own optional prefix) with their windows run together.
+
+    The windows of all texts are sorted by length and packed into right-padded batches of at most
+    ``batch_tokens`` padded tokens (default: 16K on GPU, 2K on CPU, where batching buys little); causal
+    attention keeps padding after a sequence from changing its logits, so no mask is needed. The LM head runs
+    only on the positions that predict scored tokens.
+    """
     import torch
 
     model, tokenizer = load_causal_lm(model_name)
-    ids, offsets = tokenize_with_offsets(tokenizer, text)
-    head = start_ids(tokenizer)
-    if prefix:
-        head = head + tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    prefixes = list(prefixes) if prefixes is not None else [None] * len(texts)
     window = lm_window(model, max_window)
-    head = head[: window // 4]  # a long question must not crowd out the text
-    room = window - len(head)
-    overlap = min(overlap, room // 2)
-    stride = room - overlap
-    values = np.zeros(len(ids), dtype=np.float64)
-    starts = list(range(0, len(ids), stride)) or [0]
-    for n, s in enumerate(starts):
-        left = max(0, s - overlap)
-        chunk = ids[left : s + stride]
-        inputs = torch.tensor([head + chunk], device=model.device)
-        fresh = len(chunk) - (s - left)  # tokens scored by this window: the last ``fresh`` of the chunk
+    windows: list[_Window] = []
+    encoded = [tokenize_with_offsets(tokenizer, text) for text in texts]
+    for item, ((ids, _), prefix) in enumerate(zip(encoded, prefixes)):
+        head = start_ids(tokenizer)
+        if prefix:
+            head = head + tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        head = head[: window // 4]  # a long question must not crowd out the text
+        room = window - len(head)
+        lap = min(overlap, room // 2)
+        stride = room - lap
+        for s in range(0, len(ids), stride):
+            left = max(0, s - lap)
+            chunk = ids[left : s + stride]
+            windows.append(_Window(item, s, len(chunk) - (s - left), head + chunk))
+    values = [np.zeros(len(ids), dtype=np.float64) for ids, _ in encoded]
+    if batch_tokens is None:
+        batch_tokens = 16384 if model.device.type == "cuda" else 2048
+    order = sorted(range(len(windows)), key=lambda w: len(windows[w].ids))
+    batches: list[list[int]] = []
+    for w in order:  # ascending length: a batch's padded size is its count x its last window's length
+        if batches and (len(batches[-1]) + 1) * len(windows[w].ids) <= batch_tokens:
+            batches[-1].append(w)
+        else:
+            batches.append([w])
+    pad = start_ids(tokenizer)[0]
+    decoder, head_layer = model.get_decoder(), model.get_output_embeddings()
+    done = 0
+    for batch in batches:
+        rows = [windows[w] for w in batch]
+        width = max(len(r.ids) for r in rows)
+        inputs = torch.tensor([r.ids + [pad] * (width - len(r.ids)) for r in rows], device=model.device)
         with torch.inference_mode():  # logits only where needed: the LM head and softmax are a large share
-            logits = model(input_ids=inputs, logits_to_keep=fresh + 1).logits[0, :-1]
-            targets = inputs[0, inputs.shape[1] - fresh :].unsqueeze(1)
-            bits = -torch.log_softmax(logits, dim=-1, dtype=torch.float32).gather(1, targets).squeeze(1) / LN2
-        values[s : s + fresh] = bits.cpu().numpy()
+            hidden = decoder(input_ids=inputs).last_hidden_state
+            where = [(b, len(r.ids) - r.fresh - 1, len(r.ids) - 1) for b, r in enumerate(rows)]
+            picked = torch.cat([hidden[b, lo:hi] for b, lo, hi in where])
+            targets = torch.cat([inputs[b, lo + 1 : hi + 1] for b, lo, hi in where]).unsqueeze(1)
+            logp = torch.log_softmax(head_layer(picked), dim=-1, dtype=torch.float32).gather(1, targets)
+        bits = (-logp[:, 0] / LN2).cpu().numpy()
+        cursor = 0
+        for r in rows:
+            values[r.item][r.at : r.at + r.fresh] = bits[cursor : cursor + r.fresh]
+            cursor += r.fresh
+        done += len(rows)
         if progress:
-            progress(n + 1, len(starts))
-    return TokenScores(offsets, values)
+            progress(done, len(windows))
+    return [TokenScores(offsets, v) for (_, offsets), v in zip(encoded, values)]
 
 
 def to_units(scores: TokenScores, units: Sequence[Unit], reduce: str = "sum") -> np.ndarray:
