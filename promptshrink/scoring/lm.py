@@ -93,7 +93,8 @@ def surprisal_many(
     prefixes = list(prefixes) if prefixes is not None else [None] * len(texts)
     window = lm_window(model, max_window)
     windows: list[_Window] = []
-    encoded = [tokenize_with_offsets(tokenizer, text) for text in texts]
+    unique = {text: tokenize_with_offsets(tokenizer, text) for text in dict.fromkeys(texts)}  # each text once
+    encoded = [unique[text] for text in texts]
     for item, ((ids, _), prefix) in enumerate(zip(encoded, prefixes)):
         head = start_ids(tokenizer)
         if prefix:
