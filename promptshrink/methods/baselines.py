@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -13,7 +14,10 @@ from .base import CompressionRequest, Compressor
 
 
 @register
-class KeepFirst(Compressor):
+@dataclass
+class KeepFirstCompressor(Compressor):
+    """Score = minus the position: the budget keeps a prefix of the text (units default to words)."""
+
     name = "keep_first"
     summary = "Truncation baseline: keep the beginning of the text up to the budget."
     default_unit = "word"
@@ -23,7 +27,10 @@ class KeepFirst(Compressor):
 
 
 @register
-class KeepLast(Compressor):
+@dataclass
+class KeepLastCompressor(Compressor):
+    """Score = the position: the budget keeps a suffix of the text (units default to words)."""
+
     name = "keep_last"
     summary = "Truncation baseline: keep the end of the text up to the budget."
     default_unit = "word"
@@ -33,7 +40,10 @@ class KeepLast(Compressor):
 
 
 @register
-class RandomUnits(Compressor):
+@dataclass
+class RandomCompressor(Compressor):
+    """Score = a uniform draw seeded by the request's ``seed``: the same seed keeps the same units."""
+
     name = "random"
     summary = "Seeded random baseline: keep a random subset of units (in order) up to the budget."
     default_unit = "word"
@@ -43,7 +53,10 @@ class RandomUnits(Compressor):
 
 
 @register
-class TfidfFilter(Compressor):
+@dataclass
+class TfidfCompressor(Compressor):
+    """Score = TF-IDF cosine similarity of each sentence to the question, or to the whole document without one."""
+
     name = "tfidf"
     summary = "Sentence filter by TF-IDF similarity to the question (or to the whole document)."
     uses_question = True
