@@ -10,7 +10,7 @@ from promptshrink.kv import kernels as K
 from promptshrink.kv.attention import window_attention
 
 CUDA = torch.cuda.is_available()
-METHODS = list(kv.PRESSES)
+METHODS = kv.press_names()
 
 
 def tiny_model(impl: str = "sdpa", device: str = "cpu"):  # noqa: ANN201
