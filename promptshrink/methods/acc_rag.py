@@ -64,7 +64,7 @@ class AccRagCompressor(Compressor):
     below ``min_gain`` (or ``patience`` additions in a row brought neither new terms nor gain, or the next
     score is ``gap`` below the best). The budget is an upper bound: simple questions stop earlier than
     multi-part ones. Without a question there is nothing to be sufficient for, so it fills the budget by
-    similarity to the document centroid.
+    similarity to the document centroid (all of it when the budget holds the whole input).
     Reference: ACC-RAG (adaptive context compression for retrieval-augmented generation), 2025.
 
     Args:
@@ -146,7 +146,10 @@ class AccRagCompressor(Compressor):
                 f"{limit}; raise the budget or protect less (keep=..., code blocks, URLs, numbers)"
             )
         readable = doc_sim >= doc_sim.max() - self.doc_margin if question else np.ones(len(passages), dtype=bool)
-        trace, reason = self._select(units, owners, scores, vectors, query, terms, readable, keep, limit, tok)
+        if question or not request.budget.keeps_everything(original):
+            trace, reason = self._select(units, owners, scores, vectors, query, terms, readable, keep, limit, tok)
+        else:  # nothing to be sufficient for and room for all: per-unit token counts must not drop any
+            keep, trace, reason = [True] * len(units), [], "budget"
         kept_text = render(units, keep)
         while tok.count(kept_text) > limit:  # BPE merges across joins: drop the weakest selected sentence
             weakest = min((i for i, k in enumerate(keep) if k and not units[i].forced), key=lambda i: scores[i])
