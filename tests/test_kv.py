@@ -61,14 +61,6 @@ def test_press_shrinks_cache_and_decodes(model, name: str) -> None:  # noqa: ANN
     assert len(out) == 4
 
 
-@pytest.mark.parametrize("name", METHODS)
-def test_ratio_one_is_lossless(model, name: str) -> None:  # noqa: ANN001
-    ids = torch.randint(0, 128, (1, 90))
-    full, pressed = kv.prefill(model, ids), kv.prefill(model, ids, press(name, 1.0, model))
-    for a, b in zip(full.layers, pressed.layers):
-        assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
-
-
 def test_explicit_positions_match_plain_generate(model) -> None:  # noqa: ANN001
     ids = torch.randint(0, 128, (1, 40))
     ref = model.generate(ids, max_new_tokens=6, do_sample=False)[0, 40:].tolist()
