@@ -11,7 +11,7 @@ import json
 import torch
 import triton.testing
 
-from promptshrink.kv import kernels as K
+from promptshrink.kv import dispatch as K
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     text = args.file.read_text()
-    names = args.methods or [m["name"] for m in promptshrink.methods()]
+    names = args.methods or [m["name"] for m in promptshrink.describe_methods()]
     print(f"{args.file.name}: {promptshrink.get_tokenizer().count(text)} tokens (cl100k_base), rate={args.rate}")
     print(f"{'method':<20} {'calls':>5} {'ms/1K p50':>10} {'ms/1K p95':>10} {'tokens/s':>10}")
     for name in names:

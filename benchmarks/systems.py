@@ -80,5 +80,5 @@ class PromptshrinkMethod:
 
 def promptshrink_systems(names: list[str] | None = None) -> list[PromptshrinkMethod]:
     """Every method registered now (so new methods join the benchmark without code changes)."""
-    registered = [m["name"] for m in promptshrink.methods()]
+    registered = [m["name"] for m in promptshrink.describe_methods()]
     return [PromptshrinkMethod(n) for n in registered if names is None or n in names]

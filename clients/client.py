@@ -23,8 +23,7 @@ from promptshrink.errors import (
     UnknownMethodError,
     UnknownTokenizerError,
 )
-from promptshrink.result import CompressionResult, SegmentDecision
-from promptshrink.structured import MessagesResult, PassagesResult
+from promptshrink.result import CompressionResult, MessagesResult, PassagesResult, SegmentDecision
 
 LIBRARY_ERRORS: dict[str, type[PromptShrinkError]] = {
     cls.code: cls

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import promptshrink
-from promptshrink.structured import PassagesResult
+from promptshrink.result import PassagesResult
 
 
 class PassageBackend(Protocol):

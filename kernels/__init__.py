@@ -1,1 +1,1 @@
-"""Triton kernels for the KV presses; loaded lazily by ``promptshrink.kv.kernels`` (CUDA only)."""
+"""Triton kernels for the KV presses; loaded lazily by ``promptshrink.kv.dispatch`` (CUDA only)."""

@@ -9,9 +9,9 @@ from .errors import (
     UnknownMethodError,
     UnknownTokenizerError,
 )
-from .registry import describe_methods as methods
-from .result import CompressionResult, SegmentDecision
-from .structured import MessagesResult, PassagesResult, compress_messages, compress_passages
+from .registry import describe_methods
+from .result import CompressionResult, MessagesResult, PassagesResult, SegmentDecision
+from .structured import compress_messages, compress_passages
 from .target_tokenizer import get_tokenizer
 
 __version__ = "0.1.0"
@@ -29,7 +29,7 @@ __all__ = [
     "compress",
     "compress_messages",
     "compress_passages",
+    "describe_methods",
     "get_compressor",
     "get_tokenizer",
-    "methods",
 ]

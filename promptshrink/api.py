@@ -8,10 +8,11 @@ from typing import Any
 
 from .budget import make_budget
 from .errors import InvalidInputError
+from .json_splice import compress_request
 from .methods.base import CompressionRequest, Compressor, ProgressFn
+from .model_loading import lm_stack
 from .registry import get_method
 from .result import CompressionResult
-from .structure import compress_request
 from .target_tokenizer import DEFAULT_TOKENIZER, get_tokenizer
 
 DEFAULT_METHOD = "selective_context"
@@ -22,6 +23,8 @@ _INSTANCES_LOCK = threading.Lock()
 def get_compressor(method: str = DEFAULT_METHOD, **options: Any) -> Compressor:
     """A compressor instance, shared between calls with the same options (so models load once)."""
     cls = get_method(method)
+    if cls.requires_lm:
+        lm_stack()
     try:
         key = (method, tuple(sorted(options.items())))
         hash(key)
@@ -88,7 +91,7 @@ def compress(
     """Compress ``text`` to ``rate`` (kept fraction) or ``target_tokens`` in the ``tokenizer`` of the target LLM.
 
     ``keep`` lists strings that must survive; code blocks and URLs are always protected. Extra keyword
-    arguments go to the method (see `promptshrink.methods()`).
+    arguments go to the method (see `promptshrink.describe_methods()`).
     """
     request = build_request(
         text,

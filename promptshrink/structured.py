@@ -4,45 +4,18 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from .api import build_request, get_compressor
 from .budget import Budget, make_budget
 from .errors import BudgetError, InvalidInputError
+from .json_splice import compress_request
 from .methods.base import CompressionRequest
 from .passages import Passage, PassageAwareCompressor
-from .result import CompressionResult
-from .structure import compress_request
+from .result import CompressionResult, MessagesResult, PassagesResult
 from .target_tokenizer import DEFAULT_TOKENIZER, get_tokenizer
 
 PASSAGE_SEPARATOR = "\n\n"
-
-
-@dataclass
-class MessagesResult:
-    messages: list[dict[str, Any]]
-    original_tokens: int
-    compressed_tokens: int
-    method: str
-    per_message: list[CompressionResult | None] = field(default_factory=list)
-
-    @property
-    def ratio(self) -> float:
-        return self.compressed_tokens / self.original_tokens if self.original_tokens else 1.0
-
-
-@dataclass
-class PassagesResult:
-    passages: list[dict[str, Any]]
-    original_tokens: int
-    compressed_tokens: int
-    method: str
-    result: CompressionResult
-
-    @property
-    def ratio(self) -> float:
-        return self.compressed_tokens / self.original_tokens if self.original_tokens else 1.0
 
 
 def _text_parts(message: dict[str, Any]) -> list[tuple[Any, str]]:

@@ -25,7 +25,7 @@ from promptshrink.model_loading import set_torch_threads
 
 from .compression import check_options, run_compress
 from .config import Settings
-from .errors import ServiceError, busy, from_library
+from .errors import ApiError, busy, from_library
 from .limits import WorkPool
 from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, MetricsMiddleware
@@ -119,7 +119,7 @@ def caller_upstream_key(request: Request) -> str | None:
         return bearer
     if bearer in keys:
         return None
-    raise ServiceError(
+    raise ApiError(
         401,
         "unauthorized",
         "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
@@ -160,7 +160,7 @@ def _add_routes(app: FastAPI, state: State) -> None:
         """Compress many items concurrently (bounded); each item reports its own result or error."""
         start = time.perf_counter()
         if len(batch.items) > settings.max_batch_items:
-            raise ServiceError(413, "too_many_items", f"{len(batch.items)} items; at most {settings.max_batch_items}")
+            raise ApiError(413, "too_many_items", f"{len(batch.items)} items; at most {settings.max_batch_items}")
         assert state.pool is not None
         width = min(len(batch.items), batch.concurrency or state.pool.threads, state.pool.threads)
         lease = state.pool.lease(width)
@@ -174,8 +174,8 @@ def _add_routes(app: FastAPI, state: State) -> None:
                     check_options(req, settings)
                     job = partial(run_compress, req, settings, metrics, time.perf_counter())
                     return {"ok": True, "result": await state.pool.run(lease, job)}  # type: ignore[union-attr]
-                except (ServiceError, PromptShrinkError) as exc:
-                    err = exc if isinstance(exc, ServiceError) else from_library(exc)
+                except (ApiError, PromptShrinkError) as exc:
+                    err = exc if isinstance(exc, ApiError) else from_library(exc)
                     metrics.errors.labels(err.code).inc()
                     return {"ok": False, "status": err.status, "error": err.body()["error"]}
 
@@ -232,7 +232,7 @@ def _add_routes(app: FastAPI, state: State) -> None:
     @app.get("/v1/methods", response_model=MethodsResponse)
     async def methods(_: Auth) -> dict[str, Any]:
         """The compression methods, their parameters, and the options this server lets requests set."""
-        described = promptshrink.methods()
+        described = promptshrink.describe_methods()
         for m in described:
             m["parameters"] = [{**p, "default": _plain(p["default"])} for p in m["parameters"]]
         return {"default": settings.method, "methods": described, "allowed_options": sorted(settings.allowed_options)}
@@ -260,17 +260,17 @@ def _plain(value: Any) -> Any:
     return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
 
 
-def _timeout() -> ServiceError:
-    return ServiceError(504, "timeout", "compression took longer than the server's request timeout")
+def _timeout() -> ApiError:
+    return ApiError(504, "timeout", "compression took longer than the server's request timeout")
 
 
 def _install_errors(app: FastAPI, state: State) -> None:
-    def respond(err: ServiceError) -> JSONResponse:
+    def respond(err: ApiError) -> JSONResponse:
         state.metrics.errors.labels(err.code).inc()
         return JSONResponse(err.body(), err.status, headers=err.headers)
 
-    @app.exception_handler(ServiceError)
-    async def service_error(_: Request, exc: ServiceError) -> JSONResponse:
+    @app.exception_handler(ApiError)
+    async def service_error(_: Request, exc: ApiError) -> JSONResponse:
         return respond(exc)
 
     @app.exception_handler(PromptShrinkError)
@@ -283,16 +283,16 @@ def _install_errors(app: FastAPI, state: State) -> None:
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
         ]
         if any(e["type"] == "json_invalid" for e in errors):
-            return respond(ServiceError(400, "malformed_json", "the request body is not valid JSON", errors=errors))
+            return respond(ApiError(400, "malformed_json", "the request body is not valid JSON", errors=errors))
         summary = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
-        return respond(ServiceError(422, "invalid_request", summary, errors=errors))
+        return respond(ApiError(422, "invalid_request", summary, errors=errors))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return respond(ServiceError(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {})))
+        return respond(ApiError(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {})))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("internal error on %s %s", request.method, request.url.path)
-        return respond(ServiceError(500, "internal_error", "internal error; the server log has the details"))
+        return respond(ApiError(500, "internal_error", "internal error; the server log has the details"))

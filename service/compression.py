@@ -10,7 +10,7 @@ from promptshrink.budget import make_budget
 from promptshrink.result import CompressionResult
 
 from .config import Settings
-from .errors import ServiceError
+from .errors import ApiError
 from .metrics import Metrics
 from .schemas import CompressOptions, CompressRequest, CompressResponse, MessageResult
 
@@ -21,11 +21,11 @@ def check_options(req: CompressOptions, settings: Settings) -> tuple[str, dict[s
     refused = sorted(set(req.options) - settings.allowed_options)
     if refused:
         allowed = ", ".join(sorted(settings.allowed_options)) or "none"
-        raise ServiceError(
+        raise ApiError(
             422, "option_not_allowed", f"options not allowed here: {', '.join(refused)} (allowed: {allowed})"
         )
     if req.tokenizer.strip().startswith("hf:") and not settings.allow_hf_tokenizers:
-        raise ServiceError(422, "unknown_tokenizer", "hf: tokenizers are disabled on this server; use a tiktoken name")
+        raise ApiError(422, "unknown_tokenizer", "hf: tokenizers are disabled on this server; use a tiktoken name")
     return method, {**settings.method_options(method), **req.options}
 
 

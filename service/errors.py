@@ -15,7 +15,7 @@ LIBRARY_STATUS = {
 }
 
 
-class ServiceError(Exception):
+class ApiError(Exception):
     """An error the service reports to the caller as it is (never with a stack trace)."""
 
     def __init__(
@@ -38,12 +38,12 @@ class ServiceError(Exception):
         return {"error": {"code": self.code, "message": self.message, **self.extra}}
 
 
-def from_library(exc: PromptShrinkError) -> ServiceError:
-    return ServiceError(LIBRARY_STATUS.get(exc.code, 422), exc.code, str(exc))
+def from_library(exc: PromptShrinkError) -> ApiError:
+    return ApiError(LIBRARY_STATUS.get(exc.code, 422), exc.code, str(exc))
 
 
-def busy(retry_after: int, what: str) -> ServiceError:
-    return ServiceError(
+def busy(retry_after: int, what: str) -> ApiError:
+    return ApiError(
         503,
         "overloaded",
         f"{what} is full; retry after {retry_after}s",

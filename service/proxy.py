@@ -13,7 +13,7 @@ import promptshrink
 from promptshrink.errors import PromptShrinkError
 
 from .config import Settings
-from .errors import ServiceError, busy
+from .errors import ApiError, busy
 from .limits import Slots
 from .schemas import CompressOptions
 
@@ -44,7 +44,7 @@ def policy_from(body: dict[str, Any], headers: Mapping[str, str], settings: Sett
             given[key] = value
     field = body.pop(POLICY_FIELD, None)
     if field is not None and not isinstance(field, dict):
-        raise ServiceError(422, "invalid_input", f"'{POLICY_FIELD}' must be an object")
+        raise ApiError(422, "invalid_input", f"'{POLICY_FIELD}' must be an object")
     given.update(field or {})
     if given.get("rate") is None and given.get("target_tokens") is None:
         given["target_tokens"] = settings.proxy_target_tokens
@@ -54,7 +54,7 @@ def policy_from(body: dict[str, Any], headers: Mapping[str, str], settings: Sett
         policy = ProxyPolicy.model_validate(given)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ServiceError(422, "invalid_input", f"bad compression policy: {problems}") from exc
+        raise ApiError(422, "invalid_input", f"bad compression policy: {problems}") from exc
     if policy.enabled is None:
         policy.enabled = settings.proxy_compress
     if policy.tokenizer is None:
@@ -84,7 +84,7 @@ def compress_body(
     }
     if path == "chat/completions":
         if not isinstance(body.get("messages"), list):
-            raise ServiceError(422, "invalid_input", "'messages' must be a list of chat messages")
+            raise ApiError(422, "invalid_input", "'messages' must be a list of chat messages")
         result = promptshrink.compress_messages(
             body["messages"],
             method,
@@ -100,7 +100,7 @@ def compress_body(
     prompt = body.get("prompt")
     prompts = [prompt] if isinstance(prompt, str) else prompt if isinstance(prompt, list) else None
     if prompts is None:
-        raise ServiceError(422, "invalid_input", "'prompt' must be a string or a list of strings")
+        raise ApiError(422, "invalid_input", "'prompt' must be a string or a list of strings")
     before = after = 0
     out = []
     for p in prompts:
@@ -141,7 +141,7 @@ class Upstream:
         """Send the request and return the (streaming) response; upstream failures become 502/504."""
         if not self.base_url:
             message = "no upstream configured: set PROMPTSHRINK_UPSTREAM_BASE_URL"
-            raise ServiceError(503, "upstream_not_configured", message, headers={"x-should-retry": "false"})
+            raise ApiError(503, "upstream_not_configured", message, headers={"x-should-retry": "false"})
         if not self.slots.take():
             raise busy(self.retry_after, "the upstream connection pool")
         request = self.client.build_request("POST", f"{self.base_url}/{path}", json=body, headers=headers)
@@ -164,9 +164,9 @@ class Upstream:
         try:
             return await response.aread()
         except httpx.TimeoutException as exc:
-            raise ServiceError(504, "upstream_timeout", "upstream did not finish its answer in time") from exc
+            raise ApiError(504, "upstream_timeout", "upstream did not finish its answer in time") from exc
         except httpx.HTTPError as exc:
-            raise ServiceError(502, "upstream_unreachable", f"upstream answer broke off: {type(exc).__name__}") from exc
+            raise ApiError(502, "upstream_unreachable", f"upstream answer broke off: {type(exc).__name__}") from exc
         finally:
             await self.close(response)
 
@@ -186,19 +186,15 @@ class Upstream:
         try:
             return await self.client.send(request, stream=True)
         except httpx.TimeoutException as exc:
-            raise ServiceError(
-                504, "upstream_timeout", f"upstream did not answer in time ({type(exc).__name__})"
-            ) from exc
+            raise ApiError(504, "upstream_timeout", f"upstream did not answer in time ({type(exc).__name__})") from exc
         except httpx.HTTPError as exc:
-            raise ServiceError(
-                502, "upstream_unreachable", f"cannot reach upstream: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise ApiError(502, "upstream_unreachable", f"cannot reach upstream: {type(exc).__name__}: {exc}") from exc
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
 
-def upstream_failure(status: int, raw: bytes, headers: Mapping[str, str]) -> ServiceError:
+def upstream_failure(status: int, raw: bytes, headers: Mapping[str, str]) -> ApiError:
     """502 carrying the upstream's status and message; retryable upstream statuses keep their Retry-After."""
     try:
         parsed: Any = json.loads(raw)
@@ -214,7 +210,7 @@ def upstream_failure(status: int, raw: bytes, headers: Mapping[str, str]) -> Ser
     out_headers["x-should-retry"] = "true" if retryable else "false"
     if retryable and "retry-after" in headers:
         out_headers["Retry-After"] = headers["retry-after"]
-    return ServiceError(
+    return ApiError(
         502,
         "upstream_error",
         f"upstream returned {status}: {message}",

@@ -21,7 +21,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from service import Settings, create_app
+from promptshrink.service import Settings, create_app
 
 LONG_TEXT = " ".join(
     f"Paragraph {i}: the quarterly report for region {i % 7} shows revenue of {100 + i} million dollars, "

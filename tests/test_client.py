@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 import promptshrink
-from clients import AsyncPromptShrinkClient, PromptShrinkClient, ServiceError
+from promptshrink.clients import AsyncPromptShrinkClient, PromptShrinkClient, ServiceError
 from tests.service_fixtures import LONG_TEXT, Upstream, base_settings, serve
 
 pytest_plugins = ["tests.service_fixtures"]

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from promptshrink import kv
-from promptshrink.kv import kernels as K
-from promptshrink.kv.attention import window_attention
+from promptshrink.kv import dispatch as K
+from promptshrink.kv.observation import window_attention
 
 CUDA = torch.cuda.is_available()
 METHODS = kv.press_names()

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from clients import PromptShrinkClient
+from promptshrink.clients import PromptShrinkClient
 from tests.service_fixtures import LONG_TEXT
 
 pytest_plugins = ["tests.service_fixtures"]
@@ -34,7 +34,7 @@ def test_langchain_contextual_compression_retriever(backend: PromptShrinkClient 
     from langchain_core.documents import Document
     from langchain_core.retrievers import BaseRetriever
 
-    from clients.rag_langchain import PromptShrinkCompressor
+    from promptshrink.clients.rag_langchain import PromptShrinkCompressor
 
     class AllDocs(BaseRetriever):
         def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
@@ -53,7 +53,7 @@ def test_langchain_contextual_compression_retriever(backend: PromptShrinkClient 
 def test_llamaindex_postprocessor(backend: PromptShrinkClient | None) -> None:
     from llama_index.core import schema
 
-    from clients.rag_llamaindex import PromptShrinkNodePostprocessor
+    from promptshrink.clients.rag_llamaindex import PromptShrinkNodePostprocessor
 
     nodes = [
         schema.NodeWithScore(node=schema.TextNode(text=t, id_=f"n{i}"), score=1.0 - i / 10) for i, t in enumerate(DOCS)

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service import create_app
+from promptshrink.service import create_app
 from tests.conftest import lm_available
 from tests.service_fixtures import LONG_TEXT, ServerThread, Upstream, base_settings, serve, wait_ready
 

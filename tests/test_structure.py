@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import promptshrink as ps
-from promptshrink.structure import json_regions, string_values, table_spans
+from promptshrink.json_splice import json_regions, string_values
+from promptshrink.segmentation import table_spans
 
 SENTENCES = st.sampled_from(
     [

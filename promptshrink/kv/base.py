@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..params import integer, number
-from .attention import attention_modules, window_queries
+from .observation import attention_modules, window_queries
 
 
 @dataclass

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 import torch
 
 from ..params import flag, integer
-from .attention import window_scores
 from .base import BasePress
-from .kernels import chunk_select, gather_chunks
+from .dispatch import chunk_select, gather_chunks
+from .observation import window_scores
 from .registry import register_press
 
 

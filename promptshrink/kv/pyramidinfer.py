@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 
 from ..params import number
-from .attention import window_attention
 from .base import ScorerPress
+from .observation import window_attention
 from .registry import register_press
 
 

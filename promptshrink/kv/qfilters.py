@@ -16,8 +16,8 @@ from torch import nn
 
 from ..errors import InvalidInputError, ModelUnavailableError
 from ..paths import models_dir
-from .attention import attention_modules, window_queries
 from .base import ScorerPress
+from .observation import attention_modules, window_queries
 from .registry import register_press
 
 FILENAME = "qfilters.safetensors"
@@ -64,7 +64,7 @@ class QFiltersPress(ScorerPress):
             raise InvalidInputError(
                 "QFiltersPress needs filters: QFiltersPress.from_pretrained(key) or compute_qfilters()"
             )
-        from .kernels import qfilter_scores
+        from .dispatch import qfilter_scores
 
         return qfilter_scores(keys, self.filters[layer].to(keys.device))
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import torch
 
 from ..params import integer, number
-from .attention import window_scores
 from .base import BasePress, gather_tokens
+from .observation import window_scores
 from .registry import register_press
 
 

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 from ..errors import InvalidInputError
 from ..params import integer
-from .attention import window_scores
 from .base import ScorerPress
+from .observation import window_scores
 from .registry import register_press
 
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from ..params import number
-from .attention import window_attention
 from .base import BasePress
+from .observation import window_attention
 from .registry import register_press
 
 

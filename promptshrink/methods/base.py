@@ -13,9 +13,8 @@ import numpy as np
 from ..budget import Budget
 from ..params import one_of
 from ..result import CompressionResult, SegmentDecision
-from ..segmentation import LEVELS, Unit, merge_spans, protected_spans, segment
+from ..segmentation import LEVELS, Unit, protected_spans, segment
 from ..selection import render, select_to_budget
-from ..structure import structure_spans
 from ..target_tokenizer import TargetTokenizer
 
 ProgressFn = Callable[[int, int], None]
@@ -56,6 +55,7 @@ class Compressor(ABC):
     extractive: ClassVar[bool] = True
     uses_question: ClassVar[bool] = False
     default_unit: ClassVar[str] = "sentence"
+    requires_lm: ClassVar[bool] = True  # needs torch + transformers (the ``lm`` extra)
 
     unit: str | None = None
 
@@ -64,7 +64,6 @@ class Compressor(ABC):
 
     def units(self, request: CompressionRequest) -> list[Unit]:
         spans = protected_spans(request.text, request.keep, protect_numbers=request.protect_numbers)
-        spans = merge_spans(spans + structure_spans(request.text))
         return segment(request.text, self.unit, spans)
 
     @abstractmethod

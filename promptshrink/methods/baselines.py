@@ -19,6 +19,7 @@ class KeepFirstCompressor(Compressor):
     """Score = minus the position: the budget keeps a prefix of the text (units default to words)."""
 
     name = "keep_first"
+    requires_lm = False
     summary = "Truncation baseline: keep the beginning of the text up to the budget."
     default_unit = "word"
 
@@ -32,6 +33,7 @@ class KeepLastCompressor(Compressor):
     """Score = the position: the budget keeps a suffix of the text (units default to words)."""
 
     name = "keep_last"
+    requires_lm = False
     summary = "Truncation baseline: keep the end of the text up to the budget."
     default_unit = "word"
 
@@ -45,6 +47,7 @@ class RandomCompressor(Compressor):
     """Score = a uniform draw seeded by the request's ``seed``: the same seed keeps the same units."""
 
     name = "random"
+    requires_lm = False
     summary = "Seeded random baseline: keep a random subset of units (in order) up to the budget."
     default_unit = "word"
 
@@ -58,6 +61,7 @@ class TfidfCompressor(Compressor):
     """Score = TF-IDF cosine similarity of each sentence to the question, or to the whole document without one."""
 
     name = "tfidf"
+    requires_lm = False
     summary = "Sentence filter by TF-IDF similarity to the question (or to the whole document)."
     uses_question = True
 

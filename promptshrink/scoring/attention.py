@@ -11,7 +11,6 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..kv.attention import window_attention, window_queries
 from ..model_loading import load_causal_lm
 from .lm import TokenScores, lm_window, start_ids, tokenize_with_offsets
 
@@ -44,6 +43,8 @@ def query_attention(model: object, ids: Sequence[int], n_query: int, heads: Laye
     [pairs, len(ids)]. Only layers up to the deepest one in ``heads`` are run.
     """
     import torch
+
+    from ..kv.observation import window_attention, window_queries
 
     base = model.model  # type: ignore[attr-defined]
     deepest = max(heads)

@@ -1,4 +1,4 @@
-"""Structure safety: markdown tables stay whole, JSON is compressed only inside long string values.
+"""JSON safety: JSON is compressed only inside long string values, so the result still parses.
 
 JSON is handled by splicing: string literals are located in the original text, the long *values* (never keys)
 are compressed one by one by the chosen method and re-encoded with `json.dumps`, and everything else (keys,
@@ -16,40 +16,13 @@ from typing import TYPE_CHECKING
 from .budget import Budget
 from .errors import BudgetError
 from .result import CompressionResult, SegmentDecision
-from .segmentation import merge_spans
 
 if TYPE_CHECKING:
     from .methods.base import CompressionRequest, Compressor
 
-_TABLE_SEPARATOR = re.compile(r"^[ \t]*\|?[ \t]*:?-{3,}:?[ \t]*(?:\|[ \t]*:?-{3,}:?[ \t]*)*\|?[ \t]*$")
 _FENCED_JSON = re.compile(r"```(?:json|JSON)[ \t]*\n(.*?)\n[ \t]*```", re.DOTALL)
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 MIN_STRING_TOKENS = 16
-
-
-def table_spans(text: str) -> list[tuple[int, int]]:
-    """Character spans of markdown tables (header row, separator row, body rows) to keep whole."""
-    lines = text.splitlines(keepends=True)
-    starts = [0]
-    for line in lines:
-        starts.append(starts[-1] + len(line))
-    spans = []
-    i = 0
-    while i + 1 < len(lines):
-        if "|" in lines[i] and _TABLE_SEPARATOR.match(lines[i + 1].rstrip("\r\n")):
-            j = i + 2
-            while j < len(lines) and "|" in lines[j] and lines[j].strip():
-                j += 1
-            spans.append((starts[i], starts[i] + len(text[starts[i] : starts[j]].rstrip())))
-            i = j
-        else:
-            i += 1
-    return spans
-
-
-def structure_spans(text: str) -> list[tuple[int, int]]:
-    """Spans every compressor must treat as protected (code blocks and URLs are handled in segmentation)."""
-    return merge_spans(table_spans(text))
 
 
 def json_regions(text: str) -> list[tuple[int, int]]:

@@ -1,28 +1,21 @@
-"""Dispatch to the Triton kernels in the repository's ``kernels/`` folder on CUDA; PyTorch references elsewhere."""
+"""Dispatch to the Triton kernels in `promptshrink.kernels` on CUDA; PyTorch references elsewhere."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from functools import cache
-from pathlib import Path
 from types import ModuleType
 
 import torch
 
-KERNELS_DIR = Path(__file__).resolve().parents[2] / "kernels"
-
 
 @cache
 def triton_module(name: str) -> ModuleType | None:
-    """``kernels/<name>.py`` imported by path (Triton imported lazily), or None when unavailable."""
-    path = KERNELS_DIR / f"{name}.py"
-    if not torch.cuda.is_available() or not path.is_file() or importlib.util.find_spec("triton") is None:
+    """``promptshrink.kernels.<name>`` (it imports Triton), or None without CUDA or Triton."""
+    if not torch.cuda.is_available() or importlib.util.find_spec("triton") is None:
         return None
-    spec = importlib.util.spec_from_file_location(f"promptshrink_kernels_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"promptshrink.kernels.{name}")
 
 
 def qfilter_scores_reference(keys: torch.Tensor, filters: torch.Tensor) -> torch.Tensor:
