@@ -23,6 +23,7 @@ import promptshrink
 from promptshrink.errors import PromptShrinkError
 from promptshrink.model_loading import set_torch_threads
 
+from .batching import MicroBatcher, batchable
 from .compression import check_options, run_compress
 from .config import Settings
 from .errors import ApiError, busy, from_library
@@ -45,6 +46,7 @@ class State:
     ready: threading.Event = field(default_factory=threading.Event)
     ready_error: str | None = None
     pool: WorkPool | None = None
+    batcher: MicroBatcher | None = None
     upstream: Upstream | None = None
 
     def warm_up(self) -> None:
@@ -72,6 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         set_torch_threads(settings.compress_threads)
         state.pool = WorkPool(settings.compress_threads, settings.max_queue)
+        if settings.batch_wait_ms > 0:
+            state.batcher = MicroBatcher(settings, state.metrics, lambda: state.pool)
         state.metrics.busy_slots.set_function(lambda: state.pool.slots.used if state.pool else 0)
         state.upstream = Upstream(settings)
         if settings.warmup:
@@ -139,7 +143,7 @@ def _add_routes(app: FastAPI, state: State) -> None:
 
     async def compress_one(req: CompressRequest) -> dict[str, Any]:
         queued_at = time.perf_counter()
-        check_options(req, settings)
+        method, options = check_options(req, settings)
         assert state.pool is not None
         lease = state.pool.lease(1)
         if lease is None:
@@ -147,6 +151,9 @@ def _add_routes(app: FastAPI, state: State) -> None:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("compress request: %s", req.model_dump_json()[:2000])
         try:
+            if state.batcher is not None and batchable(req, method):
+                batched = state.batcher.respond(req, method, options, lease, queued_at)
+                return await asyncio.wait_for(batched, settings.request_timeout_s)
             job = partial(run_compress, req, settings, metrics, queued_at)
             return await asyncio.wait_for(state.pool.run(lease, job), settings.request_timeout_s)
         except TimeoutError as exc:

@@ -98,11 +98,23 @@ def run_compress(req: CompressRequest, settings: Settings, metrics: Metrics, que
         pres = promptshrink.compress_passages(passages, req.question, method, **_common(req, settings), **options)
         out = _from_result("passages", pres.result, req.include_segments)
         out["passages"] = pres.passages
+    return respond(out, method, metrics, start, queued_at)
+
+
+def respond(out: dict[str, Any], method: str, metrics: Metrics, start: float, queued_at: float) -> dict[str, Any]:
+    """Add the derived fields, record the metrics and validate the response body."""
     out["tokens_saved"] = out["original_tokens"] - out["compressed_tokens"]
     out["ratio"] = out["compressed_tokens"] / out["original_tokens"] if out["original_tokens"] else 1.0
     out["elapsed_s"] = time.perf_counter() - queued_at
     metrics.record_compression(method, time.perf_counter() - start, out["original_tokens"], out["compressed_tokens"])
     return CompressResponse.model_validate(out).model_dump(exclude_none=True)
+
+
+def text_response(
+    result: CompressionResult, req: CompressRequest, method: str, metrics: Metrics, start: float, queued_at: float
+) -> dict[str, Any]:
+    """The response body of a text request from its result."""
+    return respond(_from_result("text", result, req.include_segments), method, metrics, start, queued_at)
 
 
 def _from_result(kind: str, result: CompressionResult, include_segments: bool) -> dict[str, Any]:

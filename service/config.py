@@ -29,6 +29,9 @@ class Settings:
     max_queue: int = 64
     max_body_bytes: int = 1 << 20
     max_batch_items: int = 64
+    batch_wait_ms: float = 5.0
+    batch_max_tokens: int = 65536
+    batch_max_items: int = 64
     request_timeout_s: float = 60.0
     retry_after_s: int = 1
     allowed_options: frozenset[str] = frozenset({"unit"})

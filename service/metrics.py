@@ -35,6 +35,18 @@ class Metrics:
             "promptshrink_upstream_responses", "upstream responses by status", ["status"], registry=r
         )
         self.busy_slots = Gauge("promptshrink_queue_slots_used", "compression jobs running or queued", registry=r)
+        self.batch_size = Histogram(
+            "promptshrink_batch_size",
+            "requests per micro-batch",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
+        self.batch_wait = Histogram(
+            "promptshrink_batch_wait_seconds",
+            "time a request waited for its micro-batch to start",
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5),
+            registry=r,
+        )
         self.ready = Gauge("promptshrink_ready", "1 once the default method's models are loaded", registry=r)
 
     def record_compression(self, method: str, seconds: float, tokens_in: int, tokens_out: int) -> None:
