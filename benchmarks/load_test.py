@@ -35,13 +35,15 @@ TEXT = " ".join(
 )
 
 
-async def one(client: httpx.AsyncClient, method: str) -> tuple[float, int]:
+async def one(client: httpx.AsyncClient, method: str) -> tuple[float, int | str]:
+    """Latency and HTTP status, or the name of the transport error."""
     start = time.perf_counter()
+    status: int | str
     try:
         r = await client.post("/v1/compress", json={"text": TEXT, "method": method, "rate": 0.5})
         status = r.status_code
-    except httpx.HTTPError:
-        status = 0
+    except httpx.HTTPError as exc:
+        status = type(exc).__name__
     return time.perf_counter() - start, status
 
 
@@ -69,7 +71,7 @@ async def load(
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
 
-        async def bounded() -> tuple[float, int]:
+        async def bounded() -> tuple[float, int | str]:
             async with gate:
                 return await one(client, method)
 
@@ -97,7 +99,7 @@ async def load(
         "mean_ms": round(statistics.fmean(latencies) * 1000, 1),
         "ok": statuses.get(200, 0),
         "errors": requests - statuses.get(200, 0),
-        "statuses": {str(k): v for k, v in sorted(statuses.items())},
+        "statuses": {str(k): v for k, v in sorted(statuses.items(), key=lambda kv: str(kv[0]))},
         "server_cpu_ms_per_request": None
         if server_before is None or server_after is None
         else round((server_after - server_before) / requests * 1000, 2),
