@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from promptshrink.errors import InvalidInputError
-from promptshrink.service import create_app
+from promptshrink.service import Settings, create_app
 from tests.service_fixtures import (
     ERROR_HEADERS,
     LONG_TEXT,
@@ -241,3 +241,45 @@ def test_bad_proxy_bodies(server: str, upstream: Upstream) -> None:
         r = httpx.post(f"{url}/v1/chat/completions", json={"model": "gpt-4o", "messages": MESSAGES})
         assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_unreachable"
         assert r.headers["x-should-retry"] == "true"
+
+
+FACT = "The vault code for the Nimbus archive is 7731."
+_PARTS = LONG_TEXT.split(" Paragraph ")
+CONTEXT = " Paragraph ".join(_PARTS[:20]) + " " + FACT + " Paragraph " + " Paragraph ".join(_PARTS[20:])
+TFIDF_30 = {"promptshrink": {"method": "tfidf", "rate": 0.3}}
+
+
+def test_completions_keep_the_trailing_question(server: str, upstream: Upstream) -> None:
+    """A legacy prompt ending in "Question: ... Answer:": the tail survives verbatim and steers the compression."""
+    tail = "\n\nQuestion: What is the vault code for the Nimbus archive?\nAnswer:"
+    prompt = "Read the report.\n\n" + CONTEXT + tail
+    sdk(server).completions.create(model="gpt-3.5-turbo-instruct", prompt=prompt, extra_body=TFIDF_30)
+    sent = upstream.last()["body"]["prompt"]
+    assert sent.endswith(tail) and FACT in sent and len(sent) < len(prompt) * 0.5
+
+
+def test_one_user_message_with_context_and_question(server: str, upstream: Upstream) -> None:
+    """The usual RAG template in one user message: the context is compressed for the question, which is kept."""
+    question = "\n\nWhich code opens the vault of the Nimbus archive?"
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Use the context to answer.\n\nContext:\n" + CONTEXT + question},
+    ]
+    raw = sdk(server).chat.completions.with_raw_response.create(model="gpt-4o", messages=messages, extra_body=TFIDF_30)
+    sent = upstream.last()["body"]["messages"]
+    assert sent[0] == messages[0] and len(sent) == 2 and sent[1]["role"] == "user"
+    assert sent[1]["content"].endswith(question) and FACT in sent[1]["content"]
+    assert len(sent[1]["content"]) < len(messages[1]["content"]) * 0.5
+    assert int(raw.headers["x-promptshrink-tokens-saved"]) > 0
+
+
+def test_question_markers_are_configurable(server: str, upstream: Upstream) -> None:
+    tail = "\n\nFrage: Give the vault code for the Nimbus archive."
+    policy = {"method": "tfidf", "rate": 0.3, "question_markers": ["Frage:"]}
+    sdk(server).completions.create(model="gpt-4o", prompt=CONTEXT + tail, extra_body={"promptshrink": policy})
+    assert upstream.last()["body"]["prompt"].endswith(tail)
+    policy["split_question"] = False
+    sdk(server).completions.create(model="gpt-4o", prompt=CONTEXT + tail, extra_body={"promptshrink": policy})
+    assert not upstream.last()["body"]["prompt"].endswith(tail)
+    settings = Settings.from_env({"PROMPTSHRINK_PROXY_QUESTION_MARKERS": "Frage:, Pregunta:"})
+    assert settings.proxy_question_markers == {"Frage:", "Pregunta:"}
