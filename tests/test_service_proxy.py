@@ -156,6 +156,29 @@ def test_upstream_errors_are_relayed_as_they_are(server: str, upstream: Upstream
         assert {k: headers.get(k) for k in ERROR_HEADERS} == ERROR_HEADERS
 
 
+def test_tools_and_tool_messages_pass_through(server: str, upstream: Upstream) -> None:
+    """Tool definitions, tool calls and tool results reach the upstream unchanged; only long prose is compressed."""
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    body = {
+        "model": "gpt-4o",
+        "messages": [
+            {"role": "user", "content": LONG_TEXT},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": '{"temperature": 21}'},
+            {"role": "user", "content": "And tomorrow?"},
+        ],
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+        "tool_choice": "auto",
+        "parallel_tool_calls": False,
+    }
+    assert httpx.post(f"{server}/v1/chat/completions", json=body).status_code == 200
+    sent = upstream.last()["body"]
+    assert {k: sent[k] for k in ("tools", "tool_choice", "parallel_tool_calls")} == {
+        k: body[k] for k in ("tools", "tool_choice", "parallel_tool_calls")
+    }
+    assert sent["messages"][1:] == body["messages"][1:] and len(sent["messages"][0]["content"]) < len(LONG_TEXT)
+
+
 def test_set_cookie_never_reaches_other_callers(server: str, upstream: Upstream) -> None:
     first = httpx.post(
         f"{server}/v1/chat/completions",
