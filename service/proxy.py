@@ -6,7 +6,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 from fastapi.responses import Response, StreamingResponse
@@ -47,7 +47,9 @@ class ProxyPolicy(CompressOptions):
         description="keep a trailing question/instruction of the prompt (completions) or of the final user "
         "message (chat) verbatim and compress the context before it for that question",
     )
-    question_markers: list[str] | None = Field(None, description="what opens that tail; default: the server's")
+    question_markers: list[Annotated[str, Field(max_length=64)]] | None = Field(
+        None, max_length=32, description="what opens that tail; default: the server's"
+    )
 
 
 def policy_from(body: dict[str, Any], headers: Mapping[str, str], settings: Settings) -> ProxyPolicy:

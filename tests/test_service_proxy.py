@@ -304,5 +304,8 @@ def test_question_markers_are_configurable(server: str, upstream: Upstream) -> N
     policy["split_question"] = False
     sdk(server).completions.create(model="gpt-4o", prompt=CONTEXT + tail, extra_body={"promptshrink": policy})
     assert not upstream.last()["body"]["prompt"].endswith(tail)
+    with pytest.raises(openai.UnprocessableEntityError, match="question_markers"):
+        policy["question_markers"] = ["Frage:"] * 33
+        sdk(server).completions.create(model="gpt-4o", prompt=CONTEXT + tail, extra_body={"promptshrink": policy})
     settings = Settings.from_env({"PROMPTSHRINK_PROXY_QUESTION_MARKERS": "Frage:, Pregunta:"})
     assert settings.proxy_question_markers == {"Frage:", "Pregunta:"}
