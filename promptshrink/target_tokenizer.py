@@ -7,7 +7,7 @@ import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Protocol
 
 from .errors import ModelUnavailableError, UnknownTokenizerError
@@ -100,6 +100,7 @@ def bundled_encoding_name(name: str) -> str | None:
     return encoding_name if encoding_name in _bundled_manifest() else None
 
 
+@cache  # one Encoding per bundled encoding, shared by every model name that maps to it
 def _bundled_encoding(name: str) -> object | None:
     """Build a tiktoken Encoding from the files shipped in models/tiktoken (see its manifest)."""
     import tiktoken

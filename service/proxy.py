@@ -83,13 +83,12 @@ def policy_from(body: dict[str, Any], headers: Mapping[str, str], settings: Sett
 
 
 def _tokenizer_for(model: Any) -> str:
-    """The request's model when it names a bundled tiktoken encoding, else cl100k_base.
+    """The bundled tiktoken encoding of the request's model (``gpt-4o`` -> ``o200k_base``), else cl100k_base.
 
     A name lookup only: the model field never loads a tokenizer (no ``hf:``, no paths, no network).
     """
-    if isinstance(model, str) and not model.startswith("hf:") and bundled_encoding_name(model):
-        return model
-    return DEFAULT_TOKENIZER
+    encoding = bundled_encoding_name(model) if isinstance(model, str) and not model.startswith("hf:") else None
+    return encoding or DEFAULT_TOKENIZER
 
 
 def check_upstream_key(settings: Settings) -> None:

@@ -57,6 +57,7 @@ def no_network(monkeypatch):
 def test_legacy_openai_encodings_are_bundled_and_offline(no_network, name, indent_tokens):
     """r50k/p50k (GPT-3 era models) ship with the package; p50k merges runs of spaces, r50k does not."""
     get_tokenizer.cache_clear()
+    _bundled_encoding.cache_clear()
     tok = get_tokenizer(name)
     assert tok.encode("hello world") == [31373, 995]
     assert tok.count("        x = 1") == indent_tokens
@@ -85,3 +86,8 @@ def test_every_bundled_file_matches_tiktokens_own_hash():
 def test_unbundled_encoding_is_refused_without_network(no_network):
     with pytest.raises(UnknownTokenizerError, match="r50k_base"):
         get_tokenizer("nope_base")
+
+
+def test_model_names_share_one_encoding_per_file():
+    """Arbitrary model names (the proxy's model field) never build a new vocabulary each."""
+    assert get_tokenizer("gpt-4-0613").encoding is get_tokenizer("gpt-4-some-other-name").encoding
