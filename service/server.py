@@ -32,7 +32,7 @@ def run(
     if settings.workers > 1:
         check_upstream_key(settings)  # refuse here, not in every worker (create_app checks in-process)
         uvicorn.run(
-            "service.server:app_from_env",
+            "promptshrink.service.server:app_from_env",
             factory=True,
             host=settings.host,
             port=settings.port,
