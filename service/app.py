@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import Body, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -30,7 +30,7 @@ from .errors import ApiError, busy, from_library
 from .limits import WorkPool
 from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, MetricsMiddleware
-from .proxy import Upstream, compress_body, policy_from
+from .proxy import Upstream, check_upstream_key, compress_body, policy_from
 from .schemas import BatchRequest, BatchResponse, CompressRequest, CompressResponse, ErrorBody, Health, MethodsResponse
 
 log = logging.getLogger("promptshrink.service")
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; ``settings`` default to the environment."""
     settings = settings or Settings.from_env()
     promptshrink.registry.get_method(settings.method)  # fail fast on a bad default method
+    check_upstream_key(settings)
     state = State(settings)
 
     @asynccontextmanager
@@ -77,7 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.batch_wait_ms > 0:
             state.batcher = MicroBatcher(settings, state.metrics, lambda: state.pool)
         state.metrics.busy_slots.set_function(lambda: state.pool.slots.used if state.pool else 0)
-        state.upstream = Upstream(settings)
+        state.upstream = Upstream(settings, state.metrics)
         if settings.warmup:
             threading.Thread(target=state.warm_up, name="promptshrink-warmup", daemon=True).start()
         else:
@@ -113,20 +114,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 async def caller_upstream_key(request: Request) -> str | None:
-    """Check the service key (when keys are set); return the caller's own upstream key, if it sent one.
+    """Check the service key (when keys are set); return the upstream key to forward for this caller.
 
+    That is the caller's own bearer key if it sent one (not a service key), else the server's upstream key, but
+    the server's key only for callers authenticated with a service key (or with the explicit anonymous opt-in).
     ``async`` although it awaits nothing: FastAPI runs a plain ``def`` dependency on its thread pool, a thread
-    hop per request."""
-    keys = request.app.state.ps.settings.api_keys
+    hop per request.
+    """
+    settings = request.app.state.ps.settings
+    keys = settings.api_keys
     auth = request.headers.get("authorization", "")
     bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else None
     x_key = request.headers.get("x-api-key")
     if not keys:
-        return bearer
+        return bearer or (settings.upstream_api_key if settings.allow_anonymous_upstream_key else None)
     if x_key in keys:
-        return bearer
+        return bearer or settings.upstream_api_key
     if bearer in keys:
-        return None
+        return settings.upstream_api_key
     raise ApiError(
         401,
         "unauthorized",
@@ -198,7 +203,7 @@ def _add_routes(app: FastAPI, state: State) -> None:
             lease.close()
         return {"items": items, "elapsed_s": time.perf_counter() - start}
 
-    async def proxied(path: str, request: Request, body: dict[str, Any], caller_key: str | None) -> Response:
+    async def proxied(path: str, request: Request, body: dict[str, Any], upstream_key: str | None) -> Response:
         assert state.pool is not None and state.upstream is not None
         policy = policy_from(body, request.headers, settings)
         headers: dict[str, str] = {}
@@ -222,13 +227,8 @@ def _add_routes(app: FastAPI, state: State) -> None:
                 "x-promptshrink-compressed-tokens": str(after),
                 "x-promptshrink-tokens-saved": str(before - after),
             }
-        upstream = await state.upstream.open(path, body, state.upstream.headers(request.headers, caller_key))
-        metrics.upstream.labels(str(upstream.status_code)).inc()
-        media_type = upstream.headers.get("content-type", "application/json")
-        if body.get("stream"):
-            return StreamingResponse(state.upstream.relay(upstream), upstream.status_code, headers, media_type)
-        content = await state.upstream.read(upstream)
-        return Response(content, upstream.status_code, headers, media_type)
+        upstream = await state.upstream.open(path, body, state.upstream.headers(request.headers, upstream_key))
+        return await state.upstream.respond(upstream, bool(body.get("stream")), headers)
 
     @app.post("/v1/chat/completions", responses=PROXY_ERRORS)
     async def chat_completions(request: Request, body: Annotated[dict[str, Any], Body()], key: Auth) -> Response:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 
+from promptshrink.question_split import DEFAULT_QUESTION_MARKERS
+
 ENV_PREFIX = "PROMPTSHRINK_"
 
 
@@ -39,12 +41,14 @@ class Settings:
     warmup: bool = True
     upstream_base_url: str | None = None
     upstream_api_key: str | None = None
+    allow_anonymous_upstream_key: bool = False
     upstream_timeout_s: float = 120.0
     max_upstream: int = 256
     proxy_compress: bool = True
     proxy_method: str | None = None
     proxy_rate: float | None = 0.5
     proxy_target_tokens: int | None = None
+    proxy_question_markers: frozenset[str] = frozenset(DEFAULT_QUESTION_MARKERS)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
