@@ -261,3 +261,18 @@ def model_key(name: str) -> str:
     spec = manifest().get(name)
     base = spec.hf_id if spec else name
     return base.rstrip("/").replace("/", "__").replace(":", "_")
+
+
+def load_artefact(name: str) -> tuple[Path, dict[str, Any]]:
+    """A trained artefact shipped under ``models/`` (``artefacts`` in the manifest): its path, checked by
+    sha256, and its manifest entry (metadata such as layers and sizes)."""
+    data = json.loads((models_dir() / "manifest.json").read_text())
+    entry = data.get("artefacts", {}).get(name)
+    if entry is None:
+        raise ModelUnavailableError(f"no artefact {name!r} in {models_dir() / 'manifest.json'}")
+    path = models_dir() / entry["path"]
+    if not path.is_file():
+        raise ModelUnavailableError(f"artefact {name!r} missing: {path} (reinstall promptshrink)")
+    if _sha256(path) != entry["sha256"]:
+        raise ModelUnavailableError(f"artefact {name!r} is corrupt: sha256 of {path} does not match the manifest")
+    return path, entry
