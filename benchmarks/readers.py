@@ -18,7 +18,7 @@ TASK_PROMPTS: dict[str, tuple[str, str, int, bool]] = {
     "gsm": (
         "Solve the last problem step by step like the solved examples, and end with '#### <number>'.",
         PROMPT,
-        160,
+        120,
         False,
     ),
     "summary": ("Summarise the article in one sentence.", "{context}", 40, True),

@@ -59,14 +59,17 @@ class AccRag(Compressor):
     selector adds sentences in that order and stops when the question is judged sufficiently covered: all of
     its content terms are present and the marginal gain in embedding similarity of the selected set falls
     below ``min_gain`` (or ``patience`` additions in a row brought neither new terms nor gain, or the next
-    score is ``gap`` below the best). The budget is an upper bound: simple questions stop earlier than
-    multi-part ones. Without a question there is nothing to be sufficient for, so it fills the budget by
-    similarity to the document centroid.
+    score is ``gap`` below the best). The budget is only a ceiling: simple questions stop earlier than
+    multi-part ones, so the achieved ratio is often far below ``rate``. ``fill_budget=True`` turns the stopping
+    rules off and reads every passage, so the selector fills the budget in relevance order (use it when the
+    caller wants exactly that size). Without a question there is nothing to be sufficient for, so it fills the
+    budget by similarity to the document centroid.
     """
 
     name = "acc_rag"
     summary = (
-        "Adaptive RAG compression: passage+sentence embeddings; add relevant sentences until the query is covered."
+        "Adaptive RAG compression: passage+sentence embeddings; add relevant sentences until the query is covered "
+        "(rate is a ceiling: it stops early; fill_budget=True fills it)."
     )
     uses_question = True
     default_unit = "sentence"
@@ -79,6 +82,7 @@ class AccRag(Compressor):
         min_gain: float = 0.02,
         gap: float = 0.45,
         patience: int = 2,
+        fill_budget: bool = False,
     ) -> None:
         super().__init__("sentence")
         for label, value in (("doc_weight", doc_weight), ("lexical_weight", lexical_weight)):
@@ -92,6 +96,7 @@ class AccRag(Compressor):
         self.min_gain = min_gain
         self.gap = gap
         self.patience = patience
+        self.fill_budget = fill_budget
 
     def compress(self, request: CompressionRequest) -> CompressionResult:
         """Plain text: its paragraphs are the passages."""
@@ -138,7 +143,11 @@ class AccRag(Compressor):
                 f"the protected content alone needs {tok.count(render(units, keep))} tokens but the budget is "
                 f"{limit}; raise the budget or protect less (keep=..., code blocks, URLs, numbers)"
             )
-        readable = doc_sim >= doc_sim.max() - self.doc_margin if question else np.ones(len(passages), dtype=bool)
+        readable = (
+            doc_sim >= doc_sim.max() - self.doc_margin
+            if question and not self.fill_budget
+            else np.ones(len(passages), dtype=bool)
+        )
         trace, reason = self._select(units, owners, scores, vectors, query, terms, readable, keep, limit, tok)
         kept_text = render(units, keep)
         while tok.count(kept_text) > limit:  # BPE merges across joins: drop the weakest selected sentence
@@ -204,7 +213,8 @@ class AccRag(Compressor):
         trace: list[dict[str, Any]] = []
         stale, best, full = 0, None, False
         for i in order:
-            if best is not None and terms and len(have) == len(terms) and scores[i] < best - self.gap:
+            stop = best is not None and bool(terms) and len(have) == len(terms) and not self.fill_budget
+            if stop and scores[i] < best - self.gap:
                 return trace, "score_gap"
             if used + costs[i] > limit:
                 full = True
@@ -224,7 +234,7 @@ class AccRag(Compressor):
                     "coverage": round(len(have) / len(terms), 4) if terms else None,
                 }
             )
-            if not terms:
+            if not terms or self.fill_budget:
                 continue
             if len(have) == len(terms) and gain < self.min_gain:
                 return trace, "sufficient"
