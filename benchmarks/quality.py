@@ -181,6 +181,35 @@ def _diff(a: list[dict[str, Any]], b: list[dict[str, Any]], full: dict[str, Any]
     return None if x is None or y is None else x - y
 
 
+TASK_SHAPES = {
+    "qa": "text+question",
+    "needle": "text+question",
+    "multidoc": "passages+question",
+    "gsm": "passages+question",
+    "summary": "no question",
+}
+
+
+def shape_table(rows: list[dict[str, Any]]) -> tuple[str, dict[str, str]]:
+    """Mean score at the AT_RATIOS over the tasks of each input shape (the evidence behind `auto`'s choices),
+    and the best promptshrink method per shape (systems that miss a task or a ratio are not ranked)."""
+    lines = ["| input shape (tasks) | system | mean score @ " + "/".join(map(str, AT_RATIOS)) + " |", "|---|---|---|"]
+    best: dict[str, str] = {}
+    for shape in sorted(set(TASK_SHAPES.values())):
+        tasks = sorted(t for t, s in TASK_SHAPES.items() if s == shape)
+        means = {}
+        for system in sorted({r["system"] for r in rows}):
+            cells = [r.get(f"at_{a}") for r in rows if r["system"] == system and r["task"] in tasks for a in AT_RATIOS]
+            if len(cells) == len(tasks) * len(AT_RATIOS) and all(cells):
+                means[system] = sum(c["score"] for c in cells) / len(cells)
+        for system, value in sorted(means.items(), key=lambda kv: -kv[1]):
+            lines.append(f"| {shape} ({', '.join(tasks)}) | {system} | {value:.3f} |")
+        ours = {s: v for s, v in means.items() if not s.startswith("peer:") and s != "auto"}
+        if ours:
+            best[shape] = max(ours, key=ours.get)
+    return "\n".join(lines), best
+
+
 def _cell(entry: dict[str, Any] | None) -> str:
     if entry is None:
         return "–"
@@ -245,7 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--cache", type=Path, default=RESULTS / "reader_cache.jsonl")
     parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--report", type=Path, help="re-aggregate a results JSON (no compression, no reader)")
     args = parser.parse_args(argv)
+    if args.report:
+        return report(args.report, args.resamples)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     started = time.perf_counter()
     suite = SUITES[args.suite]
@@ -283,9 +315,21 @@ def main(argv: list[str] | None = None) -> int:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     result["plot"] = str(plot(rows, args.out / f"reader_{args.suite}.png"))
+    text, result["auto_evidence"] = shape_table(rows)
     (args.out / f"reader_{args.suite}.json").write_text(json.dumps(result, indent=1))
-    print(tables(rows, comparisons, speed))
+    print(tables(rows, comparisons, speed) + "\n\n" + text)
     print(f"\nwall {result['wall_s']} s; {len(generated)} reader generations", file=sys.stderr)
+    return 0
+
+
+def report(path: Path, resamples: int) -> int:
+    """Recompute rows, comparisons, tables and the plot of a saved run (e.g. after changing the analysis)."""
+    result = json.loads(path.read_text())
+    result["rows"], result["comparisons"] = summarise(result["records"], result["full"], resamples)
+    result["plot"] = str(plot(result["rows"], path.with_suffix(".png")))
+    text, result["auto_evidence"] = shape_table(result["rows"])
+    path.write_text(json.dumps(result, indent=1))
+    print(tables(result["rows"], result["comparisons"], result["ms_per_1k_tokens"]) + "\n\n" + text)
     return 0
 
 
