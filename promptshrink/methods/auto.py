@@ -8,6 +8,7 @@ its length; `result.details["auto"]` says which method ran and why.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,16 +35,17 @@ def input_shape(question: str | None, passages: Sequence[Passage] | None) -> str
 
 
 @register
-class Auto(Compressor):
-    """Delegates to the method the benchmark found best for this kind of input (see `CHOICES`)."""
+@dataclass
+class AutoCompressor(Compressor):
+    """Delegates to the method the benchmark found best for this kind of input (see `CHOICES`); no parameters
+    of its own (the chosen method runs with the options in `CHOICES`)."""
 
     name = "auto"
     summary = "Chooses the method by input: question or not, passages or plain text (table in benchmarks/README)."
     uses_question = True
     requires_lm = False  # the chosen method checks for the LM stack itself
 
-    def __init__(self) -> None:
-        super().__init__("sentence")
+    unit: str | None = field(default="sentence", init=False)
 
     def choose(self, question: str | None, passages: Sequence[Passage] | None) -> tuple[str, Compressor]:
         from ..api import get_compressor

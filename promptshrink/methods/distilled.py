@@ -11,12 +11,14 @@ layers (`models/distilled/`, sha256 in `models/manifest.json`; trained by `train
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from ..model_loading import DEFAULT_EMBEDDER, lm_stack, load_artefact, load_encoder
+from ..params import non_empty
 from ..registry import register
 from ..scoring.lm import TokenScores, to_units
 from ..segmentation import Unit
@@ -70,21 +72,31 @@ def chunks(offsets: np.ndarray, words: Sequence[Unit], size: int) -> list[tuple[
 
 
 @register
-class Distilled(Compressor):
+@dataclass
+class DistilledCompressor(Compressor):
     """Keep probability per MiniLM token from a head trained on `selective_context` labels; mean per unit.
 
     Words are the default unit (the labels are word-level); input longer than the encoder's 512 positions is
     classified in chunks cut at word boundaries. Question-agnostic, like LLMLingua-2.
+    Reference: Pan et al., "LLMLingua-2: Data Distillation for Efficient and Faithful Task-Agnostic Prompt
+    Compression", Findings of ACL 2024.
+
+    Args:
+        encoder: The frozen encoder the head reads (a bundled alias such as ``embedder``, or a model name).
+        head: The trained head, by its name under ``artefacts`` in ``models/manifest.json``.
     """
 
     name = "distilled"
     summary = "LLMLingua-2-style keep/drop classifier on MiniLM distilled from selective_context; fast, no LM."
     default_unit = "word"
 
-    def __init__(self, unit: str | None = None, encoder: str = DEFAULT_EMBEDDER, head: str = HEAD) -> None:
-        super().__init__(unit)
-        self.encoder = encoder
-        self.head = head
+    encoder: str = DEFAULT_EMBEDDER
+    head: str = HEAD
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        non_empty("encoder", self.encoder)
+        non_empty("head", self.head)
 
     def score_units(self, request: CompressionRequest, units: Sequence[Unit]) -> np.ndarray:
         return to_units(self.token_scores(request.text), units, "mean")
