@@ -34,6 +34,7 @@ from .systems import BudgetSpec, System, count, promptshrink_systems
 AT_RATIOS = (0.5, 0.25, 0.1)
 QUICK_METHODS = ["tfidf", "distilled", "acc_rag", "selective_context", "auto"]
 BASELINES = ("tfidf", "peer:llmlingua", "peer:longllmlingua")
+MIN_ITEMS = 5  # fewer shared items than this: no win/loss verdict, whatever the interval says
 SUITES = {
     "micro": Suite({"qa": 1, "summary": 1}, budgets=(BudgetSpec("rate=0.5", rate=0.5),)),
     "quick": Suite(
@@ -164,9 +165,23 @@ def summarise(
                 if diff is None:
                     continue
                 ci = bootstrap_ci(partial(_resampled, _diff, (a, b), full, ids, at), len(ids), resamples)
-                verdict = "tie" if ci is None or ci[0] <= 0 <= ci[1] else ("win" if ci[0] > 0 else "loss")
+                if len(ids) < MIN_ITEMS:
+                    verdict = f"n={len(ids)}: too few items"
+                elif ci is None or ci[0] <= 0 <= ci[1]:
+                    verdict = "tie"
+                else:
+                    verdict = "win" if ci[0] > 0 else "loss"
                 comparisons.append(
-                    {"task": task, "at": at, "best": best, "baseline": base, "diff": diff, "ci": ci, "verdict": verdict}
+                    {
+                        "task": task,
+                        "at": at,
+                        "best": best,
+                        "baseline": base,
+                        "items": len(ids),
+                        "diff": diff,
+                        "ci": ci,
+                        "verdict": verdict,
+                    }
                 )
     return rows, comparisons
 
@@ -217,14 +232,13 @@ def _cell(entry: dict[str, Any] | None) -> str:
     return f"{entry['score']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
 
-def tables(rows: list[dict[str, Any]], comparisons: list[dict[str, Any]], speed: dict[str, float]) -> str:
+def tables(rows: list[dict[str, Any]], comparisons: list[dict[str, Any]]) -> str:
     """Markdown: score at equal achieved ratio per task (95% CI), then the wins/ties/losses."""
-    lines = ["| task | system | items | " + " | ".join(f"score @ {a}" for a in AT_RATIOS) + " | ms/1K tok |"]
-    lines.append("|---" * (4 + len(AT_RATIOS)) + "|")
+    lines = ["| task | system | items | " + " | ".join(f"score @ {a}" for a in AT_RATIOS) + " |"]
+    lines.append("|---" * (3 + len(AT_RATIOS)) + "|")
     for row in rows:
         cells = " | ".join(_cell(row[f"at_{a}"]) for a in AT_RATIOS)
-        ms = speed.get(row["system"])
-        lines.append(f"| {row['task']} | {row['system']} | {row['items']} | {cells} | {ms:.0f} |")
+        lines.append(f"| {row['task']} | {row['system']} | {row['items']} | {cells} |")
     lines += [
         "",
         "| task | ratio | best promptshrink | vs | difference [95% CI] | verdict |",
@@ -275,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=RESULTS / "reader_cache.jsonl")
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--report", type=Path, help="re-aggregate a results JSON (no compression, no reader)")
+    parser.add_argument("--add-to", type=Path, help="run --methods on a saved run's items and add their records")
     args = parser.parse_args(argv)
     if args.report:
         return report(args.report, args.resamples)
@@ -288,13 +303,15 @@ def main(argv: list[str] | None = None) -> int:
     systems: list[System] = [*ours[:1], *peers, *ours[1:]]  # baselines first: an interrupted run can compare
     reader = CachedChatReader(args.cache)
     records, full, skipped = evaluate(systems, items, suite, reader)
+    if args.add_to:
+        saved = json.loads(args.add_to.read_text())
+        added = {s.name for s in systems}
+        saved["records"] = [r for r in saved["records"] if r["system"] not in added] + records
+        saved["skipped"] = {k: v for k, v in saved["skipped"].items() if k not in added} | skipped
+        saved["added"] = saved.get("added", []) + [" ".join(argv if argv is not None else sys.argv[1:])]
+        args.add_to.write_text(json.dumps(saved, indent=1))
+        return report(args.add_to, args.resamples)
     rows, comparisons = summarise(records, full, args.resamples)
-    tokens = defaultdict(float)
-    seconds = defaultdict(float)
-    for r in records:
-        tokens[r["system"]] += r["original_tokens"]
-        seconds[r["system"]] += r["seconds"]
-    speed = {s: 1000 * seconds[s] / tokens[s] for s in tokens}
     generated = reader.generated_s
     result = {
         "environment": environment(
@@ -305,7 +322,6 @@ def main(argv: list[str] | None = None) -> int:
         "data": {task: sum(1 for i in items if i.task == task) for task in suite.sizes} | {"missing": missing},
         "context_tokens": {t: [count(i.context) for i in items if i.task == t] for t in suite.sizes},
         "skipped": skipped,
-        "ms_per_1k_tokens": speed,
         "reader_calls": {"generated": len(generated), "seconds_per_generation": _mean(generated)},
         "full": full,
         "rows": rows,
@@ -317,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     result["plot"] = str(plot(rows, args.out / f"reader_{args.suite}.png"))
     text, result["auto_evidence"] = shape_table(rows)
     (args.out / f"reader_{args.suite}.json").write_text(json.dumps(result, indent=1))
-    print(tables(rows, comparisons, speed) + "\n\n" + text)
+    print(tables(rows, comparisons) + "\n\n" + text)
     print(f"\nwall {result['wall_s']} s; {len(generated)} reader generations", file=sys.stderr)
     return 0
 
@@ -329,7 +345,7 @@ def report(path: Path, resamples: int) -> int:
     result["plot"] = str(plot(result["rows"], path.with_suffix(".png")))
     text, result["auto_evidence"] = shape_table(result["rows"])
     path.write_text(json.dumps(result, indent=1))
-    print(tables(result["rows"], result["comparisons"], result["ms_per_1k_tokens"]) + "\n\n" + text)
+    print(tables(result["rows"], result["comparisons"]) + "\n\n" + text)
     return 0
 
 
