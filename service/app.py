@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
+import json
 import logging
 import threading
 import time
@@ -12,9 +14,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Annotated, Any
 
+import httpx
 from fastapi import Body, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -28,7 +32,7 @@ from .config import Settings
 from .errors import ApiError, busy, from_library
 from .limits import WorkPool
 from .metrics import Metrics
-from .middleware import BodyLimitMiddleware, MetricsMiddleware
+from .middleware import BodyLimitMiddleware, MetricsMiddleware, scrub_access_log
 from .proxy import Upstream, compress_body, policy_from
 from .schemas import BatchRequest, BatchResponse, CompressRequest, CompressResponse, ErrorBody, Health, MethodsResponse
 
@@ -46,25 +50,52 @@ class State:
     ready_error: str | None = None
     pool: WorkPool | None = None
     upstream: Upstream | None = None
+    loaded: dict[str, asyncio.Event] = field(default_factory=dict)  # per allowed method, set once warmed up
 
-    def warm_up(self) -> None:
-        """Load the default method's models by compressing a short text; /readyz reports the outcome."""
-        method = self.settings.method
-        try:
-            promptshrink.compress(WARMUP_TEXT, method, rate=0.5, **self.settings.method_options(method))
-        except Exception as exc:  # any failure must show on /readyz, not kill the thread silently
-            self.ready_error = f"{type(exc).__name__}: {exc}"
-            log.error("warm-up of %s failed: %s", method, self.ready_error)
+    async def warm_up(self) -> None:
+        """Load the models of every allowed method (the default first) by compressing a short text, one method at
+        a time on a worker thread; /readyz reports the outcome."""
+        methods = list(self.loaded)
+        for method in methods:
+            options = self.settings.method_options(method)
+            try:
+                await asyncio.to_thread(promptshrink.compress, WARMUP_TEXT, method, rate=0.5, **options)
+            except Exception as exc:  # any failure must show on /readyz, not kill the task silently
+                self.ready_error = f"{method}: {type(exc).__name__}: {exc}"
+                log.error("warm-up of %s failed: %s", method, self.ready_error)
+            finally:
+                self.loaded[method].set()  # a failed load: requests get the library's own error
+        if self.ready_error is None:
+            self.ready.set()
+            self.metrics.ready.set(1)
+            log.info("warm-up of %s done: ready", ", ".join(methods))
+
+    async def wait_loaded(self, method: str) -> None:
+        """Wait (at most ``load_wait_s``) for ``method``'s warm-up; still loading: 503 with Retry-After."""
+        event = self.loaded.get(method)
+        if event is None or event.is_set():
             return
-        self.ready.set()
-        self.metrics.ready.set(1)
-        log.info("warm-up of %s done: ready", method)
+        try:
+            await asyncio.wait_for(event.wait(), self.settings.load_wait_s)
+        except TimeoutError:
+            retry = max(self.settings.retry_after_s, 5)
+            raise ApiError(
+                503,
+                "model_loading",
+                f"the models of {method!r} are still loading; retry after {retry}s",
+                headers={"Retry-After": str(retry)},
+            ) from None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; ``settings`` default to the environment."""
     settings = settings or Settings.from_env()
-    promptshrink.registry.get_method(settings.method)  # fail fast on a bad default method
+    for method in sorted(settings.allowed_methods):  # fail fast on a bad method name
+        promptshrink.registry.get_method(method)
+    for what, method in (("method", settings.method), ("proxy method", settings.effective_proxy_method)):
+        if method not in settings.allowed_methods:
+            raise ValueError(f"the {what} {method!r} is not in PROMPTSHRINK_METHODS ({', '.join(settings.methods)})")
+    scrub_access_log()
     state = State(settings)
 
     @asynccontextmanager
@@ -73,11 +104,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         state.pool = WorkPool(settings.compress_threads, settings.max_queue)
         state.metrics.busy_slots.set_function(lambda: state.pool.slots.used if state.pool else 0)
         state.upstream = Upstream(settings)
+        warm_up = None
         if settings.warmup:
-            threading.Thread(target=state.warm_up, name="promptshrink-warmup", daemon=True).start()
+            methods = sorted(settings.allowed_methods, key=lambda m: (m != settings.method, m))
+            state.loaded = {m: asyncio.Event() for m in methods}
+            warm_up = asyncio.create_task(state.warm_up())
         else:
             state.ready.set()
         yield
+        if warm_up is not None:
+            warm_up.cancel()
         await state.upstream.aclose()
         state.pool.shutdown()
 
@@ -86,6 +122,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=promptshrink.__version__,
         description="Prompt compression as a service, and an OpenAI-compatible proxy that compresses prompts.",
         lifespan=lifespan,
+        openapi_url=None,  # served by routes below, behind the service key unless public_docs
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.ps = state
     _install_errors(app, state)
@@ -107,6 +146,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def key_matches(candidate: str | None, keys: frozenset[str]) -> bool:
+    """Whether ``candidate`` is one of ``keys``, compared in constant time against every key."""
+    if candidate is None:
+        return False
+    given = candidate.encode()
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(given, key.encode())
+    return found
+
+
+def _unauthorized() -> ApiError:
+    return ApiError(
+        401,
+        "unauthorized",
+        "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
 def caller_upstream_key(request: Request) -> str | None:
     """Check the service key (when keys are set); return the caller's own upstream key, if it sent one."""
     keys = request.app.state.ps.settings.api_keys
@@ -115,16 +174,17 @@ def caller_upstream_key(request: Request) -> str | None:
     x_key = request.headers.get("x-api-key")
     if not keys:
         return bearer
-    if x_key in keys:
+    if key_matches(x_key, keys):
         return bearer
-    if bearer in keys:
+    if key_matches(bearer, keys):
         return None
-    raise ApiError(
-        401,
-        "unauthorized",
-        "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
-        headers={"WWW-Authenticate": "Bearer"},
-    )
+    raise _unauthorized()
+
+
+def service_key(request: Request, public: bool) -> None:
+    """For /metrics and the docs: a service key unless keys are off or the endpoint is made public."""
+    if not public and request.app.state.ps.settings.api_keys:
+        caller_upstream_key(request)
 
 
 Auth = Annotated[str | None, Depends(caller_upstream_key)]
@@ -135,7 +195,8 @@ def _add_routes(app: FastAPI, state: State) -> None:
 
     async def compress_one(req: CompressRequest) -> dict[str, Any]:
         queued_at = time.perf_counter()
-        check_options(req, settings)
+        method, _ = check_options(req, settings)
+        await state.wait_loaded(method)
         assert state.pool is not None
         lease = state.pool.lease(1)
         if lease is None:
@@ -143,7 +204,7 @@ def _add_routes(app: FastAPI, state: State) -> None:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("compress request: %s", req.model_dump_json()[:2000])
         try:
-            job = partial(run_compress, req, settings, metrics, queued_at)
+            job = partial(run_compress, req, settings, metrics, queued_at, queued_at + settings.request_timeout_s)
             return await asyncio.wait_for(state.pool.run(lease, job), settings.request_timeout_s)
         except TimeoutError as exc:
             raise _timeout() from exc
@@ -171,8 +232,10 @@ def _add_routes(app: FastAPI, state: State) -> None:
         async def one(req: CompressRequest) -> dict[str, Any]:
             async with gate:
                 try:
-                    check_options(req, settings)
-                    job = partial(run_compress, req, settings, metrics, time.perf_counter())
+                    method, _ = check_options(req, settings)
+                    await state.wait_loaded(method)
+                    deadline = start + settings.request_timeout_s
+                    job = partial(run_compress, req, settings, metrics, time.perf_counter(), deadline)
                     return {"ok": True, "result": await state.pool.run(lease, job)}  # type: ignore[union-attr]
                 except (ApiError, PromptShrinkError) as exc:
                     err = exc if isinstance(exc, ApiError) else from_library(exc)
@@ -193,6 +256,7 @@ def _add_routes(app: FastAPI, state: State) -> None:
         headers: dict[str, str] = {}
         if policy.enabled:
             method, options = check_options(policy, settings)
+            await state.wait_loaded(method)
             lease = state.pool.lease(1)
             if lease is None:
                 raise busy(settings.retry_after_s, "the compression queue")
@@ -215,7 +279,8 @@ def _add_routes(app: FastAPI, state: State) -> None:
         metrics.upstream.labels(str(upstream.status_code)).inc()
         media_type = upstream.headers.get("content-type", "application/json")
         if body.get("stream"):
-            return StreamingResponse(state.upstream.relay(upstream), upstream.status_code, headers, media_type)
+            relay = guarded(state.upstream.relay(upstream), request, media_type, metrics)
+            return StreamingResponse(relay, upstream.status_code, headers, media_type)
         content = await state.upstream.read(upstream)
         return Response(content, upstream.status_code, headers, media_type)
 
@@ -235,7 +300,12 @@ def _add_routes(app: FastAPI, state: State) -> None:
         described = promptshrink.describe_methods()
         for m in described:
             m["parameters"] = [{**p, "default": _plain(p["default"])} for p in m["parameters"]]
-        return {"default": settings.method, "methods": described, "allowed_options": sorted(settings.allowed_options)}
+        return {
+            "default": settings.method,
+            "methods": described,
+            "allowed_methods": sorted(settings.allowed_methods),
+            "allowed_options": sorted(settings.allowed_options),
+        }
 
     @app.get("/healthz", response_model=Health)
     async def healthz() -> dict[str, Any]:
@@ -251,9 +321,41 @@ def _add_routes(app: FastAPI, state: State) -> None:
         return JSONResponse({"status": status, "method": settings.method, "detail": state.ready_error}, 503)
 
     @app.get("/metrics", response_class=Response)
-    async def prometheus() -> Response:
-        """Prometheus metrics: requests, latency histograms, tokens in/out, errors by code."""
+    async def prometheus(request: Request) -> Response:
+        """Prometheus metrics: requests, latency histograms, tokens in/out, errors by code (needs a service key
+        when keys are set, unless PROMPTSHRINK_PUBLIC_METRICS=1)."""
+        service_key(request, settings.public_metrics)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request) -> JSONResponse:
+        service_key(request, settings.public_docs)
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> Response:
+        service_key(request, settings.public_docs)
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="promptshrink")
+
+
+async def guarded(
+    chunks: AsyncIterator[bytes], request: Request, media_type: str, metrics: Metrics
+) -> AsyncIterator[bytes]:
+    """Relay an upstream stream; if the upstream breaks off, count it, note it for the access log line and end
+    the client's stream cleanly (SSE streams get a final ``error`` event, which the OpenAI SDKs raise)."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    except httpx.HTTPError as exc:
+        metrics.errors.labels("upstream_stream_broken").inc()
+        request.state.stream_error = f"upstream stream broke off: {type(exc).__name__}"
+        if media_type.startswith("text/event-stream"):
+            error = {
+                "message": "the upstream stream broke off",
+                "type": "upstream_error",
+                "code": "upstream_stream_broken",
+            }
+            yield f"\n\ndata: {json.dumps({'error': error})}\n\n".encode()
 
 
 def _plain(value: Any) -> Any:

@@ -86,12 +86,11 @@ class DSPC(Compressor):
         signals = []
         attention_weight, loss_weight, position_weight = self.weights
         if attention_weight:
-            tokens, _ = text_attention(
-                text, self.model, all_heads, question, self.tail_tokens, progress=request.progress
-            )
+            tokens, _ = text_attention(text, self.model, all_heads, question, self.tail_tokens, progress=request.report)
             signals.append((attention_weight, to_units(tokens, units, "mean")))
         if loss_weight and self.large_model:
-            signals.append((loss_weight, loss_difference(text, units, self.model, self.large_model)))
+            loss = loss_difference(text, units, self.model, self.large_model, progress=request.report)
+            signals.append((loss_weight, loss))
         if position_weight:
             signals.append((position_weight, positional_importance(units, text, question, self.position_edge)))
         scores = np.full(len(units), -np.inf)
