@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import json
 import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, wraps
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import ModelUnavailableError
 from .paths import models_dir
@@ -27,6 +29,7 @@ DEFAULT_LM = "default-lm"
 LARGE_LM = "large-lm"
 DEFAULT_EMBEDDER = "embedder"
 _LOAD_LOCK = threading.RLock()
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -185,11 +188,31 @@ def _offline() -> bool:
     )
 
 
-@lru_cache(maxsize=8)
+def _load_once(load: Callable[..., T]) -> Callable[..., T]:
+    """Cache ``load`` per arguments so each model is loaded once per process: concurrent first callers wait
+    for the one that loads (`functools.lru_cache` would let every one of them load its own copy)."""
+    done: dict[tuple[Any, ...], T] = {}
+    signature = inspect.signature(load)
+
+    @wraps(load)
+    def once(*args: Any, **kwargs: Any) -> T:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        key = bound.args
+        if key in done:
+            return done[key]
+        with _LOAD_LOCK:
+            if key not in done:
+                done[key] = load(*key)
+            return done[key]
+
+    return once
+
+
+@_load_once
 def load_tokenizer(name: str = DEFAULT_LM) -> Any:
     _, transformers = lm_stack()
-    with _LOAD_LOCK:
-        return _from_pretrained(transformers.AutoTokenizer, name)
+    return _from_pretrained(transformers.AutoTokenizer, name)
 
 
 def set_torch_threads(concurrent_jobs: int = 1) -> int:
@@ -233,27 +256,25 @@ def _cpu_has_fast_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-@lru_cache(maxsize=4)
+@_load_once
 def load_causal_lm(name: str = DEFAULT_LM, device: str = "cpu", attention: str = "sdpa") -> tuple[Any, Any]:
     """(model, tokenizer) in eval mode. Use ``attention="eager"`` when a method reads attention weights."""
     _, transformers = lm_stack()
-    with _LOAD_LOCK:
-        tokenizer = load_tokenizer(name)
-        model = _from_pretrained(
-            transformers.AutoModelForCausalLM, name, attn_implementation=attention, dtype=default_dtype(device)
-        )
-        model.eval().to(device)
-        return model, tokenizer
+    tokenizer = load_tokenizer(name)
+    model = _from_pretrained(
+        transformers.AutoModelForCausalLM, name, attn_implementation=attention, dtype=default_dtype(device)
+    )
+    model.eval().to(device)
+    return model, tokenizer
 
 
-@lru_cache(maxsize=2)
+@_load_once
 def load_encoder(name: str = DEFAULT_EMBEDDER, device: str = "cpu") -> tuple[Any, Any]:
     _, transformers = lm_stack()
-    with _LOAD_LOCK:
-        tokenizer = load_tokenizer(name)
-        model = _from_pretrained(transformers.AutoModel, name)
-        model.eval().to(device)
-        return model, tokenizer
+    tokenizer = load_tokenizer(name)
+    model = _from_pretrained(transformers.AutoModel, name)
+    model.eval().to(device)
+    return model, tokenizer
 
 
 def model_key(name: str) -> str:

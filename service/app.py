@@ -27,7 +27,7 @@ import promptshrink
 from promptshrink.errors import PromptShrinkError
 from promptshrink.model_loading import set_torch_threads
 
-from .compression import check_options, run_compress
+from .compression import check_options, check_unicode_body, run_compress
 from .config import Settings
 from .errors import ApiError, busy, from_library
 from .limits import WorkPool
@@ -252,6 +252,7 @@ def _add_routes(app: FastAPI, state: State) -> None:
 
     async def proxied(path: str, request: Request, body: dict[str, Any], caller_key: str | None) -> Response:
         assert state.pool is not None and state.upstream is not None
+        check_unicode_body(body)
         policy = policy_from(body, request.headers, settings)
         headers: dict[str, str] = {}
         if policy.enabled:
@@ -314,11 +315,13 @@ def _add_routes(app: FastAPI, state: State) -> None:
 
     @app.get("/readyz", response_model=Health, responses={503: {"model": Health}})
     async def readyz() -> Response:
-        """Readiness: the default method's models are loaded (503 until then, or with the load error)."""
+        """Readiness: the models of every allowed method are loaded (503 until then, or with the load error)."""
+        loaded = sorted(m for m, event in state.loaded.items() if event.is_set())
         if state.ready.is_set():
-            return JSONResponse({"status": "ready", "method": settings.method})
+            return JSONResponse({"status": "ready", "method": settings.method, "loaded": loaded})
         status = "failed" if state.ready_error else "loading"
-        return JSONResponse({"status": status, "method": settings.method, "detail": state.ready_error}, 503)
+        body = {"status": status, "method": settings.method, "detail": state.ready_error, "loaded": loaded}
+        return JSONResponse(body, 503)
 
     @app.get("/metrics", response_class=Response)
     async def prometheus(request: Request) -> Response:

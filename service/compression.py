@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import promptshrink
+from promptshrink.api import check_unicode
 from promptshrink.budget import make_budget
 from promptshrink.errors import CompressionTimeoutError
 from promptshrink.result import CompressionResult
@@ -41,6 +42,20 @@ def check_options(req: CompressOptions, settings: Settings) -> tuple[str, dict[s
     if req.tokenizer.strip().startswith("hf:") and not settings.allow_hf_tokenizers:
         raise ApiError(422, "unknown_tokenizer", "hf: tokenizers are disabled on this server; use a tiktoken name")
     return method, {**settings.method_options(method), **req.options}
+
+
+def check_unicode_body(value: Any, where: str = "body") -> None:
+    """Refuse (422) a JSON body holding a lone surrogate (``"\\ud800"``) anywhere: it cannot be re-encoded as UTF-8
+    to forward upstream, nor tokenized."""
+    if isinstance(value, str):
+        check_unicode(where, value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_unicode_body(key, where)
+            check_unicode_body(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_unicode_body(item, f"{where}[{i}]")
 
 
 def _common(req: CompressOptions) -> dict[str, Any]:

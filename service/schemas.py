@@ -179,3 +179,4 @@ class Health(BaseModel):
     status: str
     method: str
     detail: str | None = None
+    loaded: list[str] | None = Field(None, description="readyz: the methods whose models are warmed up")
