@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import hmac
 import json
 import logging
@@ -26,6 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import promptshrink
 from promptshrink.errors import PromptShrinkError
 from promptshrink.model_loading import set_torch_threads
+from promptshrink.segmentation import LEVELS
 
 from .compression import check_options, check_unicode_body, run_compress
 from .config import Settings
@@ -333,7 +335,7 @@ def _add_routes(app: FastAPI, state: State) -> None:
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi(request: Request) -> JSONResponse:
         service_key(request, settings.public_docs)
-        return JSONResponse(app.openapi())
+        return JSONResponse(this_server(app.openapi(), settings))
 
     @app.get("/docs", include_in_schema=False)
     async def docs(request: Request) -> Response:
@@ -359,6 +361,21 @@ async def guarded(
                 "code": "upstream_stream_broken",
             }
             yield f"\n\ndata: {json.dumps({'error': error})}\n\n".encode()
+
+
+def this_server(schema: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The OpenAPI schema narrowed to this server: ``method`` lists the allowed methods and ``options`` the
+    allowed option names, so generated clients and schema-based fuzzers send what the server accepts."""
+    schema = copy.deepcopy(schema)
+    known = {"unit": {"enum": list(LEVELS)}}
+    options = {"type": "object", "properties": {o: known.get(o, {}) for o in sorted(settings.allowed_options)}}
+    options["additionalProperties"] = False
+    for model in schema.get("components", {}).get("schemas", {}).values():
+        props = model.get("properties", {})
+        if "method" in props and "options" in props:
+            props["method"]["anyOf"] = [{"enum": sorted(settings.allowed_methods)}, {"type": "null"}]
+            props["options"] = {**props["options"], **options}
+    return schema
 
 
 def _plain(value: Any) -> Any:
