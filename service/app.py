@@ -265,7 +265,8 @@ def _add_routes(app: FastAPI, state: State) -> None:
                 raise busy(settings.retry_after_s, "the compression queue")
             try:
                 started = time.perf_counter()
-                job = partial(compress_body, path, body, policy, method, options)
+                limited = {**options, "timeout_s": settings.request_timeout_s}  # stops, freeing the thread, on 504
+                job = partial(compress_body, path, body, policy, method, limited)
                 before, after = await asyncio.wait_for(state.pool.run(lease, job), settings.request_timeout_s)
             except TimeoutError as exc:
                 raise _timeout() from exc
