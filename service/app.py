@@ -40,6 +40,7 @@ from .schemas import BatchRequest, BatchResponse, CompressRequest, CompressRespo
 
 log = logging.getLogger("promptshrink.service")
 WARMUP_TEXT = "Prompt compression keeps the informative parts of a prompt. The rest is dropped to save tokens."
+LOADING_RETRY_AFTER_S = 5  # a model load takes seconds: a sooner retry would only meet another 503
 ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (400, 401, 413, 422, 503, 504)}
 PROXY_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, 502: {"model": ErrorBody}}
 
@@ -80,7 +81,7 @@ class State:
         try:
             await asyncio.wait_for(event.wait(), self.settings.load_wait_s)
         except TimeoutError:
-            retry = max(self.settings.retry_after_s, 5)
+            retry = max(self.settings.retry_after_s, LOADING_RETRY_AFTER_S)
             raise ApiError(
                 503,
                 "model_loading",
@@ -96,7 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         promptshrink.registry.get_method(method)
     for what, method in (("method", settings.method), ("proxy method", settings.effective_proxy_method)):
         if method not in settings.allowed_methods:
-            raise ValueError(f"the {what} {method!r} is not in PROMPTSHRINK_METHODS ({', '.join(settings.methods)})")
+            allowed = ", ".join(sorted(settings.methods))
+            raise ValueError(f"the {what} {method!r} is not in PROMPTSHRINK_METHODS ({allowed})")
     scrub_access_log()
     state = State(settings)
 
@@ -159,15 +161,6 @@ def key_matches(candidate: str | None, keys: frozenset[str]) -> bool:
     return found
 
 
-def _unauthorized() -> ApiError:
-    return ApiError(
-        401,
-        "unauthorized",
-        "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
-        headers={"WWW-Authenticate": "Bearer"},
-    )
-
-
 def caller_upstream_key(request: Request) -> str | None:
     """Check the service key (when keys are set); return the caller's own upstream key, if it sent one."""
     keys = request.app.state.ps.settings.api_keys
@@ -180,7 +173,12 @@ def caller_upstream_key(request: Request) -> str | None:
         return bearer
     if key_matches(bearer, keys):
         return None
-    raise _unauthorized()
+    raise ApiError(
+        401,
+        "unauthorized",
+        "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 def service_key(request: Request, public: bool) -> None:
