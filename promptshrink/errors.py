@@ -36,6 +36,15 @@ class UnknownMethodError(PromptShrinkError, KeyError):
         return str(self.args[0])
 
 
+class UnknownPressError(PromptShrinkError, KeyError):
+    """No KV-cache press is registered under the requested name."""
+
+    code = "unknown_press"
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
 class UnknownTokenizerError(PromptShrinkError, ValueError):
     """The target tokenizer name cannot be resolved."""
 

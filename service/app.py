@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import hmac
-import json
 import logging
 import threading
 import time
@@ -15,12 +14,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Annotated, Any
 
-import httpx
 from fastapi import Body, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -35,7 +33,7 @@ from .errors import ApiError, busy, from_library
 from .limits import WorkPool
 from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, MetricsMiddleware, scrub_access_log
-from .proxy import Upstream, compress_body, policy_from
+from .proxy import Upstream, check_upstream_key, compress_body, policy_from
 from .schemas import BatchRequest, BatchResponse, CompressRequest, CompressResponse, ErrorBody, Health, MethodsResponse
 
 log = logging.getLogger("promptshrink.service")
@@ -99,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if method not in settings.allowed_methods:
             allowed = ", ".join(sorted(settings.methods))
             raise ValueError(f"the {what} {method!r} is not in PROMPTSHRINK_METHODS ({allowed})")
+    check_upstream_key(settings)
     scrub_access_log()
     state = State(settings)
 
@@ -107,7 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         set_torch_threads(settings.compress_threads)
         state.pool = WorkPool(settings.compress_threads, settings.max_queue)
         state.metrics.busy_slots.set_function(lambda: state.pool.slots.used if state.pool else 0)
-        state.upstream = Upstream(settings)
+        state.upstream = Upstream(settings, state.metrics)
         warm_up = None
         if settings.warmup:
             methods = sorted(settings.allowed_methods, key=lambda m: (m != settings.method, m))
@@ -162,17 +161,22 @@ def key_matches(candidate: str | None, keys: frozenset[str]) -> bool:
 
 
 def caller_upstream_key(request: Request) -> str | None:
-    """Check the service key (when keys are set); return the caller's own upstream key, if it sent one."""
-    keys = request.app.state.ps.settings.api_keys
+    """Check the service key (when keys are set); return the upstream key to forward for this caller.
+
+    That is the caller's own bearer key if it sent one (not a service key), else the server's upstream key, but
+    the server's key only for callers authenticated with a service key (or with the explicit anonymous opt-in).
+    """
+    settings = request.app.state.ps.settings
+    keys = settings.api_keys
     auth = request.headers.get("authorization", "")
     bearer = auth[7:].strip() if auth[:7].lower() == "bearer " else None
     x_key = request.headers.get("x-api-key")
     if not keys:
-        return bearer
+        return bearer or (settings.upstream_api_key if settings.allow_anonymous_upstream_key else None)
     if key_matches(x_key, keys):
-        return bearer
+        return bearer or settings.upstream_api_key
     if key_matches(bearer, keys):
-        return None
+        return settings.upstream_api_key
     raise ApiError(
         401,
         "unauthorized",
@@ -250,7 +254,7 @@ def _add_routes(app: FastAPI, state: State) -> None:
             lease.close()
         return {"items": items, "elapsed_s": time.perf_counter() - start}
 
-    async def proxied(path: str, request: Request, body: dict[str, Any], caller_key: str | None) -> Response:
+    async def proxied(path: str, request: Request, body: dict[str, Any], upstream_key: str | None) -> Response:
         assert state.pool is not None and state.upstream is not None
         check_unicode_body(body)
         policy = policy_from(body, request.headers, settings)
@@ -277,14 +281,8 @@ def _add_routes(app: FastAPI, state: State) -> None:
                 "x-promptshrink-compressed-tokens": str(after),
                 "x-promptshrink-tokens-saved": str(before - after),
             }
-        upstream = await state.upstream.open(path, body, state.upstream.headers(request.headers, caller_key))
-        metrics.upstream.labels(str(upstream.status_code)).inc()
-        media_type = upstream.headers.get("content-type", "application/json")
-        if body.get("stream"):
-            relay = guarded(state.upstream.relay(upstream), request, media_type, metrics)
-            return StreamingResponse(relay, upstream.status_code, headers, media_type)
-        content = await state.upstream.read(upstream)
-        return Response(content, upstream.status_code, headers, media_type)
+        upstream = await state.upstream.open(path, body, state.upstream.headers(request.headers, upstream_key))
+        return await state.upstream.respond(upstream, bool(body.get("stream")), headers)
 
     @app.post("/v1/chat/completions", responses=PROXY_ERRORS)
     async def chat_completions(request: Request, body: Annotated[dict[str, Any], Body()], key: Auth) -> Response:
@@ -340,26 +338,6 @@ def _add_routes(app: FastAPI, state: State) -> None:
     async def docs(request: Request) -> Response:
         service_key(request, settings.public_docs)
         return get_swagger_ui_html(openapi_url="/openapi.json", title="promptshrink")
-
-
-async def guarded(
-    chunks: AsyncIterator[bytes], request: Request, media_type: str, metrics: Metrics
-) -> AsyncIterator[bytes]:
-    """Relay an upstream stream; if the upstream breaks off, count it, note it for the access log line and end
-    the client's stream cleanly (SSE streams get a final ``error`` event, which the OpenAI SDKs raise)."""
-    try:
-        async for chunk in chunks:
-            yield chunk
-    except httpx.HTTPError as exc:
-        metrics.errors.labels("upstream_stream_broken").inc()
-        request.state.stream_error = f"upstream stream broke off: {type(exc).__name__}"
-        if media_type.startswith("text/event-stream"):
-            error = {
-                "message": "the upstream stream broke off",
-                "type": "upstream_error",
-                "code": "upstream_stream_broken",
-            }
-            yield f"\n\ndata: {json.dumps({'error': error})}\n\n".encode()
 
 
 def this_server(schema: dict[str, Any], settings: Settings) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field, fields
 
 from promptshrink import registry
+from promptshrink.question_split import DEFAULT_QUESTION_MARKERS
 
 ENV_PREFIX = "PROMPTSHRINK_"
 
@@ -37,12 +38,14 @@ class Settings:
     warmup: bool = True
     upstream_base_url: str | None = None
     upstream_api_key: str | None = None
+    allow_anonymous_upstream_key: bool = False
     upstream_timeout_s: float = 120.0
     max_upstream: int = 256
     proxy_compress: bool = True
     proxy_method: str | None = None
     proxy_rate: float | None = 0.5
     proxy_target_tokens: int | None = None
+    proxy_question_markers: frozenset[str] = frozenset(DEFAULT_QUESTION_MARKERS)
     methods: frozenset[str] = field(default_factory=frozenset)
     load_wait_s: float = 10.0
     public_metrics: bool = False

@@ -104,8 +104,4 @@ class MetricsMiddleware:
             elapsed = time.perf_counter() - start
             self.metrics.requests.labels(name, str(status)).inc()
             self.metrics.latency.labels(name).observe(elapsed)
-            broken = scope.get("state", {}).get("stream_error")
-            if broken:
-                log.warning("%s %s %d %.1fms: %s", scope["method"], name, status, elapsed * 1000, broken)
-            else:
-                log.info("%s %s %d %.1fms", scope["method"], name, status, elapsed * 1000)
+            log.info("%s %s %d %.1fms", scope["method"], name, status, elapsed * 1000)

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..budget import Budget
 from ..errors import CompressionTimeoutError
+from ..params import one_of
 from ..result import CompressionResult, SegmentDecision
 from ..segmentation import LEVELS, Unit, protected_spans, segment
 from ..selection import render, select_to_budget
@@ -49,8 +50,17 @@ class CompressionRequest:
             )
 
 
+@dataclass
 class Compressor(ABC):
-    """Base class. Extractive methods implement `score_units`; others override `compress`."""
+    """Base class. Extractive methods implement `score_units`; others override `compress`.
+
+    A method is a ``@register``-ed ``@dataclass`` subclass: its parameters are fields with defaults, checked in
+    ``__post_init__`` (call ``super().__post_init__()``) with the validators of `promptshrink.params`, and each is
+    described in the ``Args:`` section of the class docstring.
+
+    Args:
+        unit: What is kept or dropped: one of ``segmentation.LEVELS``; empty = the method's ``default_unit``.
+    """
 
     name: ClassVar[str]
     summary: ClassVar[str]
@@ -59,13 +69,10 @@ class Compressor(ABC):
     default_unit: ClassVar[str] = "sentence"
     requires_lm: ClassVar[bool] = True  # needs torch + transformers (the ``lm`` extra)
 
-    def __init__(self, unit: str | None = None) -> None:
-        unit = unit or self.default_unit
-        if unit not in LEVELS:
-            from ..errors import InvalidInputError
+    unit: str | None = None
 
-            raise InvalidInputError(f"unit must be one of {LEVELS}, got {unit!r}")
-        self.unit = unit
+    def __post_init__(self) -> None:
+        self.unit = one_of("unit", self.unit or self.default_unit, LEVELS)
 
     def units(self, request: CompressionRequest) -> list[Unit]:
         spans = protected_spans(request.text, request.keep, protect_numbers=request.protect_numbers)
