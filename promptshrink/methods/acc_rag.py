@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,13 +112,18 @@ class AccRagCompressor(Compressor):
 
     def score_units(self, request: CompressionRequest, units: Sequence[Unit]) -> np.ndarray:
         owners = _owners(units, paragraphs(request.text))
-        return self._scores(request.question, list(units), owners, len(set(owners)))[0]
+        return self._scores(request.question, list(units), owners, len(set(owners)), request.report)[0]
 
     def _scores(
-        self, question: str | None, units: list[Unit], owners: list[int], n_passages: int
+        self,
+        question: str | None,
+        units: list[Unit],
+        owners: list[int],
+        n_passages: int,
+        progress: Callable[[int, int], None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
         """(sentence scores, passage similarities, sentence vectors, query vector, query terms)."""
-        vectors = embed([u.text for u in units])
+        vectors = embed([u.text for u in units], progress=progress)
         docs = np.zeros((n_passages, vectors.shape[1]), dtype=np.float32)
         for v, o in zip(vectors, owners):
             docs[o] += v
@@ -143,7 +148,7 @@ class AccRagCompressor(Compressor):
         limit = request.budget.limit(original)
         units = self.units(request)
         owners = _owners(units, passages)
-        scores, doc_sim, vectors, query, terms = self._scores(question, units, owners, len(passages))
+        scores, doc_sim, vectors, query, terms = self._scores(question, units, owners, len(passages), request.report)
         scored_at = time.perf_counter()
         keep = [u.forced for u in units]
         if any(keep) and tok.count(render(units, keep)) > limit:

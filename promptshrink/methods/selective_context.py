@@ -50,11 +50,15 @@ class SelectiveContextCompressor(Compressor):
         integer("overlap", self.overlap, 0)
 
     def score_units(self, request: CompressionRequest, units: Sequence[Unit]) -> np.ndarray:
-        info = surprisal(request.text, self.model, overlap=self.overlap, progress=request.progress)
+        info = surprisal(request.text, self.model, overlap=self.overlap, progress=request.report)
         scores = to_units(info, units, self.aggregate)
         if request.question and self.question_weight:
             given_q = surprisal(
-                request.text, self.model, prefix=f"Question: {request.question}\n", overlap=self.overlap
+                request.text,
+                self.model,
+                prefix=f"Question: {request.question}\n",
+                overlap=self.overlap,
+                progress=request.report,
             )
             gain = np.clip(info.values - given_q.values, 0.0, None)
             info.values = gain
