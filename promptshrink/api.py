@@ -27,7 +27,8 @@ def get_compressor(method: str = DEFAULT_METHOD, **options: Any) -> Compressor:
     if cls.requires_lm:
         lm_stack()
     try:
-        key = (method, tuple(sorted(options.items())))
+        # the type is part of the key: 1 == True == 1.0 must not share an instance (1 is not a valid flag)
+        key = (method, tuple(sorted((k, type(v).__name__, v) for k, v in options.items())))
         hash(key)
     except TypeError as exc:
         raise InvalidInputError(f"method options must be plain values: {exc}") from exc

@@ -130,3 +130,11 @@ def test_fill_budget_honours_the_budget_that_the_default_only_caps(simple):
     assert limit - longest - 2 <= filled.compressed_tokens <= limit
     assert filled.result.details["stop_reason"] == "budget"
     assert "Biscuit" in filled.passages[0]["text"]
+
+
+def test_an_invalid_flag_is_refused_even_after_a_valid_one_was_cached():
+    from promptshrink.api import get_compressor
+
+    assert get_compressor("acc_rag", fill_budget=True).fill_budget is True
+    with pytest.raises(ps.InvalidInputError, match="fill_budget"):
+        get_compressor("acc_rag", fill_budget=1)  # 1 == True: the instance cache must not hand it over
