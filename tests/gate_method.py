@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from promptshrink.segmentation import Unit
 STEPS = 6000  # 60 s at most, in 10 ms steps
 
 
+@dataclass
 class Gate(Compressor):
     name = "test_gate"
     requires_lm = False
