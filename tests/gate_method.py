@@ -22,6 +22,8 @@ STEPS = 6000  # 60 s at most, in 10 ms steps
 
 @dataclass
 class Gate(Compressor):
+    """Test only: a method that is busy exactly as long as the test says."""
+
     name = "test_gate"
     requires_lm = False
     summary = "Test only: works (reporting progress every 10 ms) until released; keeps the first units."
