@@ -1,0 +1,127 @@
+"""Ray Serve deployment of the service: the same FastAPI app (`create_app`) on replicas that Ray places, restarts
+and autoscales, configured by the same ``PROMPTSHRINK_*`` settings.
+
+    serve run promptshrink.service.ray_app:app [ray_replicas=2 method=tfidf ...]   # or: promptshrink serve --ray
+
+Each replica builds its own app and loads the default method's models before Ray routes traffic to it, so a new
+or replaced replica never answers while loading; a replica whose models fail to load fails its start (Ray retries
+it and `serve run` reports the error) instead of serving ``/readyz`` 503s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import math
+import os
+from typing import Any
+
+from fastapi import FastAPI
+from ray import serve
+from ray.serve import Application
+
+import promptshrink
+from promptshrink.errors import InvalidInputError
+from promptshrink.model_loading import set_torch_threads
+
+from .app import create_app
+from .config import ENV_PREFIX, Settings
+
+DEPLOYMENT = "promptshrink"
+# Requests a replica accepts beyond its compression slots and queue: health, metrics and methods calls.
+HEADROOM = 8
+
+
+@serve.ingress()
+class PromptShrinkReplica:
+    """One Ray Serve replica running the service app."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    async def __serve_build_asgi_app__(self) -> FastAPI:
+        """Build the app on the replica; with warm-up on, load the models first (Ray routes only to started ones)."""
+        app = create_app(dataclasses.replace(self.settings, warmup=False))
+        if self.settings.warmup:
+            state = app.state.ps
+            set_torch_threads(self.settings.compress_threads)
+            await asyncio.to_thread(state.warm_up)
+            if state.ready_error:
+                raise RuntimeError(f"warm-up of {self.settings.method} failed: {state.ready_error}")
+        return app
+
+
+def replica_settings(settings: Settings) -> Settings:
+    """The settings a replica runs with: at most as many compression threads as CPUs Ray reserves for it."""
+    threads = min(settings.compress_threads, max(1, math.ceil(settings.ray_cpus_per_replica)))
+    return dataclasses.replace(settings, compress_threads=threads)
+
+
+def deployment_options(settings: Settings) -> dict[str, Any]:
+    """Ray Serve options: resources per replica, then a fixed replica count or autoscaling bounds.
+
+    Autoscaling is on when ``ray_max_replicas`` is set: between ``ray_min_replicas`` (default 1; 0 scales to
+    zero) and ``ray_max_replicas``, starting at ``ray_replicas``, aiming at ``ray_target_ongoing_requests``
+    requests per replica. A replica accepts its compression slots plus queue (then answers 503 like the plain
+    service), so back-pressure stays the app's.
+    """
+    if settings.ray_cpus_per_replica < 0 or settings.ray_gpus_per_replica < 0:
+        raise InvalidInputError("ray_cpus_per_replica and ray_gpus_per_replica must be >= 0")
+    options: dict[str, Any] = {
+        "name": DEPLOYMENT,
+        "ray_actor_options": {"num_cpus": settings.ray_cpus_per_replica, "num_gpus": settings.ray_gpus_per_replica},
+        "max_ongoing_requests": settings.compress_threads + settings.max_queue + HEADROOM,
+        "graceful_shutdown_timeout_s": settings.request_timeout_s,
+    }
+    if settings.ray_max_replicas is None:
+        if settings.ray_replicas < 1:
+            raise InvalidInputError(f"ray_replicas must be >= 1, got {settings.ray_replicas}")
+        options["num_replicas"] = settings.ray_replicas
+        return options
+    low = 1 if settings.ray_min_replicas is None else settings.ray_min_replicas
+    high = settings.ray_max_replicas
+    if not 0 <= low <= high or high < 1:
+        raise InvalidInputError(f"need 0 <= ray_min_replicas ({low}) <= ray_max_replicas ({high}) and max >= 1")
+    if settings.ray_target_ongoing_requests <= 0:
+        raise InvalidInputError("ray_target_ongoing_requests must be > 0")
+    options["autoscaling_config"] = {
+        "min_replicas": low,
+        "max_replicas": high,
+        "initial_replicas": min(max(settings.ray_replicas, low), high),
+        "target_ongoing_requests": settings.ray_target_ongoing_requests,
+    }
+    return options
+
+
+def build(settings: Settings) -> Application:
+    """The Serve application for ``settings`` (checked here, on the driver, before any replica starts)."""
+    promptshrink.registry.get_method(settings.method)
+    settings = replica_settings(settings)
+    return serve.deployment(PromptShrinkReplica).options(**deployment_options(settings)).bind(settings)
+
+
+def settings_from_args(args: dict[str, str]) -> Settings:
+    """``PROMPTSHRINK_*`` settings, each ``key=value`` argument overriding the setting ``key`` (as
+    ``PROMPTSHRINK_<KEY>`` would)."""
+    known = {f.name for f in dataclasses.fields(Settings)}
+    unknown = sorted(set(args) - known)
+    if unknown:
+        raise InvalidInputError(f"unknown settings: {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    return Settings.from_env({**os.environ, **{ENV_PREFIX + key.upper(): str(value) for key, value in args.items()}})
+
+
+def app(args: dict[str, str]) -> Application:
+    """Application builder for `serve run promptshrink.service.ray_app:app [key=value ...]` (e.g. ray_replicas=2)."""
+    return build(settings_from_args(args))
+
+
+def run(settings: Settings) -> None:
+    """`promptshrink serve --ray`: start Ray (or join ``ray_address``), serve at host:port until interrupted."""
+    import ray
+
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    application = build(settings)
+    ray.init(address=settings.ray_address)
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.run(application, name=DEPLOYMENT, route_prefix="/", blocking=True)
