@@ -10,7 +10,8 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PROMPTSHRINK_CACHE=/opt/promptshrink/cache \
     HF_HUB_OFFLINE=1 \
-    TRANSFORMERS_OFFLINE=1
+    TRANSFORMERS_OFFLINE=1 \
+    RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=promptshrink.service.ray_app:proxy_middlewares
 
 WORKDIR /opt/promptshrink/src
 COPY pyproject.toml README.md ./

@@ -1,14 +1,15 @@
 """Ray benchmarks: service throughput with 1 and 2 Ray Serve replicas (and the plain one-process service), and the
 Ray Data batch job's records/s against a plain Python loop over the same records.
 
-    python -m benchmarks.ray_bench [--method tfidf] [--requests 300] [--concurrency 16] \
-        [--batch tfidf:400 selective_context:40]
+    OMP_NUM_THREADS=1 python -m benchmarks.ray_bench [--method tfidf] [--requests 300] [--concurrency 16] \
+        [--batch tfidf:400 selective_context:16]
 
 Starts one local Ray instance with this machine's CPUs. Writes benchmarks/results/ray.json and ray.png and prints
 a markdown table. Serve: the load generator of `load_test.py` (same text, same request), one replica per CPU at
 most, one compression thread per replica. Batch: records are windows of tests/data/article.txt; the loop calls
 `promptshrink.batch.compress_record` (what the Ray workers call) in this process, after a warm-up call, with
-torch's default threads; each Ray worker reserves one CPU (one torch thread). Ray rows include the actors'
+$OMP_NUM_THREADS torch threads (1 as above: oversubscribed threads spin on a busy machine); each Ray worker
+reserves one CPU (one torch thread). Ray rows include the actors'
 start-up and model loading.
 """
 
@@ -99,7 +100,7 @@ def batch_rows(method: str, n: int, worker_counts: list[int], tmp: Path) -> list
             }
         )
     for row in rows:
-        row["records_per_s"] = round(row["records"] / row["wall_s"], 1)
+        row["records_per_s"] = round(row["records"] / row["wall_s"], 2)
     return rows
 
 
@@ -115,7 +116,7 @@ def plot(serve: list[dict[str, Any]], batch: list[dict[str, Any]], path: Path) -
     left.set_title(f"service, {serve[0]['method']}, {serve[0]['concurrency']} concurrent")
     right.barh([r["setup"] for r in batch], [r["records_per_s"] for r in batch], color="#dd8452")
     right.set_xscale("log")
-    right.set_xlabel("records/s, log scale (Ray rows include actor start-up)")
+    right.set_xlabel("records/s, log scale (Ray: with actor start-up)")
     right.set_title("batch job")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -126,12 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", default="tfidf")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--batch", nargs="*", default=["tfidf:400", "selective_context:40"], help="method:records")
+    parser.add_argument("--batch", nargs="*", default=["tfidf:400", "selective_context:16"], help="method:records")
     args = parser.parse_args(argv)
     import ray
 
     cpus = os.cpu_count() or 1
     counts = sorted({1, min(2, cpus)})
+    load_before = os.getloadavg()[0]
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level="warning")
     try:
         serve = serve_rows(args.method, args.requests, args.concurrency, counts)
@@ -141,16 +143,10 @@ def main(argv: list[str] | None = None) -> int:
             batch += batch_rows(method, int(n), counts, RESULTS)
     finally:
         ray.shutdown()
-    for f in RESULTS.glob("ray_bench_*.jsonl*"):
-        f.unlink()
-    load_avg = os.getloadavg()[0]
-    report = {
-        "python": platform.python_version(),
-        "cpus": cpus,
-        "load_avg_1m": load_avg,
-        "serve": serve,
-        "batch": batch,
-    }
+        for f in RESULTS.glob("ray_bench_*.jsonl*"):
+            f.unlink()
+    load = [load_before, os.getloadavg()[0]]
+    report = {"python": platform.python_version(), "cpus": cpus, "load_avg_1m": load, "serve": serve, "batch": batch}
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "ray.json").write_text(json.dumps(report, indent=2) + "\n")
     plot(serve, batch, RESULTS / "ray.png")
@@ -160,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n| batch setup | records | records/s | wall s |\n|---|---|---|---|")
     for r in batch:
         print(f"| {r['setup']} | {r['records']} | {r['records_per_s']} | {r['wall_s']} |")
-    print(f"\n{cpus} CPUs, 1-min load average {load_avg:.1f}; wrote {RESULTS / 'ray.json'} and ray.png")
+    print(f"\n{cpus} CPUs, 1-min load average {load[0]:.1f} before, {load[1]:.1f} after; wrote ray.json and ray.png")
     return 0
 
 

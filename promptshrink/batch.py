@@ -102,9 +102,10 @@ def compress_record(record: Any, spec: BatchSpec) -> dict[str, Any]:
     return out
 
 
-def read_input(path: Path) -> Iterator[tuple[int, str]]:
+def read_input(path: Path) -> Iterator[tuple[int, str | None]]:
     """(line or row number from 1, the record as a JSON string) for each JSONL line (blank lines skipped) or
-    Parquet row; a JSONL line that is not valid JSON is passed on as it is and fails as a record."""
+    Parquet row. A JSONL line that is not valid JSON is passed on as it is (it fails as a record); one that is
+    not valid UTF-8 comes as None."""
     if path.suffix.lower() == ".parquet":
         import pyarrow.parquet as pq
 
@@ -114,10 +115,14 @@ def read_input(path: Path) -> Iterator[tuple[int, str]]:
                 number += 1
                 yield number, json.dumps(row, ensure_ascii=False, default=str)
         return
-    with path.open(encoding="utf-8", errors="replace") as lines:
-        for number, line in enumerate(lines, 1):
-            if line.strip():
-                yield number, line.strip()
+    with path.open("rb") as lines:
+        for number, raw in enumerate(lines, 1):
+            if not raw.strip():
+                continue
+            try:
+                yield number, raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                yield number, None
 
 
 def record_key(number: int, line: str) -> str:
@@ -217,6 +222,10 @@ def run_batch(
     first_line: dict[str, int] = {}
     for number, line in read_input(source):
         summary.records += 1
+        if line is None:
+            message = "the line is not valid UTF-8"
+            summary.failed.append({"line": number, "key": f"line:{number}", "code": "invalid_utf8", "message": message})
+            continue
         key = record_key(number, line)
         if key in done:
             summary.skipped += 1

@@ -108,6 +108,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _serve_ray(args: argparse.Namespace) -> int:
+    if args.workers is not None:
+        raise InvalidInputError("--workers starts uvicorn processes; with --ray use --replicas")
     try:
         from .service.config import Settings
         from .service.ray_app import run

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -20,6 +21,8 @@ from typing import Any
 from fastapi import FastAPI
 from ray import serve
 from ray.serve import Application
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import promptshrink
 from promptshrink.errors import InvalidInputError
@@ -27,10 +30,68 @@ from promptshrink.model_loading import set_torch_threads
 
 from .app import create_app
 from .config import ENV_PREFIX, Settings
+from .errors import ApiError
 
+log = logging.getLogger("promptshrink.service.ray")
 DEPLOYMENT = "promptshrink"
 # Requests a replica accepts beyond its compression slots and queue: health, metrics and methods calls.
 HEADROOM = 8
+# Ray reads this variable when it starts its HTTP proxies: set it where Ray starts (done by `serve --ray`).
+PROXY_CALLBACK_VARIABLE = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
+PROXY_CALLBACK = "promptshrink.service.ray_app:proxy_middlewares"
+PROXY_ERRORS = {
+    408: ("timeout", "the request timed out in Ray Serve"),
+    500: ("replica_failed", "the replica handling this request failed; it is being replaced, retry"),
+    503: ("unavailable", "no replica can take this request now; retry"),
+}
+
+
+class ProxyErrorsAsJson:
+    """ASGI middleware for Ray's HTTP proxy: its own error answers (a bare 500 when the replica died mid-request,
+    text 408/503s) get the service's JSON error body; the app's responses pass unchanged."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = replaced = False
+
+        async def relay(message: Message) -> None:
+            nonlocal started, replaced
+            if message["type"] == "http.response.start":
+                started = True
+                headers = dict(message.get("headers", []))
+                json_body = headers.get(b"content-type", b"").startswith(b"application/json")
+                if message["status"] in PROXY_ERRORS and not json_body:
+                    replaced = True
+                    await _send_error(send, message["status"], headers.get(b"retry-after"))
+                    return
+            if not replaced:
+                await send(message)
+
+        try:
+            await self.app(scope, receive, relay)
+        except Exception:
+            log.exception("Ray Serve proxy error on %s", scope.get("path"))
+        if not started:
+            await _send_error(send, 500, None)
+
+
+async def _send_error(send: Send, status: int, retry_after: bytes | None) -> None:
+    body = json.dumps(ApiError(status, *PROXY_ERRORS[status]).body()).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if retry_after:
+        headers.append((b"retry-after", retry_after))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def proxy_middlewares() -> list[Middleware]:
+    """Ray Serve HTTP proxy callback (``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH``): JSON errors from the proxy."""
+    return [Middleware(ProxyErrorsAsJson)]
 
 
 @serve.ingress()
@@ -122,6 +183,7 @@ def run(settings: Settings) -> None:
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     application = build(settings)
+    os.environ.setdefault(PROXY_CALLBACK_VARIABLE, PROXY_CALLBACK)  # reaches the proxies of a Ray started here
     ray.init(address=settings.ray_address)
     serve.start(http_options={"host": settings.host, "port": settings.port})
     serve.run(application, name=DEPLOYMENT, route_prefix="/", blocking=True)

@@ -4,7 +4,9 @@ by record, resumes without duplicates and reports bad records. Skipped only when
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import socket
 import threading
 import time
@@ -48,6 +50,9 @@ from ray.serve import Application  # noqa: E402
 
 from promptshrink.service.ray_app import (  # noqa: E402
     DEPLOYMENT,
+    PROXY_CALLBACK,
+    PROXY_CALLBACK_VARIABLE,
+    ProxyErrorsAsJson,
     app,
     build,
     deployment_options,
@@ -63,12 +68,18 @@ QUESTION = "Which region had revenue of 105 million dollars?"
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
     """One local Ray instance for the module: 2 CPUs, no dashboard."""
+    previous = os.environ.get(PROXY_CALLBACK_VARIABLE)
+    os.environ[PROXY_CALLBACK_VARIABLE] = PROXY_CALLBACK  # as `serve --ray` does: JSON errors from Ray's proxy
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning")
     try:
         yield
     finally:
         serve.shutdown()
         ray.shutdown()
+        if previous is None:
+            os.environ.pop(PROXY_CALLBACK_VARIABLE)
+        else:
+            os.environ[PROXY_CALLBACK_VARIABLE] = previous
 
 
 def free_port() -> int:
@@ -177,6 +188,38 @@ def test_deployment_options_from_settings() -> None:
     ):
         with pytest.raises(InvalidInputError):
             deployment_options(bad)
+
+
+def test_proxy_errors_get_the_service_error_body() -> None:
+    """Ray's proxy answers a dead replica with a bare 500 and its own 503s as text; the app's answers pass."""
+
+    async def replica_died(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("actor died")
+
+    async def text(scope: Any, receive: Any, send: Any) -> None:
+        status = int(scope["path"].strip("/"))
+        headers = [(b"content-type", b"text/plain"), (b"retry-after", b"2")]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"Service Unavailable"})
+
+    async def get(app: Any, path: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=ProxyErrorsAsJson(app))
+        async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
+            return await client.get(path)
+
+    died = asyncio.run(get(replica_died, "/v1/compress"))
+    assert died.status_code == 500 and died.json()["error"]["code"] == "replica_failed"
+    busy = asyncio.run(get(text, "/503"))
+    assert busy.status_code == 503 and busy.json()["error"]["code"] == "unavailable"
+    assert busy.headers["retry-after"] == "2"
+    for status in (200, 404, 502):  # not a proxy error: unchanged
+        r = asyncio.run(get(text, f"/{status}"))
+        assert (r.status_code, r.text) == (status, "Service Unavailable")
+
+
+def test_serve_ray_refuses_uvicorn_workers(capsys: pytest.CaptureFixture) -> None:
+    assert main(["serve", "--ray", "--workers", "2"]) == 2
+    assert "use --replicas" in capsys.readouterr().err
 
 
 def test_app_builder_reads_settings_and_refuses_unknown_keys(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -311,17 +354,20 @@ def test_bad_records_are_reported_and_skipped(ray_local: None, tmp_path: Path, c
         json.dumps({"id": "g1", "text": "a duplicate id"}),
     ]
     source = write_jsonl(tmp_path / "in.jsonl", [good[0], bad[0], good[1], *bad[1:4], good[2], bad[4], good[3]])
+    with source.open("ab") as f:
+        f.write(b'{"id": "latin-1", "text": "caf\xe9"}\n')
     out = tmp_path / "out.jsonl"
     args = ["batch", str(source), str(out), "-m", "tfidf", "-r", "0.4", "-q", "q", "--cpus-per-worker", "0.5"]
     assert main([*args, "--json"]) == 1  # finished, with failed records
     summary = json.loads(capsys.readouterr().out)
-    assert summary["written"] == 4 and summary["records"] == 9
+    assert summary["written"] == 4 and summary["records"] == 10
     assert [(f["line"], f["code"]) for f in summary["failed"]] == [
         (2, "invalid_json"),
         (4, "invalid_input"),
         (5, "invalid_input"),
         (6, "invalid_input"),
         (8, "duplicate_id"),
+        (10, "invalid_utf8"),
     ]
     assert "text must be a string" in summary["failed"][2]["message"]
     assert sorted(w["id"] for w in read_out(out)) == ["g0", "g1", "g2", "g3"]
@@ -383,7 +429,7 @@ def test_replica_killed_mid_load_is_replaced(server: str) -> None:
     assert killed_at, "the replica was not killed during the load"
     failed = [(status, text) for rate, status, text, _ in results if status != 200]
     assert len(failed) <= CLIENTS, failed  # at most the requests in flight when the replica died
-    assert all(status >= 500 and text for status, text in failed)
+    assert all(status == 500 and json.loads(text)["error"]["code"] == "replica_failed" for status, text in failed)
     ok = [(rate, json.loads(text)["text"]) for rate, status, text, _ in results if status == 200]
     assert all(text == want[rate] for rate, text in ok)
     assert any(status == 200 and at > killed_at for _, status, _, at in results)
