@@ -21,10 +21,25 @@ class BudgetError(InvalidInputError):
     code = "budget_unsatisfiable"
 
 
+class CompressionTimeoutError(PromptShrinkError, TimeoutError):
+    """The compression passed its deadline (``timeout_s``) and stopped between windows or stages."""
+
+    code = "timeout"
+
+
 class UnknownMethodError(PromptShrinkError, KeyError):
     """No compressor is registered under the requested name."""
 
     code = "unknown_method"
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class UnknownPressError(PromptShrinkError, KeyError):
+    """No KV-cache press is registered under the requested name."""
+
+    code = "unknown_press"
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])

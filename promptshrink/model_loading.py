@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import json
 import os
 import shutil
 import tempfile
 import threading
-from dataclasses import dataclass
-from functools import lru_cache
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache, wraps
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import ModelUnavailableError
 from .paths import models_dir
@@ -26,7 +28,12 @@ from .paths import models_dir
 DEFAULT_LM = "default-lm"
 LARGE_LM = "large-lm"
 DEFAULT_EMBEDDER = "embedder"
+# A dequantised GGUF cache records its files' sha256 here when it is built; every process checks them before use.
+FILES_RECORD = "promptshrink-files.json"
+CACHE_FORMAT = "v2"  # v2: caches carry FILES_RECORD (older cache folders are left alone and rebuilt once)
 _LOAD_LOCK = threading.RLock()
+T = TypeVar("T")
+_VERIFIED: set[tuple[Path, frozenset[tuple[str, str]]]] = set()
 
 
 @dataclass(frozen=True)
@@ -34,7 +41,8 @@ class ModelSpec:
     """One manifest entry: which packages bundle the weights, and where the file(s) sit inside them.
 
     ``format`` is ``hf`` (a transformers directory) or ``gguf`` (a GGUF file, possibly split over several
-    packages); a GGUF model is dequantised once and cached as a transformers directory.
+    packages); a GGUF model is dequantised once and cached as a transformers directory. ``sha256`` pins the GGUF
+    file, ``files`` the sha256 of each file of an ``hf`` directory; both are checked before anything is loaded.
     """
 
     alias: str
@@ -46,6 +54,8 @@ class ModelSpec:
     sha256: str = ""
     license: str = ""
     parameters: str = ""
+    files: dict[str, str] = field(default_factory=dict)
+    provenance: str = ""
 
     @classmethod
     def from_json(cls, alias: str, entry: dict[str, Any]) -> ModelSpec:
@@ -73,13 +83,23 @@ class ModelSpec:
         return paths
 
     def locate(self) -> Path:
-        """A transformers-loadable directory (for GGUF: the dequantised cache, built on first use)."""
+        """A transformers-loadable directory, its files checked against their sha256 (once per process).
+
+        For GGUF: the dequantised cache, built on first use from the checked GGUF, which records its own files'
+        sha256 then; a cache that no longer matches them is refused.
+        """
         paths = self.part_paths()
         if self.format == "hf":
+            if not self.files:
+                raise ModelUnavailableError(f"{self.alias}: the manifest pins no file hashes; refusing to load it")
+            verify_files(paths[0], self.files, f"reinstall: {self.install_hint()}")
             return paths[0]
-        target = cache_dir() / f"{self.alias}-{self.sha256[:12]}"
-        if not (target / "config.json").is_file():
-            _materialise_gguf(self, paths, target)
+        target = cache_dir() / f"{self.alias}-{self.sha256[:12]}-{CACHE_FORMAT}"
+        with _LOAD_LOCK:
+            if not (target / FILES_RECORD).is_file():
+                _materialise_gguf(self, paths, target)
+        recorded = json.loads((target / FILES_RECORD).read_text())["files"]
+        verify_files(target, recorded, f"delete {target} and it is rebuilt from the checked GGUF")
         return target
 
 
@@ -93,6 +113,31 @@ def _sha256(path: Path) -> str:
         while block := f.read(1 << 24):
             digest.update(block)
     return digest.hexdigest()
+
+
+def verify_files(folder: Path, expected: dict[str, str], remedy: str) -> None:
+    """Check that each of ``expected`` (relative path -> sha256) in ``folder`` matches, and that ``folder`` holds
+    no weight file beyond them; raises `ModelUnavailableError` naming the remedy. Checked once per process."""
+    key = (folder.resolve(), frozenset(expected.items()))
+    if key in _VERIFIED:
+        return
+    unlisted = sorted(p.name for p in folder.rglob("*.safetensors") if p.relative_to(folder).as_posix() not in expected)
+    if unlisted:
+        raise ModelUnavailableError(
+            f"{folder} holds weights its hash list does not pin ({', '.join(unlisted)}); {remedy}"
+        )
+    for name, digest in sorted(expected.items()):
+        path = folder / name
+        if not path.is_file():
+            raise ModelUnavailableError(f"{path} is missing; {remedy}")
+        if _sha256(path) != digest:
+            raise ModelUnavailableError(f"{path} does not match its sha256 (corrupt or altered); {remedy}")
+    _VERIFIED.add(key)
+
+
+def _record_files(folder: Path) -> None:
+    files = {p.relative_to(folder).as_posix(): _sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+    (folder / FILES_RECORD).write_text(json.dumps({"files": files}, indent=1) + "\n")
 
 
 def _materialise_gguf(spec: ModelSpec, parts: list[Path], target: Path) -> None:
@@ -119,10 +164,11 @@ def _materialise_gguf(spec: ModelSpec, parts: list[Path], target: Path) -> None:
         staging = Path(work) / "hf"
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        _record_files(staging)
         try:
             os.replace(staging, target)
         except OSError:  # another process finished first
-            if not (target / "config.json").is_file():
+            if not (target / FILES_RECORD).is_file():
                 raise
 
 
@@ -185,11 +231,31 @@ def _offline() -> bool:
     )
 
 
-@lru_cache(maxsize=8)
+def _load_once(load: Callable[..., T]) -> Callable[..., T]:
+    """Cache ``load`` per arguments so each model is loaded once per process: concurrent first callers wait
+    for the one that loads (`functools.lru_cache` would let every one of them load its own copy)."""
+    done: dict[tuple[Any, ...], T] = {}
+    signature = inspect.signature(load)
+
+    @wraps(load)
+    def once(*args: Any, **kwargs: Any) -> T:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        key = bound.args
+        if key in done:
+            return done[key]
+        with _LOAD_LOCK:
+            if key not in done:
+                done[key] = load(*key)
+            return done[key]
+
+    return once
+
+
+@_load_once
 def load_tokenizer(name: str = DEFAULT_LM) -> Any:
     _, transformers = lm_stack()
-    with _LOAD_LOCK:
-        return _from_pretrained(transformers.AutoTokenizer, name)
+    return _from_pretrained(transformers.AutoTokenizer, name)
 
 
 def set_torch_threads(concurrent_jobs: int = 1) -> int:
@@ -233,27 +299,25 @@ def _cpu_has_fast_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-@lru_cache(maxsize=4)
+@_load_once
 def load_causal_lm(name: str = DEFAULT_LM, device: str = "cpu", attention: str = "sdpa") -> tuple[Any, Any]:
     """(model, tokenizer) in eval mode. Use ``attention="eager"`` when a method reads attention weights."""
     _, transformers = lm_stack()
-    with _LOAD_LOCK:
-        tokenizer = load_tokenizer(name)
-        model = _from_pretrained(
-            transformers.AutoModelForCausalLM, name, attn_implementation=attention, dtype=default_dtype(device)
-        )
-        model.eval().to(device)
-        return model, tokenizer
+    tokenizer = load_tokenizer(name)
+    model = _from_pretrained(
+        transformers.AutoModelForCausalLM, name, attn_implementation=attention, dtype=default_dtype(device)
+    )
+    model.eval().to(device)
+    return model, tokenizer
 
 
-@lru_cache(maxsize=2)
+@_load_once
 def load_encoder(name: str = DEFAULT_EMBEDDER, device: str = "cpu") -> tuple[Any, Any]:
     _, transformers = lm_stack()
-    with _LOAD_LOCK:
-        tokenizer = load_tokenizer(name)
-        model = _from_pretrained(transformers.AutoModel, name)
-        model.eval().to(device)
-        return model, tokenizer
+    tokenizer = load_tokenizer(name)
+    model = _from_pretrained(transformers.AutoModel, name)
+    model.eval().to(device)
+    return model, tokenizer
 
 
 def model_key(name: str) -> str:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import importlib
-import inspect
 import pkgutil
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import UnknownMethodError
+from .params import describe_parameters
 
 if TYPE_CHECKING:
     from .methods.base import Compressor
@@ -18,7 +18,9 @@ C = TypeVar("C", bound="type[Compressor]")
 
 
 def register(cls: C) -> C:
-    """Class decorator: make a compressor available under ``cls.name``."""
+    """Class decorator (above ``@dataclass``): make a compressor available under ``cls.name``."""
+    if "__dataclass_fields__" not in cls.__dict__:
+        raise TypeError(f"{cls.__name__} must be a @dataclass (put @register above @dataclass)")
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ValueError(f"two compressors claim the name {cls.name!r}")
     _REGISTRY[cls.name] = cls
@@ -49,24 +51,15 @@ def method_names() -> list[str]:
 
 
 def describe_methods() -> list[dict[str, Any]]:
-    """Name, summary, kind and constructor parameters (name, type, default) of every method."""
+    """Name, summary, kind and parameters (name, type, default, description) of every method."""
     _discover()
-    out = []
-    for name in sorted(_REGISTRY):
-        cls = _REGISTRY[name]
-        params = []
-        for p in list(inspect.signature(cls.__init__).parameters.values())[1:]:
-            if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
-                continue
-            default = None if p.default is inspect.Parameter.empty else p.default
-            params.append({"name": p.name, "type": str(p.annotation), "default": default})
-        out.append(
-            {
-                "name": name,
-                "summary": cls.summary,
-                "extractive": cls.extractive,
-                "uses_question": cls.uses_question,
-                "parameters": params,
-            }
-        )
-    return out
+    return [
+        {
+            "name": name,
+            "summary": cls.summary,
+            "extractive": cls.extractive,
+            "uses_question": cls.uses_question,
+            "parameters": describe_parameters(cls),
+        }
+        for name, cls in sorted(_REGISTRY.items())
+    ]

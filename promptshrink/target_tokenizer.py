@@ -7,7 +7,7 @@ import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Protocol
 
 from .errors import ModelUnavailableError, UnknownTokenizerError
@@ -81,16 +81,35 @@ def _bundled_ranks(file_name: str, expected_sha256: str) -> dict[bytes, int]:
     return load_tiktoken_bpe(str(path), expected_hash=expected_sha256)
 
 
+@lru_cache(maxsize=1)
+def _bundled_manifest() -> dict[str, dict[str, str]]:
+    return json.loads((models_dir() / "tiktoken" / "manifest.json").read_text())["encodings"]
+
+
+def bundled_encoding_name(name: str) -> str | None:
+    """The bundled tiktoken encoding that ``name`` (an encoding or an OpenAI model name) uses, else None.
+
+    Pure name mapping: nothing is loaded, so it is safe on an event loop and never touches the network.
+    """
+    from tiktoken.model import MODEL_PREFIX_TO_ENCODING, MODEL_TO_ENCODING
+
+    name = name.strip()
+    encoding_name = MODEL_TO_ENCODING.get(name)
+    if encoding_name is None:
+        encoding_name = next((enc for p, enc in MODEL_PREFIX_TO_ENCODING.items() if name.startswith(p)), name)
+    return encoding_name if encoding_name in _bundled_manifest() else None
+
+
+@cache  # one Encoding per bundled encoding, shared by every model name that maps to it
 def _bundled_encoding(name: str) -> object | None:
     """Build a tiktoken Encoding from the files shipped in models/tiktoken (see its manifest)."""
     import tiktoken
     from tiktoken_ext import openai_public
 
-    manifest = json.loads((models_dir() / "tiktoken" / "manifest.json").read_text())
-    entry = manifest["encodings"].get(name)
+    entry = _bundled_manifest().get(name)
     if entry is None:
         return None
-    constructor = openai_public.ENCODING_CONSTRUCTORS[name]
+    constructor = openai_public.ENCODING_CONSTRUCTORS[entry.get("constructor", name)]
     # tiktoken's constructors fetch their rank file by URL; hand them the verified local file instead.
     with _LOCK:
         original = openai_public.load_tiktoken_bpe
@@ -106,8 +125,9 @@ def _bundled_encoding(name: str) -> object | None:
 def get_tokenizer(name: str = DEFAULT_TOKENIZER) -> TargetTokenizer:
     """Resolve a target tokenizer.
 
-    Accepts a tiktoken encoding name (``cl100k_base``, ``o200k_base``), an OpenAI model name (``gpt-4o``),
-    or ``hf:<model id or local path>`` for a Hugging Face tokenizer.
+    Accepts a tiktoken encoding name (all of tiktoken's encodings ship in ``models/tiktoken``, checked by
+    sha256), an OpenAI model name (``gpt-4o``, ``text-davinci-003``), or ``hf:<model id or local path>`` for a
+    Hugging Face tokenizer. tiktoken encodings never touch the network.
     """
     if not isinstance(name, str) or not name.strip():
         raise UnknownTokenizerError("tokenizer must be a non-empty string such as 'cl100k_base'")
@@ -116,24 +136,10 @@ def get_tokenizer(name: str = DEFAULT_TOKENIZER) -> TargetTokenizer:
         from .model_loading import load_tokenizer
 
         return HFTokenizer(name, load_tokenizer(name[3:]))
-    import tiktoken
-    from tiktoken.model import MODEL_PREFIX_TO_ENCODING, MODEL_TO_ENCODING
-
-    encoding_name = MODEL_TO_ENCODING.get(name)
+    encoding_name = bundled_encoding_name(name)
     if encoding_name is None:
-        encoding_name = next((enc for p, enc in MODEL_PREFIX_TO_ENCODING.items() if name.startswith(p)), name)
-    encoding = _bundled_encoding(encoding_name)
-    if encoding is None:
-        if encoding_name not in tiktoken.list_encoding_names():
-            raise UnknownTokenizerError(
-                f"unknown tokenizer {name!r}: use one of {sorted(tiktoken.list_encoding_names())}, "
-                "an OpenAI model name, or 'hf:<model id or path>'"
-            )
-        try:  # an encoding we do not bundle: tiktoken's own (online or cached) loader
-            encoding = tiktoken.get_encoding(encoding_name)
-        except Exception as exc:
-            raise ModelUnavailableError(
-                f"tiktoken encoding {encoding_name!r} is not bundled and could not be fetched ({exc}); "
-                "bundled offline: cl100k_base, o200k_base"
-            ) from exc
-    return TiktokenTokenizer(name, encoding)
+        raise UnknownTokenizerError(
+            f"unknown tokenizer {name!r}: use one of {sorted(_bundled_manifest())}, an OpenAI model name, "
+            "or 'hf:<model id or path>'"
+        )
+    return TiktokenTokenizer(name, _bundled_encoding(encoding_name))

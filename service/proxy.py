@@ -3,24 +3,34 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import Annotated, Any
 
 import httpx
+from fastapi.responses import Response, StreamingResponse
 from pydantic import ConfigDict, Field, ValidationError
 
 import promptshrink
-from promptshrink.errors import PromptShrinkError
+from promptshrink.errors import InvalidInputError
+from promptshrink.question_split import QuestionSplit, split_trailing_question
+from promptshrink.target_tokenizer import DEFAULT_TOKENIZER, bundled_encoding_name
 
 from .config import Settings
 from .errors import ApiError, busy
 from .limits import Slots
+from .metrics import Metrics
 from .schemas import CompressOptions
 
+log = logging.getLogger("promptshrink.service")
 POLICY_FIELD = "promptshrink"
 HEADER_PREFIX = "x-promptshrink-"
 FORWARDED_HEADERS = ("openai-organization", "openai-project", "openai-beta", "accept")
-RETRYABLE_UPSTREAM = {408, 409, 429}
+# Upstream response headers SDKs act on (retries, rate limits, support ids); nothing else, never Set-Cookie.
+RELAYED_HEADERS = ("retry-after", "retry-after-ms", "x-request-id", "x-should-retry", "openai-processing-ms")
+RELAYED_PREFIXES = ("x-ratelimit-",)
+RETRY = {"x-should-retry": "true"}
 
 
 class ProxyPolicy(CompressOptions):
@@ -32,6 +42,14 @@ class ProxyPolicy(CompressOptions):
     roles: list[str] = Field(default_factory=lambda: ["user", "assistant", "tool"])
     skip_last_user: bool = True
     min_tokens: int = Field(32, ge=0)
+    split_question: bool = Field(
+        True,
+        description="keep a trailing question/instruction of the prompt (completions) or of the final user "
+        "message (chat) verbatim and compress the context before it for that question",
+    )
+    question_markers: list[Annotated[str, Field(max_length=64)]] | None = Field(
+        None, max_length=32, description="what opens that tail; default: the server's"
+    )
 
 
 def policy_from(body: dict[str, Any], headers: Mapping[str, str], settings: Settings) -> ProxyPolicy:
@@ -59,44 +77,46 @@ def policy_from(body: dict[str, Any], headers: Mapping[str, str], settings: Sett
         policy.enabled = settings.proxy_compress
     if policy.tokenizer is None:
         policy.tokenizer = _tokenizer_for(body.get("model"))
+    if policy.question_markers is None:
+        policy.question_markers = list(settings.proxy_question_markers)
     return policy
 
 
 def _tokenizer_for(model: Any) -> str:
-    if isinstance(model, str) and model:
-        try:
-            promptshrink.get_tokenizer(model)
-            return model
-        except PromptShrinkError:
-            pass
-    return "cl100k_base"
+    """The bundled tiktoken encoding of the request's model (``gpt-4o`` -> ``o200k_base``), else cl100k_base.
+
+    A name lookup only: the model field never loads a tokenizer (no ``hf:``, no paths, no network).
+    """
+    encoding = bundled_encoding_name(model) if isinstance(model, str) and not model.startswith("hf:") else None
+    return encoding or DEFAULT_TOKENIZER
+
+
+def check_upstream_key(settings: Settings) -> None:
+    """Refuse a server upstream key that anonymous callers could spend, unless explicitly allowed (then warn)."""
+    if not settings.upstream_api_key or settings.api_keys:
+        return
+    if not settings.allow_anonymous_upstream_key:
+        raise InvalidInputError(
+            "PROMPTSHRINK_UPSTREAM_API_KEY is set but PROMPTSHRINK_API_KEYS is not, so anyone who can reach the "
+            "service could spend the upstream key: set service keys, or PROMPTSHRINK_ALLOW_ANONYMOUS_UPSTREAM_KEY=1 "
+            "to allow it knowingly"
+        )
+    log.warning("the server's upstream key is used for unauthenticated callers (ALLOW_ANONYMOUS_UPSTREAM_KEY)")
+
+
+def _split(text: str, policy: ProxyPolicy) -> QuestionSplit | None:
+    return split_trailing_question(text, policy.question_markers or ()) if policy.split_question else None
 
 
 def compress_body(
     path: str, body: dict[str, Any], policy: ProxyPolicy, method: str, options: dict[str, Any]
 ) -> tuple[int, int]:
     """Compress the messages (chat) or prompt (completions) of ``body`` in place; returns (tokens in, tokens out)."""
-    common = {
-        "rate": policy.rate,
-        "target_tokens": policy.target_tokens,
-        "tokenizer": policy.tokenizer,
-        "keep": policy.keep,
-    }
+    common = {"rate": policy.rate, "tokenizer": policy.tokenizer, "keep": policy.keep}
     if path == "chat/completions":
         if not isinstance(body.get("messages"), list):
             raise ApiError(422, "invalid_input", "'messages' must be a list of chat messages")
-        result = promptshrink.compress_messages(
-            body["messages"],
-            method,
-            roles=tuple(policy.roles),
-            skip_last_user=policy.skip_last_user,
-            question=policy.question,
-            min_tokens=policy.min_tokens,
-            **common,
-            **options,
-        )
-        body["messages"] = result.messages
-        return result.original_tokens, result.compressed_tokens
+        return _compress_chat(body, policy, method, {**common, "target_tokens": policy.target_tokens, **options})
     prompt = body.get("prompt")
     prompts = [prompt] if isinstance(prompt, str) else prompt if isinstance(prompt, list) else None
     if prompts is None:
@@ -107,38 +127,94 @@ def compress_body(
         if not isinstance(p, str) or not p.strip():  # token arrays and empty prompts go through as they are
             out.append(p)
             continue
-        r = promptshrink.compress(p, method, question=policy.question, **common, **options)
-        before, after = before + r.original_tokens, after + r.compressed_tokens
-        out.append(r.text)
+        split = _split(p, policy)
+        if split is None:
+            r = promptshrink.compress(
+                p, method, question=policy.question, target_tokens=policy.target_tokens, **common, **options
+            )
+            before, after = before + r.original_tokens, after + r.compressed_tokens
+            out.append(r.text)
+            continue
+        tail_tokens = promptshrink.get_tokenizer(policy.tokenizer or DEFAULT_TOKENIZER).count(split.tail)
+        target = policy.target_tokens
+        if target is not None and target - tail_tokens < 1:
+            message = f"the question at the end of the prompt alone needs {tail_tokens} tokens; budget {target}"
+            raise ApiError(422, "budget_unsatisfiable", message)
+        r = promptshrink.compress(
+            split.context,
+            method,
+            question=policy.question or split.question,
+            target_tokens=None if target is None else target - tail_tokens,
+            **common,
+            **options,
+        )
+        before, after = before + r.original_tokens + tail_tokens, after + r.compressed_tokens + tail_tokens
+        out.append(r.text + split.tail)
     body["prompt"] = out[0] if isinstance(prompt, str) else out
     return before, after
 
 
-class Upstream:
-    """The shared HTTP client for the upstream API."""
+def _compress_chat(body: dict[str, Any], policy: ProxyPolicy, method: str, kwargs: dict[str, Any]) -> tuple[int, int]:
+    """Compress the chat messages; a final user message holding context + question is split first.
 
-    def __init__(self, settings: Settings) -> None:
+    The split puts the context and the tail in two user messages for the library (so the tail is the query it
+    leaves alone and scores against) and joins them again afterwards.
+    """
+    messages: list[Any] = body["messages"]
+    users = [i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"]
+    split, at = None, users[-1] if users else None
+    if at is not None and policy.skip_last_user and isinstance(messages[at].get("content"), str):
+        split = _split(messages[at]["content"], policy)
+    if split is not None:
+        context = {**messages[at], "content": split.context}
+        messages = [*messages[:at], context, {"role": "user", "content": split.tail}, *messages[at + 1 :]]
+    result = promptshrink.compress_messages(
+        messages,
+        method,
+        roles=tuple(policy.roles),
+        skip_last_user=policy.skip_last_user,
+        question=policy.question,
+        min_tokens=policy.min_tokens,
+        **kwargs,
+    )
+    out = result.messages
+    if split is not None:
+        joined = {**out[at], "content": out[at]["content"] + split.tail}
+        out = [*out[:at], joined, *out[at + 2 :]]
+    body["messages"] = out
+    return result.original_tokens, result.compressed_tokens
+
+
+class Upstream:
+    """The shared HTTP client for the upstream API.
+
+    It keeps no cookies (an upstream ``Set-Cookie`` must never reach another caller's request) and relays only
+    the response headers in ``RELAYED_HEADERS``.
+    """
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.base_url = (settings.upstream_base_url or "").rstrip("/")
-        self.api_key = settings.upstream_api_key
         self.slots = Slots(settings.max_upstream)
         self.retry_after = settings.retry_after_s
+        self.metrics = metrics
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.upstream_timeout_s),
             limits=httpx.Limits(max_connections=settings.max_upstream, max_keepalive_connections=32),
+            cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])),  # stores and sends nothing
         )
 
-    def headers(self, incoming: Mapping[str, str], caller_key: str | None) -> dict[str, str]:
-        """Caller's upstream key if it sent one (not the service key), else the server's."""
+    @staticmethod
+    def headers(incoming: Mapping[str, str], upstream_key: str | None) -> dict[str, str]:
+        """The caller's safe headers plus ``upstream_key`` (decided by the authentication step) as bearer."""
         out = {k: v for k in FORWARDED_HEADERS if (v := incoming.get(k)) is not None}
         out["content-type"] = "application/json"
         out["accept-encoding"] = "identity"
-        key = caller_key or self.api_key
-        if key:
-            out["authorization"] = f"Bearer {key}"
+        if upstream_key:
+            out["authorization"] = f"Bearer {upstream_key}"
         return out
 
     async def open(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
-        """Send the request and return the (streaming) response; upstream failures become 502/504."""
+        """Send the request and return the (streaming) response; unreachable or slow upstreams become 502/504."""
         if not self.base_url:
             message = "no upstream configured: set PROMPTSHRINK_UPSTREAM_BASE_URL"
             raise ApiError(503, "upstream_not_configured", message, headers={"x-should-retry": "false"})
@@ -150,31 +226,60 @@ class Upstream:
         except BaseException:
             self.slots.give()
             raise
-        if response.status_code >= 400:
-            try:
-                raw = await response.aread()
-            except httpx.HTTPError:
-                raw = b""
-            finally:
-                await self.close(response)
-            raise upstream_failure(response.status_code, raw, response.headers)
+        self.metrics.upstream.labels(str(response.status_code)).inc()
         return response
+
+    async def respond(self, response: httpx.Response, stream: bool, headers: dict[str, str]) -> Response:
+        """The upstream's answer for the caller: its status, body and SDK-relevant headers, plus ``headers``.
+
+        Error statuses are relayed as they are (an SDK raises the same exception as when calling the upstream
+        directly); a successful stream is relayed chunk by chunk.
+        """
+        out = {**relayed_headers(response.headers), **headers}
+        media_type = response.headers.get("content-type", "application/json")
+        if stream and response.status_code < 400:
+            return StreamingResponse(self.relay(response), response.status_code, out, media_type)
+        return Response(await self.read(response), response.status_code, out, media_type)
 
     async def read(self, response: httpx.Response) -> bytes:
         try:
             return await response.aread()
         except httpx.TimeoutException as exc:
-            raise ApiError(504, "upstream_timeout", "upstream did not finish its answer in time") from exc
+            message = "upstream did not finish its answer in time"
+            raise ApiError(504, "upstream_timeout", message, headers=RETRY) from exc
         except httpx.HTTPError as exc:
-            raise ApiError(502, "upstream_unreachable", f"upstream answer broke off: {type(exc).__name__}") from exc
+            message = f"upstream answer broke off: {type(exc).__name__}"
+            raise ApiError(502, "upstream_unreachable", message, headers=RETRY) from exc
         finally:
             await self.close(response)
 
     async def relay(self, response: httpx.Response) -> AsyncIterator[bytes]:
-        """The upstream body as it arrives, byte for byte."""
+        """The upstream body as it arrives, unchanged; server-sent events are passed on whole.
+
+        If the upstream breaks off mid-stream, the incomplete event is dropped and the caller gets a final SSE
+        error event (the ``openai`` SDK raises it as ``APIError``) and a cleanly ended response; the break is
+        logged once and counted in ``/metrics``.
+        """
+        sse = response.headers.get("content-type", "").startswith("text/event-stream")
+        pending = b""
         try:
             async for chunk in response.aiter_raw():
-                yield chunk
+                if not sse:
+                    yield chunk
+                    continue
+                pending += chunk
+                cut = _event_end(pending)
+                if cut:
+                    yield pending[:cut]
+                    pending = pending[cut:]
+            if pending:
+                yield pending
+        except httpx.HTTPError as exc:
+            self.metrics.errors.labels("upstream_stream_broken").inc()
+            log.warning("upstream stream broke off: %s: %s", type(exc).__name__, exc)
+            if sse:
+                error = {"code": "upstream_stream_broken", "message": "the upstream stream broke off"}
+                yield f"data: {json.dumps({'error': error})}\n\n".encode()
         finally:
             await self.close(response)
 
@@ -186,35 +291,22 @@ class Upstream:
         try:
             return await self.client.send(request, stream=True)
         except httpx.TimeoutException as exc:
-            raise ApiError(504, "upstream_timeout", f"upstream did not answer in time ({type(exc).__name__})") from exc
+            message = f"upstream did not answer in time ({type(exc).__name__})"
+            raise ApiError(504, "upstream_timeout", message, headers=RETRY) from exc
         except httpx.HTTPError as exc:
-            raise ApiError(502, "upstream_unreachable", f"cannot reach upstream: {type(exc).__name__}: {exc}") from exc
+            message = f"cannot reach upstream: {type(exc).__name__}: {exc}"
+            raise ApiError(502, "upstream_unreachable", message, headers=RETRY) from exc
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
 
-def upstream_failure(status: int, raw: bytes, headers: Mapping[str, str]) -> ApiError:
-    """502 carrying the upstream's status and message; retryable upstream statuses keep their Retry-After."""
-    try:
-        parsed: Any = json.loads(raw)
-    except ValueError:
-        parsed = raw.decode("utf-8", "replace")[:1000]
-    message = parsed
-    if isinstance(parsed, dict):
-        inner = parsed.get("error", parsed)
-        message = inner.get("message", inner) if isinstance(inner, dict) else inner
-        message = message if isinstance(message, str) else parsed.get("detail", json.dumps(parsed)[:1000])
-    out_headers = {"x-upstream-status": str(status)}
-    retryable = status >= 500 or status in RETRYABLE_UPSTREAM
-    out_headers["x-should-retry"] = "true" if retryable else "false"
-    if retryable and "retry-after" in headers:
-        out_headers["Retry-After"] = headers["retry-after"]
-    return ApiError(
-        502,
-        "upstream_error",
-        f"upstream returned {status}: {message}",
-        headers=out_headers,
-        upstream_status=status,
-        upstream_error=parsed,
-    )
+def _event_end(buffer: bytes) -> int:
+    """Length of the prefix of ``buffer`` that holds complete server-sent events (0 if none)."""
+    ends = [i + len(sep) for sep in (b"\n\n", b"\r\n\r\n") if (i := buffer.rfind(sep)) >= 0]
+    return max(ends, default=0)
+
+
+def relayed_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The upstream response headers an SDK needs: retry hints, rate limits, the request id."""
+    return {k: v for k, v in headers.items() if k.lower() in RELAYED_HEADERS or k.lower().startswith(RELAYED_PREFIXES)}

@@ -103,13 +103,16 @@ class PromptShrinkReplica:
 
     async def __serve_build_asgi_app__(self) -> FastAPI:
         """Build the app on the replica; with warm-up on, load the models first (Ray routes only to started ones)."""
-        app = create_app(dataclasses.replace(self.settings, warmup=False))
-        if self.settings.warmup:
+        settings = self.settings
+        app = create_app(dataclasses.replace(settings, warmup=False))
+        if settings.warmup:  # the app's own warm-up, run here instead of in the background
             state = app.state.ps
-            set_torch_threads(self.settings.compress_threads)
-            await asyncio.to_thread(state.warm_up)
+            methods = sorted(settings.allowed_methods, key=lambda m: (m != settings.method, m))
+            state.loaded = {m: asyncio.Event() for m in methods}
+            set_torch_threads(settings.compress_threads)
+            await state.warm_up()
             if state.ready_error:
-                raise RuntimeError(f"warm-up of {self.settings.method} failed: {state.ready_error}")
+                raise RuntimeError(f"warm-up failed: {state.ready_error}")
         return app
 
 

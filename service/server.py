@@ -9,6 +9,7 @@ import uvicorn
 
 from .app import create_app
 from .config import Settings
+from .proxy import check_upstream_key
 
 
 def app_from_env() -> object:
@@ -29,8 +30,9 @@ def run(
     level = settings.log_level.lower()
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if settings.workers > 1:
+        check_upstream_key(settings)  # refuse here, not in every worker (create_app checks in-process)
         uvicorn.run(
-            "service.server:app_from_env",
+            "promptshrink.service.server:app_from_env",
             factory=True,
             host=settings.host,
             port=settings.port,

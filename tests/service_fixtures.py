@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -60,8 +62,18 @@ class Upstream:
         return self.calls[-1]
 
 
+# What a real upstream sends with an error and an SDK acts on (a local server cannot produce a 429 with these).
+ERROR_HEADERS = {
+    "retry-after": "7",
+    "x-request-id": "req-stub-1",
+    "x-ratelimit-remaining-requests": "0",
+    "x-ratelimit-reset-requests": "7s",
+}
+
+
 def upstream_app(record: list[dict[str, Any]]) -> FastAPI:
-    """Behaviour by model name: fail-<status> answers that status, slow sleeps 1.5 s, anything else answers."""
+    """Behaviour by model name: fail-<status> answers that status (with ERROR_HEADERS), slow sleeps 1.5 s,
+    cookie sets a session cookie, drop breaks a stream off after two events, anything else answers."""
     app = FastAPI()
 
     async def answer(request: Request, kind: str) -> Response:
@@ -71,13 +83,16 @@ def upstream_app(record: list[dict[str, Any]]) -> FastAPI:
         if model.startswith("fail-"):
             status = int(model[5:])
             error = {"message": f"stub failure {status}", "type": "invalid_request_error", "code": "stub"}
-            return JSONResponse({"error": error}, status)
+            return JSONResponse({"error": error}, status, headers=ERROR_HEADERS)
         if model == "slow":
             await asyncio.sleep(1.5)
         if body.get("stream"):
 
             async def events() -> Any:
-                for chunk in sse_chunks(model):
+                for i, chunk in enumerate(sse_chunks(model)):
+                    if model == "drop" and i == 2:
+                        yield chunk[:10]  # half an event, then the connection dies
+                        raise ConnectionResetError("stub upstream dropped the stream")
                     yield chunk
 
             return StreamingResponse(events(), media_type="text/event-stream")
@@ -88,9 +103,12 @@ def upstream_app(record: list[dict[str, Any]]) -> FastAPI:
             choice = {"index": 0, "text": "stub answer", "finish_reason": "stop", "logprobs": None}
             obj = "text_completion"
         usage = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
-        return JSONResponse(
+        response = JSONResponse(
             {"id": "stub-1", "object": obj, "created": 1, "model": model, "choices": [choice], "usage": usage}
         )
+        if model == "cookie":
+            response.set_cookie("session", f"secret-of-{request.headers.get('authorization', 'nobody')}")
+        return response
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
@@ -129,6 +147,18 @@ class ServerThread:
         self.sock.close()
 
 
+def announced_url(proc: subprocess.Popen[str], log: list[str]) -> str:
+    """The URL a `promptshrink serve --port 0` process prints once it has bound a port (so no free-port race);
+    the lines read on the way (stdout with stderr merged) are appended to ``log``."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        log.append(line)
+        found = re.search(r"Uvicorn running on (http://\S+)", line)
+        if found:
+            return found.group(1)
+    raise RuntimeError("the server exited before listening:\n" + "".join(log))
+
+
 def wait_ready(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -162,7 +192,6 @@ def base_settings(upstream: Upstream, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "method": "keep_first",
         "upstream_base_url": upstream.url,
-        "upstream_api_key": UPSTREAM_KEY,
         "upstream_timeout_s": 1.0,
         "max_body_bytes": 256 * 1024,
         "allowed_options": frozenset({"unit"}),
@@ -181,5 +210,5 @@ def server(upstream: Upstream) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def auth_server(upstream: Upstream) -> Iterator[str]:
-    """A server that requires the API key ``service-key``."""
-    yield from serve(base_settings(upstream, api_keys=frozenset({"service-key"})))
+    """A server that requires the API key ``service-key`` and holds an upstream key."""
+    yield from serve(base_settings(upstream, api_keys=frozenset({"service-key"}), upstream_api_key=UPSTREAM_KEY))

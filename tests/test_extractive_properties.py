@@ -1,4 +1,7 @@
-"""Properties every extractive method must have, checked on the model-free methods with hypothesis."""
+"""Properties every extractive method must have, fuzzed with hypothesis on the model-free methods.
+
+The same contract on one real text, for every registered method, is in ``test_contract.py``.
+"""
 
 from __future__ import annotations
 
@@ -104,15 +107,9 @@ def test_forced_strings_survive(text, method):
     assert must in r.text
 
 
-@pytest.mark.parametrize("method", FAST_METHODS)
-def test_rate_one_returns_input_unchanged(method, article):
-    assert ps.compress(article, method, rate=1.0).text == article
-
-
-def test_same_seed_same_output_other_seed_differs(article):
-    a = ps.compress(article, "random", rate=0.5, seed=7).text
-    assert a == ps.compress(article, "random", rate=0.5, seed=7).text
-    assert a != ps.compress(article, "random", rate=0.5, seed=8).text
+def test_random_depends_on_the_seed(article):
+    seven, eight = (ps.compress(article, "random", rate=0.5, seed=seed).text for seed in (7, 8))
+    assert seven != eight
 
 
 def test_keep_first_and_last_are_truncations(article):
@@ -181,10 +178,3 @@ def test_bad_input_is_a_clear_error(kwargs, message):
 def test_unknown_method_lists_the_available_ones():
     with pytest.raises(ps.UnknownMethodError, match="available: .*keep_first"):
         ps.compress("text here", "llmlingua-9000")
-
-
-def test_methods_lists_parameters():
-    described = {m["name"]: m for m in ps.describe_methods()}
-    assert {"keep_first", "keep_last", "random", "tfidf", "selective_context"} <= set(described)
-    params = {p["name"] for p in described["selective_context"]["parameters"]}
-    assert {"unit", "model", "aggregate"} <= params

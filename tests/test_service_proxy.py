@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import subprocess
+import sys
+
 import httpx
 import openai
 import pytest
 
-from tests.service_fixtures import LONG_TEXT, STREAM_CHUNKS, UPSTREAM_KEY, Upstream, base_settings, serve, sse_chunks
+from promptshrink.errors import InvalidInputError
+from promptshrink.service import Settings, create_app
+from tests.service_fixtures import (
+    ERROR_HEADERS,
+    LONG_TEXT,
+    STREAM_CHUNKS,
+    UPSTREAM_KEY,
+    Upstream,
+    base_settings,
+    serve,
+    sse_chunks,
+)
 
 pytest_plugins = ["tests.service_fixtures"]
 MESSAGES = [
@@ -67,9 +84,35 @@ def test_sdk_legacy_completions(server: str, upstream: Upstream) -> None:
     assert len(upstream.last()["body"]["prompt"]) < len(LONG_TEXT) * 0.6
 
 
-def test_server_key_used_when_caller_sends_none(server: str, upstream: Upstream) -> None:
+def test_no_server_key_without_service_keys(upstream: Upstream, caplog: pytest.LogCaptureFixture) -> None:
+    """The server's upstream key is never spent for anonymous callers unless the operator opts in (with a warning)."""
+    with pytest.raises(InvalidInputError, match="PROMPTSHRINK_API_KEYS"):
+        create_app(base_settings(upstream, upstream_api_key=UPSTREAM_KEY))
+    with caplog.at_level(logging.WARNING, logger="promptshrink.service"):
+        opted_in = base_settings(upstream, upstream_api_key=UPSTREAM_KEY, allow_anonymous_upstream_key=True)
+        for url in serve(opted_in):
+            httpx.post(f"{url}/v1/chat/completions", json={"model": "gpt-4o", "messages": MESSAGES})
+            assert upstream.last()["headers"]["authorization"] == f"Bearer {UPSTREAM_KEY}"
+    assert "unauthenticated callers" in caplog.text
+
+
+def test_serve_refuses_an_open_upstream_key() -> None:
+    env = {**os.environ, "PROMPTSHRINK_UPSTREAM_API_KEY": "sk-x", "PROMPTSHRINK_WARMUP": "0"}
+    env.pop("PROMPTSHRINK_API_KEYS", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "promptshrink.cli", "serve", "--method", "keep_first", "--port", "9"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0 and "PROMPTSHRINK_ALLOW_ANONYMOUS_UPSTREAM_KEY" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_anonymous_caller_forwards_only_its_own_key(server: str, upstream: Upstream) -> None:
     r = httpx.post(f"{server}/v1/chat/completions", json={"model": "gpt-4o", "messages": MESSAGES})
-    assert r.status_code == 200 and upstream.last()["headers"]["authorization"] == f"Bearer {UPSTREAM_KEY}"
+    assert r.status_code == 200 and "authorization" not in upstream.last()["headers"]
 
 
 def test_auth_server_keeps_service_key_private(auth_server: str, upstream: Upstream) -> None:
@@ -82,22 +125,133 @@ def test_auth_server_keeps_service_key_private(auth_server: str, upstream: Upstr
     assert upstream.last()["headers"]["authorization"] == "Bearer sk-caller"
 
 
-@pytest.mark.parametrize(("status", "retry"), [(400, "false"), (401, "false"), (429, "true"), (500, "true")])
-def test_upstream_errors_are_502_with_upstream_status(server: str, status: int, retry: str) -> None:
-    r = httpx.post(f"{server}/v1/chat/completions", json={"model": f"fail-{status}", "messages": MESSAGES})
-    assert r.status_code == 502 and r.headers["x-upstream-status"] == str(status)
-    assert r.headers["x-should-retry"] == retry
-    error = r.json()["error"]
-    assert error["code"] == "upstream_error" and error["upstream_status"] == status
-    assert error["message"] == f"upstream returned {status}: stub failure {status}"
-    with pytest.raises(openai.InternalServerError) as info:
-        sdk(server).chat.completions.create(model=f"fail-{status}", messages=MESSAGES, stream=True)
-    assert info.value.status_code == 502 and f"stub failure {status}" in str(info.value)
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [
+        (400, openai.BadRequestError),
+        (401, openai.AuthenticationError),
+        (404, openai.NotFoundError),
+        (429, openai.RateLimitError),
+        (500, openai.InternalServerError),
+    ],
+)
+def test_upstream_errors_are_relayed_as_they_are(server: str, upstream: Upstream, status: int, error: type) -> None:
+    """Status, body and the retry/rate-limit/request-id headers come through, so SDKs raise what they raise direct."""
+    for stream in (False, True):
+        with pytest.raises(error) as via_proxy:
+            sdk(server).chat.completions.create(model=f"fail-{status}", messages=MESSAGES, stream=stream)
+        with pytest.raises(error) as direct:
+            sdk(upstream.url.removesuffix("/v1")).chat.completions.create(model=f"fail-{status}", messages=MESSAGES)
+        assert via_proxy.value.status_code == direct.value.status_code == status
+        assert (
+            via_proxy.value.body
+            == direct.value.body
+            == {
+                "message": f"stub failure {status}",
+                "type": "invalid_request_error",
+                "code": "stub",
+            }
+        )
+        headers = via_proxy.value.response.headers
+        assert {k: headers.get(k) for k in ERROR_HEADERS} == ERROR_HEADERS
+
+
+def test_tools_and_tool_messages_pass_through(server: str, upstream: Upstream) -> None:
+    """Tool definitions, tool calls and tool results reach the upstream unchanged; only long prose is compressed."""
+    call = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    body = {
+        "model": "gpt-4o",
+        "messages": [
+            {"role": "user", "content": LONG_TEXT},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": '{"temperature": 21}'},
+            {"role": "user", "content": "And tomorrow?"},
+        ],
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}],
+        "tool_choice": "auto",
+        "parallel_tool_calls": False,
+    }
+    assert httpx.post(f"{server}/v1/chat/completions", json=body).status_code == 200
+    sent = upstream.last()["body"]
+    assert {k: sent[k] for k in ("tools", "tool_choice", "parallel_tool_calls")} == {
+        k: body[k] for k in ("tools", "tool_choice", "parallel_tool_calls")
+    }
+    assert sent["messages"][1:] == body["messages"][1:] and len(sent["messages"][0]["content"]) < len(LONG_TEXT)
+
+
+def test_set_cookie_never_reaches_other_callers(server: str, upstream: Upstream) -> None:
+    first = httpx.post(
+        f"{server}/v1/chat/completions",
+        json={"model": "cookie", "messages": MESSAGES},
+        headers={"authorization": "Bearer sk-caller-a"},
+    )
+    assert first.status_code == 200 and "set-cookie" not in first.headers
+    assert "set-cookie" in httpx.post(f"{upstream.url}/chat/completions", json={"model": "cookie"}).headers
+    httpx.post(
+        f"{server}/v1/chat/completions",
+        json={"model": "gpt-4o", "messages": MESSAGES},
+        headers={"authorization": "Bearer sk-caller-b"},
+    )
+    assert "cookie" not in upstream.last()["headers"]
+
+
+def test_model_field_never_loads_a_tokenizer(server: str, upstream: Upstream, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``model: hf:...`` (hub id or path) only names the upstream model; the budget falls back to cl100k_base."""
+    from promptshrink import model_loading
+
+    loads: list[str] = []
+    monkeypatch.setattr(model_loading, "load_tokenizer", lambda name: loads.append(name))
+    for model in ("hf:gpt2", "hf:/etc", "hf:/no/such/dir"):
+        r = httpx.post(f"{server}/v1/chat/completions", json={"model": model, "messages": MESSAGES})
+        assert r.status_code == 200 and upstream.last()["body"]["model"] == model
+    assert loads == []
+    r = httpx.post(
+        f"{server}/v1/chat/completions",
+        json={"model": "gpt-4o", "messages": MESSAGES},
+        headers={"x-promptshrink-tokenizer": "hf:gpt2"},
+    )
+    assert r.status_code == 422 and r.json()["error"]["code"] == "unknown_tokenizer" and loads == []
+
+
+def test_legacy_model_tokenizer_is_offline(server: str, upstream: Upstream) -> None:
+    """text-davinci-003 counts in the bundled p50k_base (no download): the budget holds in that tokenizer."""
+    from promptshrink import get_tokenizer
+
+    r = sdk(server).completions.with_raw_response.create(
+        model="text-davinci-003", prompt=LONG_TEXT, extra_body={"promptshrink": {"target_tokens": 120}}
+    )
+    sent = upstream.last()["body"]["prompt"]
+    counted = int(r.headers["x-promptshrink-compressed-tokens"])
+    assert r.http_response.status_code == 200 and 0 < counted <= 120
+    assert get_tokenizer("p50k_base").count(sent) == counted != get_tokenizer("cl100k_base").count(sent)
+
+
+def test_stream_broken_off_mid_way(server: str, upstream: Upstream, caplog: pytest.LogCaptureFixture) -> None:
+    """A dropped upstream stream: complete events are relayed, then one SSE error event, one log line, a metric."""
+    with caplog.at_level(logging.WARNING, logger="promptshrink.service"):
+        stream = sdk(server).chat.completions.create(model="drop", messages=MESSAGES, stream=True)
+        got = []
+        with pytest.raises(openai.APIError, match="upstream stream broke off"):
+            for chunk in stream:
+                got.append(chunk.choices[0].delta.content)
+        assert got == STREAM_CHUNKS[:2]
+        body = {"model": "drop", "messages": MESSAGES, "stream": True}
+        with httpx.stream("POST", f"{server}/v1/chat/completions", json=body) as r:
+            raw = r.read()
+    events = raw.split(b"\n\n")
+    assert raw.startswith(b"".join(sse_chunks("drop")[:2])) and events[-1] == b""
+    assert json.loads(events[-2].removeprefix(b"data: "))["error"]["code"] == "upstream_stream_broken"
+    ours = [r for r in caplog.records if r.name == "promptshrink.service" and r.levelno >= logging.WARNING]
+    assert [r.getMessage().startswith("upstream stream broke off") for r in ours] == [True, True]
+    assert not any(r.exc_info for r in ours)
+    metrics = httpx.get(f"{server}/metrics").text
+    assert 'promptshrink_errors_total{code="upstream_stream_broken"} 2.0' in metrics
 
 
 def test_upstream_timeout_is_504(server: str) -> None:
     r = httpx.post(f"{server}/v1/chat/completions", json={"model": "slow", "messages": MESSAGES}, timeout=10)
     assert r.status_code == 504 and r.json()["error"]["code"] == "upstream_timeout"
+    assert r.headers["x-should-retry"] == "true"
 
 
 def test_bad_proxy_bodies(server: str, upstream: Upstream) -> None:
@@ -109,3 +263,49 @@ def test_bad_proxy_bodies(server: str, upstream: Upstream) -> None:
     for url in serve(unreachable):
         r = httpx.post(f"{url}/v1/chat/completions", json={"model": "gpt-4o", "messages": MESSAGES})
         assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_unreachable"
+        assert r.headers["x-should-retry"] == "true"
+
+
+FACT = "The vault code for the Nimbus archive is 7731."
+_PARTS = LONG_TEXT.split(" Paragraph ")
+CONTEXT = " Paragraph ".join(_PARTS[:20]) + " " + FACT + " Paragraph " + " Paragraph ".join(_PARTS[20:])
+TFIDF_30 = {"promptshrink": {"method": "tfidf", "rate": 0.3}}
+
+
+def test_completions_keep_the_trailing_question(server: str, upstream: Upstream) -> None:
+    """A legacy prompt ending in "Question: ... Answer:": the tail survives verbatim and steers the compression."""
+    tail = "\n\nQuestion: What is the vault code for the Nimbus archive?\nAnswer:"
+    prompt = "Read the report.\n\n" + CONTEXT + tail
+    sdk(server).completions.create(model="gpt-3.5-turbo-instruct", prompt=prompt, extra_body=TFIDF_30)
+    sent = upstream.last()["body"]["prompt"]
+    assert sent.endswith(tail) and FACT in sent and len(sent) < len(prompt) * 0.5
+
+
+def test_one_user_message_with_context_and_question(server: str, upstream: Upstream) -> None:
+    """The usual RAG template in one user message: the context is compressed for the question, which is kept."""
+    question = "\n\nWhich code opens the vault of the Nimbus archive?"
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Use the context to answer.\n\nContext:\n" + CONTEXT + question},
+    ]
+    raw = sdk(server).chat.completions.with_raw_response.create(model="gpt-4o", messages=messages, extra_body=TFIDF_30)
+    sent = upstream.last()["body"]["messages"]
+    assert sent[0] == messages[0] and len(sent) == 2 and sent[1]["role"] == "user"
+    assert sent[1]["content"].endswith(question) and FACT in sent[1]["content"]
+    assert len(sent[1]["content"]) < len(messages[1]["content"]) * 0.5
+    assert int(raw.headers["x-promptshrink-tokens-saved"]) > 0
+
+
+def test_question_markers_are_configurable(server: str, upstream: Upstream) -> None:
+    tail = "\n\nFrage: Give the vault code for the Nimbus archive."
+    policy = {"method": "tfidf", "rate": 0.3, "question_markers": ["Frage:"]}
+    sdk(server).completions.create(model="gpt-4o", prompt=CONTEXT + tail, extra_body={"promptshrink": policy})
+    assert upstream.last()["body"]["prompt"].endswith(tail)
+    policy["split_question"] = False
+    sdk(server).completions.create(model="gpt-4o", prompt=CONTEXT + tail, extra_body={"promptshrink": policy})
+    assert not upstream.last()["body"]["prompt"].endswith(tail)
+    with pytest.raises(openai.UnprocessableEntityError, match="question_markers"):
+        policy["question_markers"] = ["Frage:"] * 33
+        sdk(server).completions.create(model="gpt-4o", prompt=CONTEXT + tail, extra_body={"promptshrink": policy})
+    settings = Settings.from_env({"PROMPTSHRINK_PROXY_QUESTION_MARKERS": "Frage:, Pregunta:"})
+    assert settings.proxy_question_markers == {"Frage:", "Pregunta:"}

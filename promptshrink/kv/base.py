@@ -15,11 +15,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
+from ..params import integer, number
 from .observation import attention_modules, window_queries
 
 
@@ -27,22 +28,35 @@ from .observation import attention_modules, window_queries
 class BasePress:
     """Keep a fraction ``ratio`` (kept / original) of each layer's KV entries.
 
-    ``window`` is the number of last prefill queries a press may look at (observation window). Subclasses
-    implement :meth:`select` (or override :meth:`compress`); ``needs_queries`` tells the hook whether to
-    recompute window queries.
-    ``question`` (set by ``press(model, question_len=n)``, 0 = query-agnostic) is the length of the question that
-    follows the keys given to :meth:`compress`: the queries are then the question's, which see every key (no causal
-    mask), and no context token needs protecting as part of the window.
+    A press is a ``@register_press``-ed ``@dataclass`` subclass with ``name`` and ``summary``: its parameters are
+    fields checked in ``__post_init__`` (call ``super().__post_init__()``) with the validators of
+    `promptshrink.params` and described in the ``Args:`` section of its docstring. Subclasses implement
+    :meth:`select` (or override :meth:`compress`); ``needs_queries`` tells the hook whether to recompute window
+    queries. ``question`` (set by ``press(model, question_len=n)``, 0 = query-agnostic) is the length of the
+    question that follows the keys given to :meth:`compress`: the queries are then the question's, which see every
+    key (no causal mask), and no context token needs protecting as part of the window.
+
+    Args:
+        ratio: Kept / original entries of each layer's cache, in (0, 1]; 1 keeps everything.
+        window: Last prefill queries the press may look at (the observation window, query-agnostic mode).
     """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    needs_queries: ClassVar[bool] = True
 
     ratio: float = 0.5
     window: int = 32
     question: int = field(default=0, init=False, repr=False)
-    needs_queries = True
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.ratio <= 1.0:
-            raise ValueError(f"ratio is kept/original and must lie in (0, 1], got {self.ratio}")
+        number("ratio", self.ratio, 0.0, 1.0, exclusive_low=True)
+        integer("window", self.window)
+
+    @classmethod
+    def for_model(cls, model: nn.Module | None = None, **kwargs: Any) -> BasePress:
+        """An instance for ``model``; presses that need per-model data (Q-Filters) load it here."""
+        return cls(**kwargs)
 
     def n_keep(self, seq_len: int, layer: int = 0, n_layers: int = 1) -> int:
         """Entries kept per head for a layer of ``seq_len`` tokens."""
@@ -99,8 +113,7 @@ class BasePress:
         ``question_len`` > 0: question-aware mode, the last ``question_len`` prefill tokens are the question (the
         observation window, kept whole); ``ratio`` applies to the context before it.
         """
-        if question_len < 0:
-            raise ValueError(f"question_len must be >= 0, got {question_len}")
+        integer("question_len", question_len, 0)
         modules = attention_modules(model)
         self.reset()
         self.question = question_len
@@ -143,10 +156,18 @@ class BasePress:
 
 @dataclass
 class ScorerPress(BasePress):
-    """Keep, per KV head, the entries with the highest :meth:`score`; the last ``protect`` tokens always stay
-    (query-agnostic mode only: in question-aware mode the protected window is the question itself)."""
+    """Keep, per KV head, the entries with the highest :meth:`score`.
+
+    Args:
+        protect: Last tokens that always stay (query-agnostic mode only: in question-aware mode the protected
+            window is the question itself).
+    """
 
     protect: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        integer("protect", self.protect, 0)
 
     def score(
         self, layer: int, keys: torch.Tensor, values: torch.Tensor, queries: torch.Tensor | None, scaling: float

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .base import BasePress
+from .registry import make_press
 
 
 def cache_kwarg(model: nn.Module) -> str:
@@ -134,8 +135,6 @@ def generate(
     question's queries as the window and never evicts the question. The first answer token comes from the
     uncompressed prefill, the following ones from the compressed cache.
     """
-    from . import make_press
-
     if isinstance(press, str):
         press = make_press(press, ratio=ratio, model=model)
     device = next(model.parameters()).device

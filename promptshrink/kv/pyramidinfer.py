@@ -6,10 +6,13 @@ from dataclasses import dataclass
 
 import torch
 
+from ..params import number
 from .base import ScorerPress
 from .observation import window_attention
+from .registry import register_press
 
 
+@register_press
 @dataclass
 class PyramidInferPress(ScorerPress):
     """Layer l keeps ratio x (1 + slope x (1 - 2l / (L - 1))) of its entries (the mean over layers is ``ratio`` while
@@ -17,11 +20,25 @@ class PyramidInferPress(ScorerPress):
     a key's score is its attention from the window queries, weighted ``decay``^age so recent queries count most.
 
     Layers end up with different lengths: decode one token at a time with SDPA/flash attention (``kv.generate``
-    does), since a single eager mask cannot fit layers of several lengths."""
+    does), since a single eager mask cannot fit layers of several lengths.
+    Reference: Yang et al., "PyramidInfer: Pyramid KV Cache Compression for High-throughput LLM Inference", 2024.
+
+    Args:
+        slope: How much (>= 0) retention grows at the first layer and shrinks at the last.
+        decay: Weight in (0, 1] per step of age of a window query; lower favours the most recent queries.
+    """
+
+    name = "pyramidinfer"
+    summary = "Retention shrinking with depth; keys scored by recency-weighted window attention."
 
     slope: float = 0.5
     decay: float = 0.9
     protect: int = 32
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        number("slope", self.slope, 0.0)
+        number("decay", self.decay, 0.0, 1.0, exclusive_low=True)
 
     def n_keep(self, seq_len: int, layer: int = 0, n_layers: int = 1) -> int:
         if self.ratio >= 1.0:

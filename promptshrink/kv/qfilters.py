@@ -9,42 +9,76 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from ..errors import InvalidInputError, ModelUnavailableError
 from ..paths import models_dir
 from .base import ScorerPress
 from .observation import attention_modules, window_queries
+from .registry import register_press
 
 FILENAME = "qfilters.safetensors"
 
 
+@register_press
 @dataclass
 class QFiltersPress(ScorerPress):
-    """Keep the keys with the largest ⟨k, u⟩, u = the layer/KV-head filter oriented so that E⟨q, u⟩ > 0."""
+    """Keep the keys with the largest ⟨k, u⟩, u = the layer/KV-head filter oriented so that E⟨q, u⟩ > 0.
 
-    filters: torch.Tensor | None = field(default=None, repr=False)  # [layers, kv_heads, head_dim]
+    Reference: Godey et al., "Q-Filters: Leveraging QK Geometry for Efficient KV Cache Compression", 2025.
+
+    Args:
+        filters: Per layer and KV head query direction, [layers, kv_heads, head_dim] (``compute_qfilters``);
+            ``make_press("qfilters", model=m)`` without it loads the filters saved for ``m``.
+    """
+
+    name = "qfilters"
+    summary = "Keys scored by their projection on each head's dominant query direction (no attention needed)."
     needs_queries = False
+
+    filters: torch.Tensor | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.filters is not None and (not isinstance(self.filters, torch.Tensor) or self.filters.dim() != 3):
+            raise InvalidInputError("filters must be a tensor [layers, kv_heads, head_dim] (see compute_qfilters)")
+
+    @classmethod
+    def for_model(cls, model: nn.Module | None = None, **kwargs: Any) -> QFiltersPress:
+        """Without a ``filters`` argument, the filters saved for ``model`` (by its model key)."""
+        if "filters" in kwargs:
+            return cls(**kwargs)
+        from ..model_loading import model_key
+
+        return cls.from_pretrained(
+            model_key(getattr(getattr(model, "config", None), "name_or_path", "") or ""), **kwargs
+        )
 
     def score(
         self, layer: int, keys: torch.Tensor, values: torch.Tensor, queries: torch.Tensor | None, scaling: float
     ) -> torch.Tensor:
         if self.filters is None:
-            raise ValueError("QFiltersPress needs filters: QFiltersPress.from_pretrained(key) or compute_qfilters()")
+            raise InvalidInputError(
+                "QFiltersPress needs filters: QFiltersPress.from_pretrained(key) or compute_qfilters()"
+            )
         from .dispatch import qfilter_scores
 
         return qfilter_scores(keys, self.filters[layer].to(keys.device))
 
     @classmethod
-    def from_pretrained(cls, key: str, ratio: float = 0.5, root: Path | None = None) -> QFiltersPress:
+    def from_pretrained(cls, key: str, ratio: float = 0.5, root: Path | None = None, **kwargs: Any) -> QFiltersPress:
         """Load the filters saved for a model key (see ``promptshrink.model_loading.model_key``)."""
         from safetensors.torch import load_file
 
         path = (root or models_dir()) / key / FILENAME
         if not path.is_file():
-            raise FileNotFoundError(f"no Q-Filters at {path}; compute them with benchmarks/kv_qfilters_calibrate.py")
-        return cls(ratio=ratio, filters=load_file(str(path))["filters"])
+            raise ModelUnavailableError(
+                f"no Q-Filters at {path}; compute and store them with kv.compute_qfilters and kv.save_qfilters"
+            )
+        return cls(ratio=ratio, filters=load_file(str(path))["filters"], **kwargs)
 
 
 @torch.no_grad()

@@ -7,17 +7,35 @@ from dataclasses import dataclass
 
 import torch
 
+from ..params import integer, number
 from .base import BasePress, gather_tokens
 from .observation import window_scores
+from .registry import register_press
 
 
+@register_press
 @dataclass
 class SageKVPress(BasePress):
     """Sinks and the window (query-agnostic mode) always stay; ``pool`` x budget candidates are chosen by attention
-    summed over heads, then each KV head keeps its own top entries among the candidates."""
+    summed over heads, then each KV head keeps its own top entries among the candidates.
+
+    Reference: SAGE-KV (self-attention guided KV eviction), 2025.
+
+    Args:
+        sink: First tokens (attention sinks) always kept.
+        pool: Token-level candidates, as a multiple (>= 1) of the per-head budget.
+    """
+
+    name = "sagekv"
+    summary = "One top-k after prefill: token-level candidates over all heads, then per-head top entries."
 
     sink: int = 4
     pool: float = 2.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        integer("sink", self.sink, 0)
+        number("pool", self.pool, 1.0)
 
     def select(
         self,

@@ -7,16 +7,34 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..errors import InvalidInputError
+from ..params import integer
 from .base import ScorerPress
 from .observation import window_scores
+from .registry import register_press
 
 
+@register_press
 @dataclass
 class SnapKVPress(ScorerPress):
-    """Score = window attention max-pooled over ``kernel`` neighbouring tokens; the window itself is kept."""
+    """Score = window attention max-pooled over ``kernel`` neighbouring tokens; the window itself is kept.
+
+    Reference: Li et al., "SnapKV: LLM Knows What You are Looking for Before Generation", 2024.
+
+    Args:
+        kernel: Odd number of neighbouring tokens the window attention is max-pooled over.
+    """
+
+    name = "snapkv"
+    summary = "Window attention, max-pooled over neighbours; top entries per head plus the window."
 
     kernel: int = 5
     protect: int = 32
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if integer("kernel", self.kernel) % 2 == 0:
+            raise InvalidInputError(f"kernel must be odd (pooling keeps the sequence length), got {self.kernel}")
 
     def score(
         self, layer: int, keys: torch.Tensor, values: torch.Tensor, queries: torch.Tensor | None, scaling: float

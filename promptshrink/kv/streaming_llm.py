@@ -6,15 +6,31 @@ from dataclasses import dataclass
 
 import torch
 
+from ..params import integer
 from .base import BasePress
+from .registry import register_press
 
 
+@register_press
 @dataclass
 class StreamingLLMPress(BasePress):
-    """Keep the first ``sink`` tokens and the last ``n_keep - sink``; needs no queries or attention."""
+    """Keep the first ``sink`` tokens and the last ``n_keep - sink``; needs no queries or attention.
+
+    Reference: Xiao et al., "Efficient Streaming Language Models with Attention Sinks", ICLR 2024.
+
+    Args:
+        sink: First tokens (attention sinks) always kept.
+    """
+
+    name = "streaming_llm"
+    summary = "Attention sinks plus the most recent tokens."
+    needs_queries = False
 
     sink: int = 4
-    needs_queries = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        integer("sink", self.sink, 0)
 
     def select(
         self,

@@ -13,15 +13,31 @@ from dataclasses import dataclass
 
 import torch
 
+from ..params import number
 from .base import BasePress
 from .observation import window_attention
+from .registry import register_press
 
 
+@register_press
 @dataclass
 class ZeroMergePress(BasePress):
-    """``max_residual`` bounds the fraction of a head's slots that are residual; the window is always kept exactly."""
+    """Per-head budgets from attention, value norms and entropy; evicted entries merge into residual slots.
+
+    Reference: ZeroMerge (parameter-free KV cache compression with merging), 2025.
+
+    Args:
+        max_residual: Largest fraction in [0, 1] of a head's slots that are residual; the window stays exact.
+    """
+
+    name = "zeromerge"
+    summary = "Head-level budgets from several signals; evicted entries merged into residual slots."
 
     max_residual: float = 0.25
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        number("max_residual", self.max_residual, 0.0, 1.0)
 
     def select(
         self,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ..errors import BudgetError, InvalidInputError
+from ..errors import BudgetError
+from ..params import integer, number
 from ..passages import Passage, paragraphs
 from ..registry import register
 from ..result import CompressionResult, SegmentDecision
@@ -51,7 +53,8 @@ def covered(terms: Sequence[str], text: str) -> set[str]:
 
 
 @register
-class AccRag(Compressor):
+@dataclass
+class AccRagCompressor(Compressor):
     """Hierarchical relevance (passage-level + sentence-level MiniLM embeddings) and a sufficiency-driven selector.
 
     Sentences are ranked by ``(1 - doc_weight) * sim(sentence, q) + doc_weight * sim(passage, q)`` plus a
@@ -61,7 +64,16 @@ class AccRag(Compressor):
     below ``min_gain`` (or ``patience`` additions in a row brought neither new terms nor gain, or the next
     score is ``gap`` below the best). The budget is an upper bound: simple questions stop earlier than
     multi-part ones. Without a question there is nothing to be sufficient for, so it fills the budget by
-    similarity to the document centroid.
+    similarity to the document centroid (all of it when the budget holds the whole input).
+    Reference: ACC-RAG (adaptive context compression for retrieval-augmented generation), 2025.
+
+    Args:
+        doc_weight: Share in [0, 1] of the passage's similarity in a sentence's score.
+        lexical_weight: Weight in [0, 1] of the share of question terms a sentence contains.
+        doc_margin: Passages scoring more than this (>= 0) below the best passage are not read.
+        min_gain: Once every question term is covered, stop when the similarity gain falls below this.
+        gap: Once every question term is covered, stop at a sentence scoring this much (>= 0) below the best.
+        patience: Stop after this many additions in a row that brought neither new terms nor gain.
     """
 
     name = "acc_rag"
@@ -71,27 +83,22 @@ class AccRag(Compressor):
     uses_question = True
     default_unit = "sentence"
 
-    def __init__(
-        self,
-        doc_weight: float = 0.3,
-        lexical_weight: float = 0.3,
-        doc_margin: float = 0.35,
-        min_gain: float = 0.02,
-        gap: float = 0.45,
-        patience: int = 2,
-    ) -> None:
-        super().__init__("sentence")
-        for label, value in (("doc_weight", doc_weight), ("lexical_weight", lexical_weight)):
-            if not 0 <= value <= 1:
-                raise InvalidInputError(f"{label} must be in [0, 1], got {value!r}")
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise InvalidInputError(f"patience must be an integer >= 1, got {patience!r}")
-        self.doc_weight = doc_weight
-        self.lexical_weight = lexical_weight
-        self.doc_margin = doc_margin
-        self.min_gain = min_gain
-        self.gap = gap
-        self.patience = patience
+    unit: str | None = field(default="sentence", init=False)
+    doc_weight: float = 0.3
+    lexical_weight: float = 0.3
+    doc_margin: float = 0.35
+    min_gain: float = 0.02
+    gap: float = 0.45
+    patience: int = 2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        number("doc_weight", self.doc_weight, 0.0, 1.0)
+        number("lexical_weight", self.lexical_weight, 0.0, 1.0)
+        number("doc_margin", self.doc_margin, 0.0)
+        number("min_gain", self.min_gain)
+        number("gap", self.gap, 0.0)
+        integer("patience", self.patience)
 
     def compress(self, request: CompressionRequest) -> CompressionResult:
         """Plain text: its paragraphs are the passages."""
@@ -99,13 +106,18 @@ class AccRag(Compressor):
 
     def score_units(self, request: CompressionRequest, units: Sequence[Unit]) -> np.ndarray:
         owners = _owners(units, paragraphs(request.text))
-        return self._scores(request.question, list(units), owners, len(set(owners)))[0]
+        return self._scores(request.question, list(units), owners, len(set(owners)), request.report)[0]
 
     def _scores(
-        self, question: str | None, units: list[Unit], owners: list[int], n_passages: int
+        self,
+        question: str | None,
+        units: list[Unit],
+        owners: list[int],
+        n_passages: int,
+        progress: Callable[[int, int], None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
         """(sentence scores, passage similarities, sentence vectors, query vector, query terms)."""
-        vectors = embed([u.text for u in units])
+        vectors = embed([u.text for u in units], progress=progress)
         docs = np.zeros((n_passages, vectors.shape[1]), dtype=np.float32)
         for v, o in zip(vectors, owners):
             docs[o] += v
@@ -130,7 +142,7 @@ class AccRag(Compressor):
         limit = request.budget.limit(original)
         units = self.units(request)
         owners = _owners(units, passages)
-        scores, doc_sim, vectors, query, terms = self._scores(question, units, owners, len(passages))
+        scores, doc_sim, vectors, query, terms = self._scores(question, units, owners, len(passages), request.report)
         scored_at = time.perf_counter()
         keep = [u.forced for u in units]
         if any(keep) and tok.count(render(units, keep)) > limit:
@@ -139,7 +151,10 @@ class AccRag(Compressor):
                 f"{limit}; raise the budget or protect less (keep=..., code blocks, URLs, numbers)"
             )
         readable = doc_sim >= doc_sim.max() - self.doc_margin if question else np.ones(len(passages), dtype=bool)
-        trace, reason = self._select(units, owners, scores, vectors, query, terms, readable, keep, limit, tok)
+        if question or not request.budget.keeps_everything(original):
+            trace, reason = self._select(units, owners, scores, vectors, query, terms, readable, keep, limit, tok)
+        else:  # nothing to be sufficient for and room for all: per-unit token counts must not drop any
+            keep, trace, reason = [True] * len(units), [], "budget"
         kept_text = render(units, keep)
         while tok.count(kept_text) > limit:  # BPE merges across joins: drop the weakest selected sentence
             weakest = min((i for i, k in enumerate(keep) if k and not units[i].forced), key=lambda i: scores[i])

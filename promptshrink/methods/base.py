@@ -11,6 +11,8 @@ from typing import ClassVar
 import numpy as np
 
 from ..budget import Budget
+from ..errors import CompressionTimeoutError
+from ..params import one_of
 from ..result import CompressionResult, SegmentDecision
 from ..segmentation import LEVELS, Unit, protected_spans, segment
 from ..selection import render, select_to_budget
@@ -31,14 +33,34 @@ class CompressionRequest:
     protect_numbers: bool = False
     seed: int = 0
     progress: ProgressFn | None = None
+    deadline: float | None = None  # time.monotonic() value; past it, `report` raises CompressionTimeoutError
 
     def report(self, done: int, total: int) -> None:
+        """Progress between windows/stages: calls ``progress`` and stops the work once the deadline has passed."""
         if self.progress is not None:
             self.progress(done, total)
+        self.check_deadline(f"after {done} of {total} steps")
+
+    def check_deadline(self, where: str = "between stages") -> None:
+        """Raise `CompressionTimeoutError` once the deadline has passed (so a timed-out job frees its thread)."""
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise CompressionTimeoutError(
+                f"compression stopped {where}: its time limit ran out; "
+                "give it more time (timeout_s), a smaller input or a faster method"
+            )
 
 
+@dataclass
 class Compressor(ABC):
-    """Base class. Extractive methods implement `score_units`; others override `compress`."""
+    """Base class. Extractive methods implement `score_units`; others override `compress`.
+
+    A method is a ``@register``-ed ``@dataclass`` subclass: its parameters are fields with defaults, checked in
+    ``__post_init__`` (call ``super().__post_init__()``) with the validators of `promptshrink.params`, and each is
+    described in the ``Args:`` section of the class docstring.
+
+    Args:
+        unit: What is kept or dropped: one of ``segmentation.LEVELS``; empty = the method's ``default_unit``.
+    """
 
     name: ClassVar[str]
     summary: ClassVar[str]
@@ -47,13 +69,10 @@ class Compressor(ABC):
     default_unit: ClassVar[str] = "sentence"
     requires_lm: ClassVar[bool] = True  # needs torch + transformers (the ``lm`` extra)
 
-    def __init__(self, unit: str | None = None) -> None:
-        unit = unit or self.default_unit
-        if unit not in LEVELS:
-            from ..errors import InvalidInputError
+    unit: str | None = None
 
-            raise InvalidInputError(f"unit must be one of {LEVELS}, got {unit!r}")
-        self.unit = unit
+    def __post_init__(self) -> None:
+        self.unit = one_of("unit", self.unit or self.default_unit, LEVELS)
 
     def units(self, request: CompressionRequest) -> list[Unit]:
         spans = protected_spans(request.text, request.keep, protect_numbers=request.protect_numbers)
@@ -70,8 +89,10 @@ class Compressor(ABC):
         if request.budget.keeps_everything(original):
             return self.unchanged(request, original, start)
         units = self.units(request)
+        request.check_deadline()
         scored_at = time.perf_counter()
         scores = np.asarray(self.score_units(request, units), dtype=float)
+        request.check_deadline()
         selected_at = time.perf_counter()
         keep = select_to_budget(units, scores, limit, request.tokenizer)
         return self.build_result(request, original, units, scores, keep, start, scored_at, selected_at)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -13,7 +14,10 @@ from .base import CompressionRequest, Compressor
 
 
 @register
-class KeepFirst(Compressor):
+@dataclass
+class KeepFirstCompressor(Compressor):
+    """Score = minus the position: the budget keeps a prefix of the text (units default to words)."""
+
     name = "keep_first"
     requires_lm = False
     summary = "Truncation baseline: keep the beginning of the text up to the budget."
@@ -24,7 +28,10 @@ class KeepFirst(Compressor):
 
 
 @register
-class KeepLast(Compressor):
+@dataclass
+class KeepLastCompressor(Compressor):
+    """Score = the position: the budget keeps a suffix of the text (units default to words)."""
+
     name = "keep_last"
     requires_lm = False
     summary = "Truncation baseline: keep the end of the text up to the budget."
@@ -35,7 +42,10 @@ class KeepLast(Compressor):
 
 
 @register
-class RandomUnits(Compressor):
+@dataclass
+class RandomCompressor(Compressor):
+    """Score = a uniform draw seeded by the request's ``seed``: the same seed keeps the same units."""
+
     name = "random"
     requires_lm = False
     summary = "Seeded random baseline: keep a random subset of units (in order) up to the budget."
@@ -46,7 +56,10 @@ class RandomUnits(Compressor):
 
 
 @register
-class TfidfFilter(Compressor):
+@dataclass
+class TfidfCompressor(Compressor):
+    """Score = TF-IDF cosine similarity of each sentence to the question, or to the whole document without one."""
+
     name = "tfidf"
     requires_lm = False
     summary = "Sentence filter by TF-IDF similarity to the question (or to the whole document)."

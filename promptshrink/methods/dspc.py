@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import InvalidInputError
 from ..model_loading import DEFAULT_LM, LARGE_LM
+from ..params import integer, non_empty, number, one_of
 from ..registry import register
 from ..scoring.attention import all_heads, text_attention
 from ..scoring.coarse import keep_top_groups, owners
@@ -22,7 +24,8 @@ from .base import CompressionRequest, Compressor
 
 
 @register
-class DSPC(Compressor):
+@dataclass
+class DSPCCompressor(Compressor):
     """Coarse stage: keep the sentences most TF-IDF-similar to the question (or to the whole document) until they
     hold ``coarse_share`` x the budget (default 1: the coarse stage drops sentences down to the budget, so the
     fine stage only trims the sentences that cross it; with a wider share, word-level pruning of every kept
@@ -33,6 +36,18 @@ class DSPC(Compressor):
     (``normalisation``: rank or zscore); the budget keeps the best units. Default pair: SmolLM2-135M-Instruct
     (default-lm) vs Qwen2.5-Coder-0.5B-Instruct (large-lm); ``large_model=None`` drops the loss term.
     The paper's weight values were not available to us: the defaults are ours.
+    Reference: DSPC (Dual-Stage Progressive Compression), 2025.
+
+    Args:
+        model: Small causal LM for the attention signal and the first loss.
+        large_model: Larger LM of the same tokenizer family for the loss difference; None drops the loss term.
+        coarse_share: Sentences kept by the coarse stage, as a multiple (>= 1) of the budget.
+        attention_weight: Weight (>= 0) of the attention each unit receives from the question or the tail.
+        loss_weight: Weight (>= 0) of the loss difference between ``model`` and ``large_model``.
+        position_weight: Weight (>= 0) of the positional prior; the three weights must not all be 0.
+        normalisation: How each signal is normalised before weighting: ``rank`` or ``zscore``.
+        position_edge: Width (> 0, as a share of the text) of the start/end/question regions the prior favours.
+        tail_tokens: Trailing tokens whose attention stands in for the question when there is none.
     """
 
     name = "dspc"
@@ -40,38 +55,28 @@ class DSPC(Compressor):
     uses_question = True
     default_unit = "word"
 
-    def __init__(
-        self,
-        unit: str | None = None,
-        model: str = DEFAULT_LM,
-        large_model: str | None = LARGE_LM,
-        coarse_share: float = 1.0,
-        attention_weight: float = 0.4,
-        loss_weight: float = 0.4,
-        position_weight: float = 0.2,
-        normalisation: str = "rank",
-        position_edge: float = 0.1,
-        tail_tokens: int = 32,
-    ) -> None:
-        super().__init__(unit)
-        weights = (attention_weight, loss_weight, position_weight)
-        if not all(isinstance(w, (int, float)) and math.isfinite(w) and w >= 0 for w in weights) or not any(weights):
-            raise InvalidInputError(f"weights must be finite, >= 0 and not all 0, got {weights}")
-        if not isinstance(coarse_share, (int, float)) or not coarse_share >= 1:
-            raise InvalidInputError(f"coarse_share must be >= 1 (a multiple of the budget), got {coarse_share!r}")
-        if normalisation not in ("rank", "zscore"):
-            raise InvalidInputError(f"normalisation must be 'rank' or 'zscore', got {normalisation!r}")
-        if not isinstance(position_edge, (int, float)) or not position_edge > 0:
-            raise InvalidInputError(f"position_edge must be > 0, got {position_edge!r}")
-        if isinstance(tail_tokens, bool) or not isinstance(tail_tokens, int) or tail_tokens < 1:
-            raise InvalidInputError(f"tail_tokens must be a positive integer, got {tail_tokens!r}")
-        self.model = model
-        self.large_model = large_model
-        self.coarse_share = float(coarse_share)
-        self.weights = weights
-        self.normalisation = normalisation
-        self.position_edge = float(position_edge)
-        self.tail_tokens = tail_tokens
+    model: str = DEFAULT_LM
+    large_model: str | None = LARGE_LM
+    coarse_share: float = 1.0
+    attention_weight: float = 0.4
+    loss_weight: float = 0.4
+    position_weight: float = 0.2
+    normalisation: str = "rank"
+    position_edge: float = 0.1
+    tail_tokens: int = 32
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        non_empty("model", self.model)
+        if self.large_model is not None:
+            non_empty("large_model", self.large_model)
+        self.coarse_share = number("coarse_share", self.coarse_share, 1.0)
+        weights = ("attention_weight", "loss_weight", "position_weight")
+        if not any([number(label, getattr(self, label), 0.0) for label in weights]):
+            raise InvalidInputError(f"{', '.join(weights)} must not all be 0")
+        one_of("normalisation", self.normalisation, ("rank", "zscore"))
+        self.position_edge = number("position_edge", self.position_edge, 0.0, exclusive_low=True)
+        integer("tail_tokens", self.tail_tokens)
 
     def score_units(self, request: CompressionRequest, units: Sequence[Unit]) -> np.ndarray:
         text, question = request.text, request.question
@@ -84,16 +89,14 @@ class DSPC(Compressor):
         if not active.any():
             return np.zeros(len(units))
         signals = []
-        attention_weight, loss_weight, position_weight = self.weights
-        if attention_weight:
-            tokens, _ = text_attention(
-                text, self.model, all_heads, question, self.tail_tokens, progress=request.progress
-            )
-            signals.append((attention_weight, to_units(tokens, units, "mean")))
-        if loss_weight and self.large_model:
-            signals.append((loss_weight, loss_difference(text, units, self.model, self.large_model)))
-        if position_weight:
-            signals.append((position_weight, positional_importance(units, text, question, self.position_edge)))
+        if self.attention_weight:
+            tokens, _ = text_attention(text, self.model, all_heads, question, self.tail_tokens, progress=request.report)
+            signals.append((self.attention_weight, to_units(tokens, units, "mean")))
+        if self.loss_weight and self.large_model:
+            loss = loss_difference(text, units, self.model, self.large_model, progress=request.report)
+            signals.append((self.loss_weight, loss))
+        if self.position_weight:
+            signals.append((self.position_weight, positional_importance(units, text, question, self.position_edge)))
         scores = np.full(len(units), -np.inf)
         scores[active] = sum(w * normalise(s[active], self.normalisation) for w, s in signals)
         return scores

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import InvalidInputError
 from ..model_loading import DEFAULT_LM
+from ..params import integer, non_empty, one_of
 from ..registry import register
 from ..scoring import evaluator_heads
 from ..scoring.attention import pool, text_attention
@@ -17,11 +18,20 @@ from .base import CompressionRequest, Compressor
 
 
 @register
-class EHPC(Compressor):
+@dataclass
+class EHPCCompressor(Compressor):
     """Run ``model`` only up to its deepest evaluator head (found offline by `promptshrink calibrate-ehpc`), take
     those heads' attention from the question (or the last ``window`` tokens) to every context token, pool it
     over ``kernel`` neighbouring tokens (``pooling``: max or avg), average per unit and keep the top units.
     Long input is read in LM windows, each followed by the question.
+    Reference: EHPC (Evaluator-Head Prompt Compression), 2025.
+
+    Args:
+        model: Causal LM whose evaluator heads were calibrated (``promptshrink calibrate-ehpc --model ...``).
+        window: Trailing tokens whose attention stands in for the question when there is none.
+        kernel: Neighbouring tokens the head attention is pooled over (>= 1).
+        pooling: How the attention is pooled over the kernel: ``max`` or ``avg``.
+        max_window: Longest LM window in tokens (>= 64); longer input is read in windows.
     """
 
     name = "ehpc"
@@ -29,27 +39,21 @@ class EHPC(Compressor):
     uses_question = True
     default_unit = "word"
 
-    def __init__(
-        self,
-        unit: str | None = None,
-        model: str = DEFAULT_LM,
-        window: int = 32,
-        kernel: int = 5,
-        pooling: str = "max",
-        max_window: int = 1024,
-    ) -> None:
-        super().__init__(unit)
-        for label, value, low in (("window", window, 1), ("kernel", kernel, 1), ("max_window", max_window, 64)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise InvalidInputError(f"{label} must be an integer >= {low}, got {value!r}")
-        if pooling not in ("max", "avg"):
-            raise InvalidInputError(f"pooling must be 'max' or 'avg', got {pooling!r}")
-        self.model = model
-        self.heads = evaluator_heads.load(model)
-        self.window = window
-        self.kernel = kernel
-        self.pooling = pooling
-        self.max_window = max_window
+    model: str = DEFAULT_LM
+    window: int = 32
+    kernel: int = 5
+    pooling: str = "max"
+    max_window: int = 1024
+    heads: dict[int, list[int]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        non_empty("model", self.model)
+        integer("window", self.window)
+        integer("kernel", self.kernel)
+        one_of("pooling", self.pooling, ("max", "avg"))
+        integer("max_window", self.max_window, 64)
+        self.heads = evaluator_heads.load(self.model)
 
     def score_units(self, request: CompressionRequest, units: Sequence[Unit]) -> np.ndarray:
         tokens, _ = text_attention(
@@ -59,7 +63,7 @@ class EHPC(Compressor):
             request.question,
             self.window,
             self.max_window,
-            request.progress,
+            request.report,
         )
         tokens.values = pool(tokens.values, self.kernel, self.pooling)
         return to_units(tokens, units, "mean")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InvalidInputError
 from ..model_loading import DEFAULT_LM, load_causal_lm
+from ..params import integer, non_empty, number
 from ..registry import register
 from ..scoring.coarse import keep_by_cost, keep_top_groups, owners
 from ..scoring.kv_context import PrunedContext
@@ -19,7 +20,8 @@ from .base import CompressionRequest, Compressor
 
 
 @register
-class LLMLingua(Compressor):
+@dataclass
+class LLMLinguaCompressor(Compressor):
     """Budget controller + iterative token-level compression with a small causal LM.
 
     Coarse: sentences ranked by perplexity (mean self-information) are kept, highest first, until they hold
@@ -30,30 +32,31 @@ class LLMLingua(Compressor):
     cache rather than the compressed text being re-read for every segment (``scoring.kv_context``): each token goes
     through the LM once, and the kept ones condition the later segments as they were read. Not question-aware (see
     ``longllmlingua``).
+    Reference: Jiang et al., "LLMLingua: Compressing Prompts for Accelerated Inference of Large Language Models",
+    EMNLP 2023.
+
+    Args:
+        model: Small causal LM that measures perplexity.
+        coarse_share: Sentences kept by the coarse stage, as a multiple (>= 1) of the budget (the ratio slack).
+        segment_tokens: LM tokens per segment of the iterative fine stage.
+        context_tokens: Tokens of the compressed text so far that condition each segment.
     """
 
     name = "llmlingua"
     summary = "Our LLMLingua: perplexity sentence filter with a ratio slack, then iterative token-level pruning."
     default_unit = "word"
 
-    def __init__(
-        self,
-        unit: str | None = None,
-        model: str = DEFAULT_LM,
-        coarse_share: float = 1.5,
-        segment_tokens: int = 200,
-        context_tokens: int = 256,
-    ) -> None:
-        super().__init__(unit)
-        if not isinstance(coarse_share, (int, float)) or not coarse_share >= 1:
-            raise InvalidInputError(f"coarse_share must be >= 1 (a multiple of the budget), got {coarse_share!r}")
-        for label, value in (("segment_tokens", segment_tokens), ("context_tokens", context_tokens)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidInputError(f"{label} must be a positive integer, got {value!r}")
-        self.model = model
-        self.coarse_share = float(coarse_share)
-        self.segment_tokens = segment_tokens
-        self.context_tokens = context_tokens
+    model: str = DEFAULT_LM
+    coarse_share: float = 1.5
+    segment_tokens: int = 200
+    context_tokens: int = 256
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        non_empty("model", self.model)
+        self.coarse_share = number("coarse_share", self.coarse_share, 1.0)
+        integer("segment_tokens", self.segment_tokens)
+        integer("context_tokens", self.context_tokens)
 
     def score_units(self, request: CompressionRequest, units: Sequence[Unit]) -> np.ndarray:
         text = request.text
@@ -61,7 +64,7 @@ class LLMLingua(Compressor):
         sentences = segment(
             text, "sentence", protected_spans(text, request.keep, protect_numbers=request.protect_numbers)
         )
-        perplexity = to_units(surprisal(text, self.model), sentences, "mean")
+        perplexity = to_units(surprisal(text, self.model, progress=request.report), sentences, "mean")
         kept = keep_top_groups(sentences, perplexity, math.ceil(self.coarse_share * limit), request.tokenizer)
         active = np.flatnonzero(kept[owners(units, sentences)])
         scores = np.full(len(units), -np.inf)

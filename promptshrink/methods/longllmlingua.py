@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import InvalidInputError
 from ..model_loading import DEFAULT_LM
+from ..params import flag, integer, non_empty, number
 from ..registry import register
 from ..result import CompressionResult
 from ..scoring.coarse import documents, keep_by_cost, keep_top_groups, owners
@@ -22,7 +23,8 @@ from .base import CompressionRequest, Compressor
 
 
 @register
-class LongLLMLingua(Compressor):
+@dataclass
+class LongLLMLinguaCompressor(Compressor):
     """Question-aware coarse-to-fine compression.
 
     Documents (paragraphs, or groups of ``doc_sentences`` sentences) are ranked by log p(question | document)
@@ -35,6 +37,15 @@ class LongLLMLingua(Compressor):
     token more likely). Without a question, documents and units are ranked by plain perplexity.
     ``reorder=True`` puts the kept documents in relevance order: the output is then no longer an ordered
     subsequence of the input (said in ``result.details``).
+    Reference: Jiang et al., "LongLLMLingua: Accelerating and Enhancing LLMs in Long Context Scenarios via Prompt
+    Compression", ACL 2024.
+
+    Args:
+        model: Small causal LM for the question likelihood and the (contrastive) perplexity.
+        coarse_share: Documents kept by the coarse stage, as a multiple (>= 1) of the budget.
+        dynamic_ratio: Spread in [0, 1] of the per-document kept ratios around the base ratio.
+        reorder: Put the kept documents in relevance order (the output is then not in input order).
+        doc_sentences: Sentences per document when the text has no paragraphs.
     """
 
     name = "longllmlingua"
@@ -42,29 +53,19 @@ class LongLLMLingua(Compressor):
     uses_question = True
     default_unit = "word"
 
-    def __init__(
-        self,
-        unit: str | None = None,
-        model: str = DEFAULT_LM,
-        coarse_share: float = 1.0,
-        dynamic_ratio: float = 0.25,
-        reorder: bool = False,
-        doc_sentences: int = 4,
-    ) -> None:
-        super().__init__(unit)
-        if not isinstance(coarse_share, (int, float)) or not coarse_share >= 1:
-            raise InvalidInputError(f"coarse_share must be >= 1 (a multiple of the budget), got {coarse_share!r}")
-        if not isinstance(dynamic_ratio, (int, float)) or not 0 <= dynamic_ratio <= 1:
-            raise InvalidInputError(f"dynamic_ratio must be in [0, 1], got {dynamic_ratio!r}")
-        if not isinstance(reorder, bool):
-            raise InvalidInputError(f"reorder must be true or false, got {reorder!r}")
-        if isinstance(doc_sentences, bool) or not isinstance(doc_sentences, int) or doc_sentences < 1:
-            raise InvalidInputError(f"doc_sentences must be a positive integer, got {doc_sentences!r}")
-        self.model = model
-        self.coarse_share = float(coarse_share)
-        self.dynamic_ratio = float(dynamic_ratio)
-        self.reorder = reorder
-        self.doc_sentences = doc_sentences
+    model: str = DEFAULT_LM
+    coarse_share: float = 1.0
+    dynamic_ratio: float = 0.25
+    reorder: bool = False
+    doc_sentences: int = 4
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        non_empty("model", self.model)
+        self.coarse_share = number("coarse_share", self.coarse_share, 1.0)
+        self.dynamic_ratio = number("dynamic_ratio", self.dynamic_ratio, 0.0, 1.0)
+        flag("reorder", self.reorder)
+        integer("doc_sentences", self.doc_sentences)
 
     def compress(self, request: CompressionRequest) -> CompressionResult:
         start = time.perf_counter()
@@ -98,10 +99,10 @@ class LongLLMLingua(Compressor):
         text, question = request.text, request.question
         spans = protected_spans(text, request.keep, protect_numbers=request.protect_numbers)
         docs = documents(segment(text, "sentence", spans), self.doc_sentences)
-        plain = surprisal(text, self.model, progress=request.progress)
+        plain = surprisal(text, self.model, progress=request.report)
         if question:
-            relevance = question_loglik([d.text for d in docs], question, self.model)
-            conditioned = surprisal(text, self.model, prefix=f"Question: {question}\n")
+            relevance = question_loglik([d.text for d in docs], question, self.model, progress=request.report)
+            conditioned = surprisal(text, self.model, prefix=f"Question: {question}\n", progress=request.report)
             plain.values = plain.values - conditioned.values
         else:
             relevance = to_units(plain, docs, "mean")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import BudgetError, InvalidInputError
 from ..model_loading import DEFAULT_LM, LARGE_LM
+from ..params import integer, non_empty, number
 from ..registry import register
 from ..result import CompressionResult, SegmentDecision
 from ..rewriting import (
@@ -49,7 +50,8 @@ class Chunk:
 
 
 @register
-class Scope(Compressor):
+@dataclass
+class ScopeCompressor(Compressor):
     """Chunk by adjacent-sentence similarity (MiniLM), give each chunk a ratio from its relevance, rewrite.
 
     Relevance is to the question (or to the whole document without one). The most relevant chunks are kept
@@ -58,6 +60,19 @@ class Scope(Compressor):
     self-information (the others, and every chunk when ``rewriter="extractive"``). A rewrite that drops a
     key term (number, name, quoted string) gets it re-inserted if it fits, else the chunk falls back to the
     extractive compressor; the output never exceeds the budget in the target tokenizer.
+    Reference: SCOPE (generative prompt compression by chunking and summarisation), 2024.
+
+    Args:
+        rewriter: ``large-lm`` or another chat LM name for generative rewrites, or ``extractive`` for none.
+        scorer_model: Causal LM whose self-information drives the extractive compression of chunks.
+        max_rewrites: Most chunks rewritten by the LM per call (>= 0); the others are compressed extractively.
+        batch_size: Chunks rewritten per LM batch.
+        max_chunk_tokens: Largest chunk in target tokens; bigger semantic chunks are split.
+        min_chunk_tokens: Smallest chunk in target tokens (below ``max_chunk_tokens``); smaller ones are merged.
+        boundary_quantile: Adjacent-sentence similarity quantile in [0, 1] under which a chunk boundary is placed.
+        spread: How far (>= 0) a chunk's kept ratio moves with its standardised relevance.
+        keep_ratio: Chunks whose ratio reaches this (in (0, 1]) are kept verbatim.
+        drop_ratio: Chunks whose ratio falls below this (in [0, keep_ratio)) are dropped.
     """
 
     name = "scope"
@@ -66,38 +81,32 @@ class Scope(Compressor):
     uses_question = True
     default_unit = "sentence"
 
-    def __init__(
-        self,
-        rewriter: str = LARGE_LM,
-        scorer_model: str = DEFAULT_LM,
-        max_rewrites: int = 6,
-        batch_size: int = 6,
-        max_chunk_tokens: int = 160,
-        min_chunk_tokens: int = 24,
-        boundary_quantile: float = 0.35,
-        spread: float = 0.35,
-        keep_ratio: float = 0.8,
-        drop_ratio: float = 0.15,
-    ) -> None:
-        super().__init__("sentence")
-        if not isinstance(rewriter, str) or not rewriter.strip():
-            raise InvalidInputError("rewriter must be 'large-lm', 'extractive' or a causal-LM name")
-        if isinstance(max_rewrites, bool) or not isinstance(max_rewrites, int) or max_rewrites < 0:
-            raise InvalidInputError(f"max_rewrites must be an integer >= 0, got {max_rewrites!r}")
-        if not 0 < min_chunk_tokens < max_chunk_tokens:
-            raise InvalidInputError("need 0 < min_chunk_tokens < max_chunk_tokens")
-        if not 0 <= boundary_quantile <= 1 or not 0 <= drop_ratio < keep_ratio <= 1 or spread < 0:
-            raise InvalidInputError("need boundary_quantile in [0, 1], 0 <= drop_ratio < keep_ratio <= 1, spread >= 0")
-        self.rewriter = rewriter
-        self.scorer_model = scorer_model
-        self.max_rewrites = max_rewrites
-        self.batch_size = max(1, batch_size)
-        self.max_chunk_tokens = max_chunk_tokens
-        self.min_chunk_tokens = min_chunk_tokens
-        self.boundary_quantile = boundary_quantile
-        self.spread = spread
-        self.keep_ratio = keep_ratio
-        self.drop_ratio = drop_ratio
+    unit: str | None = field(default="sentence", init=False)
+    rewriter: str = LARGE_LM
+    scorer_model: str = DEFAULT_LM
+    max_rewrites: int = 6
+    batch_size: int = 6
+    max_chunk_tokens: int = 160
+    min_chunk_tokens: int = 24
+    boundary_quantile: float = 0.35
+    spread: float = 0.35
+    keep_ratio: float = 0.8
+    drop_ratio: float = 0.15
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        non_empty("rewriter", self.rewriter)
+        non_empty("scorer_model", self.scorer_model)
+        integer("max_rewrites", self.max_rewrites, 0)
+        integer("batch_size", self.batch_size)
+        integer("min_chunk_tokens", self.min_chunk_tokens)
+        integer("max_chunk_tokens", self.max_chunk_tokens, self.min_chunk_tokens + 1)
+        number("boundary_quantile", self.boundary_quantile, 0.0, 1.0)
+        number("spread", self.spread, 0.0)
+        number("keep_ratio", self.keep_ratio, 0.0, 1.0, exclusive_low=True)
+        number("drop_ratio", self.drop_ratio, 0.0, self.keep_ratio)
+        if self.drop_ratio == self.keep_ratio:
+            raise InvalidInputError(f"drop_ratio must be below keep_ratio ({self.keep_ratio}), got {self.drop_ratio}")
 
     def score_units(self, request: CompressionRequest, units: list[Unit]) -> np.ndarray:
         """Sentence relevance to the question (or document); used for chunking and chunk priorities."""
@@ -173,7 +182,7 @@ class Scope(Compressor):
 
     def _chunk(self, request: CompressionRequest, units: list[Unit]) -> list[Chunk]:
         costs = request.tokenizer.count_many([u.text for u in units])
-        vectors = embed([u.text for u in units])
+        vectors = embed([u.text for u in units], progress=request.report)
         relevance = vectors @ self._query(request, vectors)
         hard = {i for i, u in enumerate(units) if u.forced} | {i - 1 for i, u in enumerate(units) if u.forced}
         hard |= {i - 1 for i, u in enumerate(units) if i and "\n\n" in u.text[: len(u.text) - len(u.text.lstrip())]}
@@ -241,7 +250,7 @@ class Scope(Compressor):
                 for c, n in zip(generative, lm_counts)
             ]
             began = time.perf_counter()
-            outputs, stats["generated_tokens"] = writer.rewrite(jobs, request.seed)
+            outputs, stats["generated_tokens"] = writer.rewrite(jobs, request.seed, request.report)
             stats["generate_s"] = round(time.perf_counter() - began, 3)
             for c, job, out in zip(generative, jobs, outputs):
                 body = self._accept(out, job.terms, c.budget, tok)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..model_loading import DEFAULT_LM
+from ..params import integer, non_empty, number, one_of
 from ..registry import register
 from ..scoring.lm import surprisal, to_units
 from ..segmentation import Unit
@@ -14,12 +16,20 @@ from .base import CompressionRequest, Compressor
 
 
 @register
-class SelectiveContext(Compressor):
+@dataclass
+class SelectiveContextCompressor(Compressor):
     """Score each LM token by I(x_t) = -log2 P(x_t | x_<t), sum per unit, keep the most informative units.
 
     The paper keeps units above the p-th percentile of unit scores; here that threshold is taken over token
     mass so the budget holds in the target tokenizer. With a question, the score adds how much the question
     lowers each token's surprisal (question_weight * max(0, I(x) - I(x | q))), so answer-bearing units rise.
+    Reference: Li et al., "Compressing Context to Enhance Inference Efficiency of Large Language Models", EMNLP 2023.
+
+    Args:
+        model: Causal LM that scores surprisal (a bundled alias such as ``default-lm``, or a model name).
+        aggregate: How token scores combine into a unit score: ``sum`` or ``mean``.
+        question_weight: Weight of the question-conditioned surprisal drop (0 ignores the question).
+        overlap: LM tokens of left context re-read at the start of each window of long text.
     """
 
     name = "selective_context"
@@ -27,30 +37,28 @@ class SelectiveContext(Compressor):
     uses_question = True
     default_unit = "phrase"
 
-    def __init__(
-        self,
-        unit: str | None = None,
-        model: str = DEFAULT_LM,
-        aggregate: str = "sum",
-        question_weight: float = 1.0,
-        overlap: int = 128,
-    ) -> None:
-        super().__init__(unit)
-        if aggregate not in ("sum", "mean"):
-            from ..errors import InvalidInputError
+    model: str = DEFAULT_LM
+    aggregate: str = "sum"
+    question_weight: float = 1.0
+    overlap: int = 128
 
-            raise InvalidInputError(f"aggregate must be 'sum' or 'mean', got {aggregate!r}")
-        self.model = model
-        self.aggregate = aggregate
-        self.question_weight = question_weight
-        self.overlap = overlap
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        non_empty("model", self.model)
+        one_of("aggregate", self.aggregate, ("sum", "mean"))
+        number("question_weight", self.question_weight, 0.0)
+        integer("overlap", self.overlap, 0)
 
     def score_units(self, request: CompressionRequest, units: Sequence[Unit]) -> np.ndarray:
-        info = surprisal(request.text, self.model, overlap=self.overlap, progress=request.progress)
+        info = surprisal(request.text, self.model, overlap=self.overlap, progress=request.report)
         scores = to_units(info, units, self.aggregate)
         if request.question and self.question_weight:
             given_q = surprisal(
-                request.text, self.model, prefix=f"Question: {request.question}\n", overlap=self.overlap
+                request.text,
+                self.model,
+                prefix=f"Question: {request.question}\n",
+                overlap=self.overlap,
+                progress=request.report,
             )
             gain = np.clip(info.values - given_q.values, 0.0, None)
             info.values = gain
