@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -19,7 +20,10 @@ from promptshrink.segmentation import Unit
 STEPS = 6000  # 60 s at most, in 10 ms steps
 
 
+@dataclass
 class Gate(Compressor):
+    """Test only: a method that is busy exactly as long as the test says."""
+
     name = "test_gate"
     requires_lm = False
     summary = "Test only: works (reporting progress every 10 ms) until released; keeps the first units."
