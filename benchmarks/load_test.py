@@ -78,12 +78,12 @@ async def load(url: str, requests: int, concurrency: int, method: str) -> dict[s
     }
 
 
-def start_server(max_queue: int) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(max_queue: int, method: str = "keep_first") -> tuple[subprocess.Popen[bytes], str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PROMPTSHRINK_MAX_QUEUE": str(max_queue), "PROMPTSHRINK_WARMUP": "0"}
-    cmd = [sys.executable, "-m", "promptshrink.cli", "serve", "--port", str(port), "--method", "keep_first"]
+    cmd = [sys.executable, "-m", "promptshrink.cli", "serve", "--port", str(port), "--method", method]
     cmd += ["--log-level", "warning"]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"

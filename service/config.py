@@ -50,6 +50,14 @@ class Settings:
     load_wait_s: float = 10.0
     public_metrics: bool = False
     public_docs: bool = True
+    # Ray Serve (`promptshrink serve --ray`, service/ray_app.py): replicas, resources per replica, autoscaling.
+    ray_address: str | None = None
+    ray_replicas: int = 1
+    ray_min_replicas: int | None = None
+    ray_max_replicas: int | None = None
+    ray_target_ongoing_requests: float = 2.0
+    ray_cpus_per_replica: float = 1.0
+    ray_gpus_per_replica: float = 0.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
