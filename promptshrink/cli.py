@@ -1,4 +1,4 @@
-"""Command line: `promptshrink compress|methods|calibrate-ehpc|serve`."""
+"""Command line: `promptshrink compress|methods|calibrate-ehpc|serve|batch`."""
 
 from __future__ import annotations
 
@@ -97,12 +97,95 @@ def _methods(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if args.ray:
+        return _serve_ray(args)
     try:
         from .service.server import run
     except ImportError as exc:
         raise InvalidInputError(f"the service needs its extras: pip install 'promptshrink[service]' ({exc})") from exc
     run(host=args.host, port=args.port, workers=args.workers, method=args.method, log_level=args.log_level)
     return 0
+
+
+def _serve_ray(args: argparse.Namespace) -> int:
+    if args.workers is not None:
+        raise InvalidInputError("--workers starts uvicorn processes; with --ray use --replicas")
+    try:
+        from .service.config import Settings
+        from .service.ray_app import run
+    except ImportError as exc:
+        raise InvalidInputError(f"--ray needs its extras: pip install 'promptshrink[service,ray]' ({exc})") from exc
+    overrides = {"host": args.host, "port": args.port, "method": args.method, "log_level": args.log_level}
+    run(Settings.from_env(**overrides, ray_address=args.ray_address, ray_replicas=args.replicas))
+    return 0
+
+
+class _BatchProgress:
+    """A progress bar over the records of a batch job, with tokens in and out."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.bar: Any = None
+        self.enabled = enabled
+
+    def __call__(self, summary: Any) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=summary.records - summary.skipped, unit="rec", file=sys.stderr)
+        self.bar.update(summary.written + len(summary.failed) - self.bar.n)
+        self.bar.set_postfix(tokens=f"{summary.tokens_in}->{summary.tokens_out}", failed=len(summary.failed))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    try:
+        from .batch import BatchSpec, run_batch
+    except ImportError as exc:
+        raise InvalidInputError(f"batch needs its extras: pip install 'promptshrink[ray]' ({exc})") from exc
+    spec = BatchSpec(
+        method=args.method,
+        rate=args.rate,
+        target_tokens=args.target_tokens,
+        tokenizer=args.tokenizer,
+        question_field=args.question_field,
+        options=_parse_options(args.option or []),
+    )
+    bar = _BatchProgress(not args.quiet and (args.progress or sys.stderr.isatty()))
+    try:
+        summary = run_batch(
+            Path(args.input),
+            Path(args.output),
+            spec,
+            ray_address=args.ray_address,
+            workers=args.workers,
+            cpus_per_worker=args.cpus_per_worker,
+            gpus_per_worker=args.gpus_per_worker,
+            progress=bar,
+        )
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps(summary.to_dict(), ensure_ascii=False, indent=2))
+    if not args.quiet:
+        saved = 1 - summary.tokens_out / summary.tokens_in if summary.tokens_in else 0.0
+        print(
+            f"{summary.records} records: {summary.written} compressed, {summary.skipped} already in {args.output}, "
+            f"{len(summary.failed)} failed; tokens {summary.tokens_in} -> {summary.tokens_out} ({saved:.1%} saved) "
+            f"in {summary.elapsed_s:.1f}s ({summary.records_per_s:.1f} records/s)",
+            file=sys.stderr,
+        )
+        for f in summary.failed[:10]:
+            print(f"  line {f['line']}: {f['code']}: {f['message']}", file=sys.stderr)
+        if summary.failed:
+            print(f"  all failures: {args.output}.failed.jsonl", file=sys.stderr)
+    return 1 if summary.failed else 0
 
 
 def _calibrate_ehpc(args: argparse.Namespace) -> int:
@@ -155,7 +238,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=None, help="uvicorn worker processes")
     s.add_argument("--method", default=None, help="default compression method")
     s.add_argument("--log-level", default="info")
+    s.add_argument("--ray", action="store_true", help="serve on Ray Serve (replicas, autoscaling: PROMPTSHRINK_RAY_*)")
+    s.add_argument(
+        "--replicas", type=int, default=None, help="with --ray: replicas (default $PROMPTSHRINK_RAY_REPLICAS)"
+    )
+    s.add_argument("--ray-address", default=None, help="with --ray: join this Ray cluster (default: start one)")
     s.set_defaults(func=_serve)
+
+    b = sub.add_parser("batch", help="compress a JSONL or Parquet corpus with Ray Data (resumable)")
+    b.add_argument("input", help="JSONL or .parquet file of records with text, messages or passages")
+    b.add_argument("output", help="JSONL file the compressed records are appended to (rerun to resume)")
+    b.add_argument("--method", "-m", default="selective_context")
+    budget = b.add_mutually_exclusive_group()
+    budget.add_argument("--rate", "-r", type=float, help="kept fraction of target tokens, in (0, 1]")
+    budget.add_argument("--target-tokens", "-t", type=int, help="most tokens to keep per record")
+    b.add_argument("--tokenizer", default="cl100k_base", help="tiktoken encoding, OpenAI model or hf:<model>")
+    b.add_argument("--question-field", "-q", help="record field holding the question (question-aware methods)")
+    b.add_argument("--option", "-o", action="append", help="method option key=value (repeatable)")
+    b.add_argument("--ray-address", default=None, help="Ray cluster to run on ('auto': this machine's); default: local")
+    b.add_argument("--workers", type=int, default=None, help="compression actors (default: CPUs / cpus-per-worker)")
+    b.add_argument("--cpus-per-worker", type=float, default=1.0)
+    b.add_argument("--gpus-per-worker", type=float, default=0.0)
+    b.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    b.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
+    b.add_argument("--quiet", action="store_true", help="no progress bar or summary on stderr")
+    b.set_defaults(func=_batch)
     return parser
 
 

@@ -21,6 +21,12 @@ class BudgetError(InvalidInputError):
     code = "budget_unsatisfiable"
 
 
+class CompressionTimeoutError(PromptShrinkError, TimeoutError):
+    """The compression passed its deadline (``timeout_s``) and stopped between windows or stages."""
+
+    code = "timeout"
+
+
 class UnknownMethodError(PromptShrinkError, KeyError):
     """No compressor is registered under the requested name."""
 

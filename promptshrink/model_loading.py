@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import json
 import os
 import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, wraps
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import InvalidInputError, ModelUnavailableError
 from .paths import models_dir
@@ -37,6 +38,7 @@ _LOAD_LOCK = threading.RLock()
 DEVICE_ENV = "PROMPTSHRINK_DEVICE"
 _DEVICE: ContextVar[str | None] = ContextVar("promptshrink_device", default=None)
 _DEVICE_RE = re.compile(r"cuda(?::(\d+))?")
+T = TypeVar("T")
 _VERIFIED: set[tuple[Path, frozenset[tuple[str, str]]]] = set()
 
 
@@ -235,11 +237,31 @@ def _offline() -> bool:
     )
 
 
-@lru_cache(maxsize=8)
+def _load_once(load: Callable[..., T]) -> Callable[..., T]:
+    """Cache ``load`` per arguments so each model is loaded once per process: concurrent first callers wait
+    for the one that loads (`functools.lru_cache` would let every one of them load its own copy)."""
+    done: dict[tuple[Any, ...], T] = {}
+    signature = inspect.signature(load)
+
+    @wraps(load)
+    def once(*args: Any, **kwargs: Any) -> T:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        key = bound.args
+        if key in done:
+            return done[key]
+        with _LOAD_LOCK:
+            if key not in done:
+                done[key] = load(*key)
+            return done[key]
+
+    return once
+
+
+@_load_once
 def load_tokenizer(name: str = DEFAULT_LM) -> Any:
     _, transformers = lm_stack()
-    with _LOAD_LOCK:
-        return _from_pretrained(transformers.AutoTokenizer, name)
+    return _from_pretrained(transformers.AutoTokenizer, name)
 
 
 def set_torch_threads(concurrent_jobs: int = 1) -> int:
@@ -331,19 +353,18 @@ def load_causal_lm(name: str = DEFAULT_LM, device: str | None = None, attention:
     return _load_causal_lm(name, resolved, attention, str(default_dtype(resolved)))
 
 
-@lru_cache(maxsize=8)
+@_load_once
 def _load_causal_lm(name: str, device: str, attention: str, dtype: str) -> tuple[Any, Any]:
     torch, transformers = lm_stack()
-    with _LOAD_LOCK:
-        tokenizer = load_tokenizer(name)
-        model = _from_pretrained(
-            transformers.AutoModelForCausalLM,
-            name,
-            attn_implementation=attention,
-            dtype=getattr(torch, dtype.removeprefix("torch.")),
-        )
-        model.eval().to(device)
-        return model, tokenizer
+    tokenizer = load_tokenizer(name)
+    model = _from_pretrained(
+        transformers.AutoModelForCausalLM,
+        name,
+        attn_implementation=attention,
+        dtype=getattr(torch, dtype.removeprefix("torch.")),
+    )
+    model.eval().to(device)
+    return model, tokenizer
 
 
 def load_encoder(name: str = DEFAULT_EMBEDDER, device: str | None = None) -> tuple[Any, Any]:
@@ -351,14 +372,13 @@ def load_encoder(name: str = DEFAULT_EMBEDDER, device: str | None = None) -> tup
     return _load_encoder(name, resolve_device(device))
 
 
-@lru_cache(maxsize=4)
+@_load_once
 def _load_encoder(name: str, device: str) -> tuple[Any, Any]:
     _, transformers = lm_stack()
-    with _LOAD_LOCK:
-        tokenizer = load_tokenizer(name)
-        model = _from_pretrained(transformers.AutoModel, name)
-        model.eval().to(device)
-        return model, tokenizer
+    tokenizer = load_tokenizer(name)
+    model = _from_pretrained(transformers.AutoModel, name)
+    model.eval().to(device)
+    return model, tokenizer
 
 
 def model_key(name: str) -> str:
@@ -366,3 +386,18 @@ def model_key(name: str) -> str:
     spec = manifest().get(name)
     base = spec.hf_id if spec else name
     return base.rstrip("/").replace("/", "__").replace(":", "_")
+
+
+def load_artefact(name: str) -> tuple[Path, dict[str, Any]]:
+    """A trained artefact shipped under ``models/`` (``artefacts`` in the manifest): its path, checked by
+    sha256, and its manifest entry (metadata such as layers and sizes)."""
+    data = json.loads((models_dir() / "manifest.json").read_text())
+    entry = data.get("artefacts", {}).get(name)
+    if entry is None:
+        raise ModelUnavailableError(f"no artefact {name!r} in {models_dir() / 'manifest.json'}")
+    path = models_dir() / entry["path"]
+    if not path.is_file():
+        raise ModelUnavailableError(f"artefact {name!r} missing: {path} (reinstall promptshrink)")
+    if _sha256(path) != entry["sha256"]:
+        raise ModelUnavailableError(f"artefact {name!r} is corrupt: sha256 of {path} does not match the manifest")
+    return path, entry

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,8 +115,10 @@ class ChatRewriter:
         keep = f" (in particular: {'; '.join(job.terms)})" if job.terms else ""
         return [{"role": "user", "content": PROMPT.format(words=job.max_words, keep=keep, text=job.text)}]
 
-    def rewrite(self, jobs: Sequence[RewriteJob], seed: int = 0) -> tuple[list[str], int]:
-        """The rewrites (in job order) and the number of tokens generated."""
+    def rewrite(
+        self, jobs: Sequence[RewriteJob], seed: int = 0, progress: Callable[[int, int], None] | None = None
+    ) -> tuple[list[str], int]:
+        """The rewrites (in job order) and the number of tokens generated; ``progress`` after each batch."""
         import torch
 
         model, tokenizer = load_causal_lm(self.model_name)
@@ -143,6 +145,8 @@ class ChatRewriter:
                 row = new[k, : job.max_new_tokens].tolist()
                 generated += len(row)
                 out[order[b + k]] = _clean(tokenizer.decode(row, skip_special_tokens=True))
+            if progress:
+                progress(min(b + self.batch_size, len(order)), len(order))
         return out, generated
 
 

@@ -11,7 +11,11 @@ from collections.abc import Iterable, Sequence
 from itertools import accumulate
 from typing import NamedTuple
 
+from .errors import InvalidInputError
+
 LEVELS = ("token", "word", "phrase", "sentence", "chunk")
+MAX_KEEP = 100  # distinct ``keep`` strings per request
+MAX_KEEP_MATCHES = 10_000  # their occurrences in the text, all together
 
 _TOKEN_RE = re.compile(r"\s*(?:'(?:[sdmt]|ll|ve|re)\b|[^\W\d_]+|\d+|[^\w\s]+|_+)", re.UNICODE)
 _WORD_RE = re.compile(r"\s*\S+")
@@ -159,17 +163,14 @@ def protected_spans(
 
     Args:
         text: the input.
-        keep: literal strings whose every occurrence survives.
+        keep: literal strings whose every occurrence survives (at most `MAX_KEEP` distinct ones, matching at
+            most `MAX_KEEP_MATCHES` times in all; more raises `InvalidInputError`).
         protect_code: fenced and inline code.
         protect_urls: URLs.
         protect_tables: markdown tables (kept whole).
         protect_numbers: every number.
     """
-    spans: list[tuple[int, int]] = []
-    for s in keep:
-        if not s:
-            continue
-        spans.extend((m.start(), m.end()) for m in re.finditer(re.escape(s), text))
+    spans = keep_spans(text, keep)
     patterns = []
     if protect_code:
         patterns += [_CODE_BLOCK_RE, _INLINE_CODE_RE]
@@ -182,6 +183,28 @@ def protected_spans(
     if protect_tables:
         spans.extend(table_spans(text))
     return merge_spans(spans)
+
+
+def keep_spans(text: str, keep: Sequence[str]) -> list[tuple[int, int]]:
+    """Spans of every occurrence of the ``keep`` strings, overlapping ones included, in one scan of ``text``.
+
+    One alternation (longest string first) inside a lookahead is tried at each position, so the cost grows with
+    the text, not with entries x occurrences, and repeated entries count once.
+    """
+    needles = sorted({k for k in keep if k}, key=len, reverse=True)
+    if not needles:
+        return []
+    if len(needles) > MAX_KEEP:
+        raise InvalidInputError(f"keep has {len(needles)} distinct strings; at most {MAX_KEEP}")
+    finder = re.compile("(?=(" + "|".join(map(re.escape, needles)) + "))")
+    spans = []
+    for m in finder.finditer(text):
+        if len(spans) == MAX_KEEP_MATCHES:
+            raise InvalidInputError(
+                f"the keep strings occur more than {MAX_KEEP_MATCHES} times in the text; keep longer, rarer strings"
+            )
+        spans.append((m.start(), m.end(1)))
+    return spans
 
 
 def merge_spans(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:

@@ -6,7 +6,7 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
-from .api import build_request, get_compressor
+from .api import build_request, check_unicode, deadline_after, get_compressor
 from .budget import Budget, make_budget
 from .errors import BudgetError, InvalidInputError
 from .json_splice import compress_request
@@ -35,8 +35,14 @@ def _validate_messages(messages: Any) -> None:
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str):
             raise InvalidInputError(f"messages[{i}] must be an object with a string 'role'")
-        if m.get("content") is not None and not isinstance(m["content"], (str, list)):
+        content = m.get("content")
+        if content is not None and not isinstance(content, (str, list)):
             raise InvalidInputError(f"messages[{i}].content must be a string or a list of content parts")
+        for k, part in enumerate(content if isinstance(content, list) else []):
+            if not isinstance(part, dict) or (part.get("type") == "text" and not isinstance(part.get("text"), str)):
+                raise InvalidInputError(
+                    f"messages[{i}].content[{k}] must be an object; a text part needs a string 'text'"
+                )
 
 
 def compress_messages(
@@ -52,20 +58,25 @@ def compress_messages(
     keep: Sequence[str] = (),
     min_tokens: int = 32,
     device: str | None = None,
+    timeout_s: float | None = None,
     **options: Any,
 ) -> MessagesResult:
     """Compress each message whose role is in ``roles`` (system excluded by default); roles and order are kept.
 
     The last user message is the query and is left alone unless ``skip_last_user`` is False; it also serves as
-    the question for question-aware methods. ``target_tokens`` is a total over all message texts. ``device`` as
-    in `promptshrink.compress`.
+    the question for question-aware methods. ``target_tokens`` is a total over all message texts; ``timeout_s``
+    bounds the whole call and ``device`` is as in `promptshrink.compress`.
     """
+    deadline = deadline_after(timeout_s)
     _validate_messages(messages)
     out = copy.deepcopy(messages)
     last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
     if question is None and last_user is not None:
         question = " ".join(t for _, t in _text_parts(messages[last_user])).strip() or None
     pieces = [(i, loc, text) for i, m in enumerate(messages) for loc, text in _text_parts(m) if text.strip()]
+    for i, _, text in pieces:
+        check_unicode(f"messages[{i}].content", text)
+    check_unicode("question", question or "")
     budget, target = make_budget(rate, target_tokens), get_tokenizer(tokenizer)
     counts = target.count_many([t for _, _, t in pieces])
     total = sum(counts)
@@ -84,7 +95,7 @@ def compress_messages(
         if not compressible(i, n):
             continue
         share = Budget(target_tokens=max(1, (target_tokens - fixed) * n // movable)) if target_tokens else budget
-        request = CompressionRequest(text, share, target, question, tuple(keep))
+        request = CompressionRequest(text, share, target, question, tuple(keep), deadline=deadline)
         with use_device(device):
             result = compress_request(compressor, request)
         per_message[i] = result
@@ -106,6 +117,7 @@ def compress_passages(
     tokenizer: str = DEFAULT_TOKENIZER,
     keep: Sequence[str] = (),
     device: str | None = None,
+    timeout_s: float | None = None,
     **options: Any,
 ) -> PassagesResult:
     """Compress retrieved passages under one shared budget; ids and metadata go through unchanged.
@@ -129,7 +141,13 @@ def compress_passages(
         cursor += len(item["text"]) + len(PASSAGE_SEPARATOR)
     joined = PASSAGE_SEPARATOR.join(item["text"] for item in items)
     request = build_request(
-        joined, rate=rate, target_tokens=target_tokens, tokenizer=tokenizer, question=question, keep=keep
+        joined,
+        rate=rate,
+        target_tokens=target_tokens,
+        tokenizer=tokenizer,
+        question=question,
+        keep=keep,
+        timeout_s=timeout_s,
     )
     compressor = get_compressor(method, **options)
     with use_device(device):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import hmac
 import logging
 import threading
 import time
@@ -15,6 +17,7 @@ from typing import Annotated, Any
 from fastapi import Body, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -22,19 +25,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import promptshrink
 from promptshrink.errors import PromptShrinkError
 from promptshrink.model_loading import set_torch_threads
+from promptshrink.segmentation import LEVELS
 
 from .batching import MicroBatcher, batchable
-from .compression import check_options, run_compress
+from .compression import check_options, check_unicode_body, run_compress
 from .config import Settings
 from .errors import ApiError, busy, from_library
 from .limits import WorkPool
 from .metrics import Metrics
-from .middleware import BodyLimitMiddleware, MetricsMiddleware
+from .middleware import BodyLimitMiddleware, MetricsMiddleware, scrub_access_log
 from .proxy import Upstream, check_upstream_key, compress_body, policy_from
 from .schemas import BatchRequest, BatchResponse, CompressRequest, CompressResponse, ErrorBody, Health, MethodsResponse
 
 log = logging.getLogger("promptshrink.service")
 WARMUP_TEXT = "Prompt compression keeps the informative parts of a prompt. The rest is dropped to save tokens."
+LOADING_RETRY_AFTER_S = 5  # a model load takes seconds: a sooner retry would only meet another 503
 ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (400, 401, 413, 422, 503, 504)}
 PROXY_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, 502: {"model": ErrorBody}}
 
@@ -48,27 +53,56 @@ class State:
     pool: WorkPool | None = None
     batcher: MicroBatcher | None = None
     upstream: Upstream | None = None
+    loaded: dict[str, asyncio.Event] = field(default_factory=dict)  # per allowed method, set once warmed up
 
-    def warm_up(self) -> None:
-        """Load the default method's models by compressing a short text; /readyz reports the outcome."""
-        method = self.settings.method
-        try:
+    async def warm_up(self) -> None:
+        """Load the models of every allowed method (the default first) by compressing a short text, one method at
+        a time on a worker thread; /readyz reports the outcome."""
+        methods = list(self.loaded)
+        for method in methods:
             options = self.settings.method_options(method)
-            promptshrink.compress(WARMUP_TEXT, method, rate=0.5, device=self.settings.device, **options)
-        except Exception as exc:  # any failure must show on /readyz, not kill the thread silently
-            self.ready_error = f"{type(exc).__name__}: {exc}"
-            log.error("warm-up of %s failed: %s", method, self.ready_error)
+            try:
+                await asyncio.to_thread(
+                    promptshrink.compress, WARMUP_TEXT, method, rate=0.5, device=self.settings.device, **options
+                )
+            except Exception as exc:  # any failure must show on /readyz, not kill the task silently
+                self.ready_error = f"{method}: {type(exc).__name__}: {exc}"
+                log.error("warm-up of %s failed: %s", method, self.ready_error)
+            finally:
+                self.loaded[method].set()  # a failed load: requests get the library's own error
+        if self.ready_error is None:
+            self.ready.set()
+            self.metrics.ready.set(1)
+            log.info("warm-up of %s done: ready", ", ".join(methods))
+
+    async def wait_loaded(self, method: str) -> None:
+        """Wait (at most ``load_wait_s``) for ``method``'s warm-up; still loading: 503 with Retry-After."""
+        event = self.loaded.get(method)
+        if event is None or event.is_set():
             return
-        self.ready.set()
-        self.metrics.ready.set(1)
-        log.info("warm-up of %s done: ready", method)
+        try:
+            await asyncio.wait_for(event.wait(), self.settings.load_wait_s)
+        except TimeoutError:
+            retry = max(self.settings.retry_after_s, LOADING_RETRY_AFTER_S)
+            raise ApiError(
+                503,
+                "model_loading",
+                f"the models of {method!r} are still loading; retry after {retry}s",
+                headers={"Retry-After": str(retry)},
+            ) from None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; ``settings`` default to the environment."""
     settings = settings or Settings.from_env()
-    promptshrink.registry.get_method(settings.method)  # fail fast on a bad default method
+    for method in sorted(settings.allowed_methods):  # fail fast on a bad method name
+        promptshrink.registry.get_method(method)
+    for what, method in (("method", settings.method), ("proxy method", settings.effective_proxy_method)):
+        if method not in settings.allowed_methods:
+            allowed = ", ".join(sorted(settings.methods))
+            raise ValueError(f"the {what} {method!r} is not in PROMPTSHRINK_METHODS ({allowed})")
     check_upstream_key(settings)
+    scrub_access_log()
     state = State(settings)
 
     @asynccontextmanager
@@ -79,11 +113,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             state.batcher = MicroBatcher(settings, state.metrics, lambda: state.pool)
         state.metrics.busy_slots.set_function(lambda: state.pool.slots.used if state.pool else 0)
         state.upstream = Upstream(settings, state.metrics)
+        warm_up = None
         if settings.warmup:
-            threading.Thread(target=state.warm_up, name="promptshrink-warmup", daemon=True).start()
+            methods = sorted(settings.allowed_methods, key=lambda m: (m != settings.method, m))
+            state.loaded = {m: asyncio.Event() for m in methods}
+            warm_up = asyncio.create_task(state.warm_up())
         else:
             state.ready.set()
         yield
+        if warm_up is not None:
+            warm_up.cancel()
         await state.upstream.aclose()
         state.pool.shutdown()
 
@@ -92,6 +131,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=promptshrink.__version__,
         description="Prompt compression as a service, and an OpenAI-compatible proxy that compresses prompts.",
         lifespan=lifespan,
+        openapi_url=None,  # served by routes below, behind the service key unless public_docs
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.ps = state
     _install_errors(app, state)
@@ -113,6 +155,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
+def key_matches(candidate: str | None, keys: frozenset[str]) -> bool:
+    """Whether ``candidate`` is one of ``keys``, compared in constant time against every key."""
+    if candidate is None:
+        return False
+    given = candidate.encode()
+    found = False
+    for key in keys:
+        found |= hmac.compare_digest(given, key.encode())
+    return found
+
+
 async def caller_upstream_key(request: Request) -> str | None:
     """Check the service key (when keys are set); return the upstream key to forward for this caller.
 
@@ -128,9 +181,9 @@ async def caller_upstream_key(request: Request) -> str | None:
     x_key = request.headers.get("x-api-key")
     if not keys:
         return bearer or (settings.upstream_api_key if settings.allow_anonymous_upstream_key else None)
-    if x_key in keys:
+    if key_matches(x_key, keys):
         return bearer or settings.upstream_api_key
-    if bearer in keys:
+    if key_matches(bearer, keys):
         return settings.upstream_api_key
     raise ApiError(
         401,
@@ -138,6 +191,12 @@ async def caller_upstream_key(request: Request) -> str | None:
         "missing or wrong API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
         headers={"WWW-Authenticate": "Bearer"},
     )
+
+
+def service_key(request: Request, public: bool) -> None:
+    """For /metrics and the docs: a service key unless keys are off or the endpoint is made public."""
+    if not public and request.app.state.ps.settings.api_keys:
+        caller_upstream_key(request)
 
 
 Auth = Annotated[str | None, Depends(caller_upstream_key)]
@@ -149,6 +208,7 @@ def _add_routes(app: FastAPI, state: State) -> None:
     async def compress_one(req: CompressRequest) -> dict[str, Any]:
         queued_at = time.perf_counter()
         method, options = check_options(req, settings)
+        await state.wait_loaded(method)
         assert state.pool is not None
         lease = state.pool.lease(1)
         if lease is None:
@@ -159,7 +219,7 @@ def _add_routes(app: FastAPI, state: State) -> None:
             if state.batcher is not None and batchable(req, method):
                 batched = state.batcher.respond(req, method, options, lease, queued_at)
                 return await asyncio.wait_for(batched, settings.request_timeout_s)
-            job = partial(run_compress, req, settings, metrics, queued_at)
+            job = partial(run_compress, req, settings, metrics, queued_at, queued_at + settings.request_timeout_s)
             return await asyncio.wait_for(state.pool.run(lease, job), settings.request_timeout_s)
         except TimeoutError as exc:
             raise _timeout() from exc
@@ -187,8 +247,10 @@ def _add_routes(app: FastAPI, state: State) -> None:
         async def one(req: CompressRequest) -> dict[str, Any]:
             async with gate:
                 try:
-                    check_options(req, settings)
-                    job = partial(run_compress, req, settings, metrics, time.perf_counter())
+                    method, _ = check_options(req, settings)
+                    await state.wait_loaded(method)
+                    deadline = start + settings.request_timeout_s
+                    job = partial(run_compress, req, settings, metrics, time.perf_counter(), deadline)
                     return {"ok": True, "result": await state.pool.run(lease, job)}  # type: ignore[union-attr]
                 except (ApiError, PromptShrinkError) as exc:
                     err = exc if isinstance(exc, ApiError) else from_library(exc)
@@ -205,16 +267,19 @@ def _add_routes(app: FastAPI, state: State) -> None:
 
     async def proxied(path: str, request: Request, body: dict[str, Any], upstream_key: str | None) -> Response:
         assert state.pool is not None and state.upstream is not None
+        check_unicode_body(body)
         policy = policy_from(body, request.headers, settings)
         headers: dict[str, str] = {}
         if policy.enabled:
             method, options = check_options(policy, settings)
+            await state.wait_loaded(method)
             lease = state.pool.lease(1)
             if lease is None:
                 raise busy(settings.retry_after_s, "the compression queue")
             try:
                 started = time.perf_counter()
-                job = partial(compress_body, path, body, policy, method, options)
+                limited = {**options, "timeout_s": settings.request_timeout_s}  # stops, freeing the thread, on 504
+                job = partial(compress_body, path, body, policy, method, limited)
                 before, after = await asyncio.wait_for(state.pool.run(lease, job), settings.request_timeout_s)
             except TimeoutError as exc:
                 raise _timeout() from exc
@@ -246,7 +311,12 @@ def _add_routes(app: FastAPI, state: State) -> None:
         described = promptshrink.describe_methods()
         for m in described:
             m["parameters"] = [{**p, "default": _plain(p["default"])} for p in m["parameters"]]
-        return {"default": settings.method, "methods": described, "allowed_options": sorted(settings.allowed_options)}
+        return {
+            "default": settings.method,
+            "methods": described,
+            "allowed_methods": sorted(settings.allowed_methods),
+            "allowed_options": sorted(settings.allowed_options),
+        }
 
     @app.get("/healthz", response_model=Health)
     async def healthz() -> dict[str, Any]:
@@ -255,16 +325,45 @@ def _add_routes(app: FastAPI, state: State) -> None:
 
     @app.get("/readyz", response_model=Health, responses={503: {"model": Health}})
     async def readyz() -> Response:
-        """Readiness: the default method's models are loaded (503 until then, or with the load error)."""
+        """Readiness: the models of every allowed method are loaded (503 until then, or with the load error)."""
+        loaded = sorted(m for m, event in state.loaded.items() if event.is_set())
         if state.ready.is_set():
-            return JSONResponse({"status": "ready", "method": settings.method})
+            return JSONResponse({"status": "ready", "method": settings.method, "loaded": loaded})
         status = "failed" if state.ready_error else "loading"
-        return JSONResponse({"status": status, "method": settings.method, "detail": state.ready_error}, 503)
+        body = {"status": status, "method": settings.method, "detail": state.ready_error, "loaded": loaded}
+        return JSONResponse(body, 503)
 
     @app.get("/metrics", response_class=Response)
-    async def prometheus() -> Response:
-        """Prometheus metrics: requests, latency histograms, tokens in/out, errors by code."""
+    async def prometheus(request: Request) -> Response:
+        """Prometheus metrics: requests, latency histograms, tokens in/out, errors by code (needs a service key
+        when keys are set, unless PROMPTSHRINK_PUBLIC_METRICS=1)."""
+        service_key(request, settings.public_metrics)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request) -> JSONResponse:
+        service_key(request, settings.public_docs)
+        return JSONResponse(this_server(app.openapi(), settings))
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> Response:
+        service_key(request, settings.public_docs)
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="promptshrink")
+
+
+def this_server(schema: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """The OpenAPI schema narrowed to this server: ``method`` lists the allowed methods and ``options`` the
+    allowed option names, so generated clients and schema-based fuzzers send what the server accepts."""
+    schema = copy.deepcopy(schema)
+    known = {"unit": {"enum": list(LEVELS)}}
+    options = {"type": "object", "properties": {o: known.get(o, {}) for o in sorted(settings.allowed_options)}}
+    options["additionalProperties"] = False
+    for model in schema.get("components", {}).get("schemas", {}).values():
+        props = model.get("properties", {})
+        if "method" in props and "options" in props:
+            props["method"]["anyOf"] = [{"enum": sorted(settings.allowed_methods)}, {"type": "null"}]
+            props["options"] = {**props["options"], **options}
+    return schema
 
 
 def _plain(value: Any) -> Any:

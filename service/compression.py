@@ -6,18 +6,33 @@ import time
 from typing import Any
 
 import promptshrink
+from promptshrink.api import check_unicode
 from promptshrink.budget import make_budget
+from promptshrink.errors import CompressionTimeoutError
 from promptshrink.result import CompressionResult
 
 from .config import Settings
 from .errors import ApiError
 from .metrics import Metrics
-from .schemas import CompressOptions, CompressRequest, CompressResponse, MessageResult
+from .schemas import CompressOptions, CompressRequest, CompressResponse, MessageResult, MessagesRequest, TextRequest
+
+
+def check_method(method: str, settings: Settings) -> None:
+    """Refuse (422) a method outside the server's allow-list (``PROMPTSHRINK_METHODS``), naming the allowed ones."""
+    allowed = settings.allowed_methods
+    if method in allowed:
+        return
+    names = ", ".join(sorted(allowed))
+    if method not in promptshrink.registry.method_names():
+        raise ApiError(422, "unknown_method", f"unknown method {method!r}; this server allows: {names}")
+    raise ApiError(422, "method_not_allowed", f"method {method!r} is not enabled on this server; allowed: {names}")
 
 
 def check_options(req: CompressOptions, settings: Settings) -> tuple[str, dict[str, Any]]:
-    """The method to use and its constructor options; refuses options and tokenizers the server does not allow."""
+    """The method to use and its constructor options; refuses methods, options and tokenizers the server does not
+    allow."""
     method = req.method or settings.method
+    check_method(method, settings)
     refused = sorted(set(req.options) - settings.allowed_options)
     if refused:
         allowed = ", ".join(sorted(settings.allowed_options)) or "none"
@@ -27,6 +42,20 @@ def check_options(req: CompressOptions, settings: Settings) -> tuple[str, dict[s
     if req.tokenizer.strip().startswith("hf:") and not settings.allow_hf_tokenizers:
         raise ApiError(422, "unknown_tokenizer", "hf: tokenizers are disabled on this server; use a tiktoken name")
     return method, {**settings.method_options(method), **req.options}
+
+
+def check_unicode_body(value: Any, where: str = "body") -> None:
+    """Refuse (422) a JSON body holding a lone surrogate (``"\\ud800"``) anywhere: it cannot be re-encoded as UTF-8
+    to forward upstream, nor tokenized."""
+    if isinstance(value, str):
+        check_unicode(where, value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_unicode_body(key, where)
+            check_unicode_body(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_unicode_body(item, f"{where}[{i}]")
 
 
 def _common(req: CompressOptions, settings: Settings) -> dict[str, Any]:
@@ -43,11 +72,18 @@ def _segments(result: CompressionResult, include: bool) -> list[dict[str, Any]] 
     return result.to_dict()["segments"] if include else None
 
 
-def run_compress(req: CompressRequest, settings: Settings, metrics: Metrics, queued_at: float) -> dict[str, Any]:
-    """Compress one item; library errors propagate (the caller maps them)."""
+def run_compress(
+    req: CompressRequest, settings: Settings, metrics: Metrics, queued_at: float, deadline: float
+) -> dict[str, Any]:
+    """Compress one item before ``deadline`` (a `time.perf_counter` value); library errors propagate (the caller
+    maps them; `CompressionTimeoutError` frees this thread once the deadline has passed)."""
     method, options = check_options(req, settings)
     start = time.perf_counter()
-    if req.text is not None:
+    left = deadline - start
+    if left <= 0:
+        raise CompressionTimeoutError("the request waited in the queue past the server's request timeout")
+    options = {**options, "timeout_s": left}
+    if isinstance(req, TextRequest):
         result = promptshrink.compress(
             req.text,
             method,
@@ -58,7 +94,7 @@ def run_compress(req: CompressRequest, settings: Settings, metrics: Metrics, que
             **options,
         )
         out = _from_result("text", result, req.include_segments)
-    elif req.messages is not None:
+    elif isinstance(req, MessagesRequest):
         messages = [m.model_dump(exclude_none=True) for m in req.messages]
         mres = promptshrink.compress_messages(
             messages,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, fields
 
+from promptshrink import registry
 from promptshrink.question_split import DEFAULT_QUESTION_MARKERS
 
 ENV_PREFIX = "PROMPTSHRINK_"
@@ -49,6 +50,18 @@ class Settings:
     proxy_rate: float | None = 0.5
     proxy_target_tokens: int | None = None
     proxy_question_markers: frozenset[str] = frozenset(DEFAULT_QUESTION_MARKERS)
+    methods: frozenset[str] = field(default_factory=frozenset)
+    load_wait_s: float = 10.0
+    public_metrics: bool = False
+    public_docs: bool = True
+    # Ray Serve (`promptshrink serve --ray`, service/ray_app.py): replicas, resources per replica, autoscaling.
+    ray_address: str | None = None
+    ray_replicas: int = 1
+    ray_min_replicas: int | None = None
+    ray_max_replicas: int | None = None
+    ray_target_ongoing_requests: float = 2.0
+    ray_cpus_per_replica: float = 1.0
+    ray_gpus_per_replica: float = 0.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:
@@ -80,6 +93,15 @@ class Settings:
     @property
     def effective_proxy_method(self) -> str:
         return self.proxy_method or self.method
+
+    @property
+    def allowed_methods(self) -> frozenset[str]:
+        """Methods requests may use: ``methods`` if set, else the default and proxy methods plus the model-free
+        ones (a caller must not make the server load models it was not started for)."""
+        if self.methods:
+            return self.methods
+        model_free = {n for n in registry.method_names() if not registry.get_method(n).requires_lm}
+        return frozenset({self.method, self.effective_proxy_method, *model_free})
 
     def method_options(self, method: str) -> dict[str, str]:
         """Server-side options for ``method``: the configured model for the default method."""

@@ -12,6 +12,7 @@ LIBRARY_STATUS = {
     "unknown_method": 422,
     "unknown_tokenizer": 422,
     "model_unavailable": 503,
+    "timeout": 504,
 }
 
 

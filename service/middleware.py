@@ -1,9 +1,10 @@
-"""ASGI middleware: a request body size limit (413) and per-route request metrics and logs."""
+"""ASGI middleware: a request body size limit (413) and per-route request metrics and logs; access-log scrubbing."""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from typing import Any
 
@@ -12,6 +13,23 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .metrics import Metrics
 
 log = logging.getLogger("promptshrink.service")
+SECRET_PARAM = re.compile(r"([?&][^=&#]*(?:key|token|secret|password|auth|sig)[^=&#]*=)[^&#]*", re.IGNORECASE)
+
+
+class QueryScrubber(logging.Filter):
+    """Blanks credential-like query parameters (``?api_key=...``, ``&token=...``) in uvicorn's access log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(SECRET_PARAM.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+def scrub_access_log() -> None:
+    """Install `QueryScrubber` on uvicorn's access logger (once per process)."""
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, QueryScrubber) for f in access.filters):
+        access.addFilter(QueryScrubber())
 
 
 class BodyLimitMiddleware:

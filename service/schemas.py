@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 SEED_MAX = 2**32 - 1
 
@@ -38,30 +38,59 @@ class CompressOptions(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict, description="method options the server allows")
 
 
-class CompressRequest(CompressOptions):
-    """Exactly one of ``text``, ``messages`` or ``passages`` (with an optional ``question``)."""
-
-    text: str | None = None
-    messages: list[Message] | None = None
-    passages: list[str | Passage] | None = None
-    roles: list[str] = Field(default_factory=lambda: ["user", "assistant", "tool"], description="messages only")
-    skip_last_user: bool = Field(True, description="messages only: leave the final user query alone")
-    min_tokens: int = Field(32, ge=0, description="messages only: shorter messages are left alone")
+class _Compress(CompressOptions):
     include_segments: bool = Field(False, description="return the per-segment keep/drop decisions")
 
-    @model_validator(mode="after")
-    def _one_input(self) -> CompressRequest:
-        given = [n for n in ("text", "messages", "passages") if getattr(self, n) is not None]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one of text, messages or passages (got {', '.join(given) or 'none'})")
-        return self
+
+class TextRequest(_Compress):
+    """Compress one text (with an optional ``question``)."""
+
+    text: str
+
+
+class MessagesRequest(_Compress):
+    """Compress a chat message list; roles and order are kept."""
+
+    messages: list[Message] = Field(min_length=1)
+    roles: list[str] = Field(default_factory=lambda: ["user", "assistant", "tool"], description="roles to compress")
+    skip_last_user: bool = Field(True, description="leave the final user query alone")
+    min_tokens: int = Field(32, ge=0, description="shorter messages are left alone")
+
+
+class PassagesRequest(_Compress):
+    """Compress RAG passages for a ``question``; ids and metadata are kept."""
+
+    passages: list[str | Passage] = Field(min_length=1)
+
+
+INPUTS = ("text", "messages", "passages")
+
+
+def _input_kind(value: Any) -> str | None:
+    """The one input field a body has (None when it has none or several: pydantic then answers 422)."""
+    has = value.__contains__ if isinstance(value, dict) else lambda n: hasattr(value, n)
+    given = [n for n in INPUTS if has(n)]
+    return given[0] if len(given) == 1 else None
+
+
+CompressRequest = Annotated[
+    Annotated[TextRequest, Tag("text")]
+    | Annotated[MessagesRequest, Tag("messages")]
+    | Annotated[PassagesRequest, Tag("passages")],
+    Discriminator(
+        _input_kind,
+        custom_error_type="one_input",
+        custom_error_message="give exactly one of text, messages or passages",
+    ),
+]
+"""Exactly one of ``text``, ``messages`` or ``passages``: a tagged union, so the OpenAPI schema says so (oneOf)."""
 
 
 class Segment(BaseModel):
     text: str
     start: int
     end: int
-    score: float | None
+    score: float | None = None
     kept: bool
     forced: bool = False
     rewritten: str | None = None
@@ -142,6 +171,7 @@ class MethodInfo(BaseModel):
 class MethodsResponse(BaseModel):
     default: str
     methods: list[MethodInfo]
+    allowed_methods: list[str] = Field(description="the methods requests may use on this server")
     allowed_options: list[str]
 
 
@@ -149,3 +179,4 @@ class Health(BaseModel):
     status: str
     method: str
     detail: str | None = None
+    loaded: list[str] | None = Field(None, description="readyz: the methods whose models are warmed up")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -143,6 +145,18 @@ class ServerThread:
         self.server.should_exit = True
         self.thread.join(10)
         self.sock.close()
+
+
+def announced_url(proc: subprocess.Popen[str], log: list[str]) -> str:
+    """The URL a `promptshrink serve --port 0` process prints once it has bound a port (so no free-port race);
+    the lines read on the way (stdout with stderr merged) are appended to ``log``."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        log.append(line)
+        found = re.search(r"Uvicorn running on (http://\S+)", line)
+        if found:
+            return found.group(1)
+    raise RuntimeError("the server exited before listening:\n" + "".join(log))
 
 
 def wait_ready(url: str, timeout: float = 60) -> None:

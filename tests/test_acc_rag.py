@@ -119,3 +119,22 @@ def test_deterministic_protected_and_errors(article):
 def test_query_terms_and_coverage():
     assert content_terms("What is the cat's name and when did it open?") == ["cat", "name", "open"]
     assert covered(["name", "open", "cat"], "The cat is named Biscuit; it opened late.") == {"name", "open", "cat"}
+
+
+def test_fill_budget_honours_the_budget_that_the_default_only_caps(simple):
+    tok = ps.get_tokenizer("cl100k_base")
+    filled = ps.compress_passages(PASSAGES, SIMPLE, "acc_rag", rate=0.6, fill_budget=True)
+    limit = int(0.6 * filled.original_tokens)
+    longest = max(tok.count(s) for p in PASSAGES for s in p["text"].split(". "))
+    assert simple.ratio < 0.4  # the default stops once the question is covered
+    assert limit - longest - 2 <= filled.compressed_tokens <= limit
+    assert filled.result.details["stop_reason"] == "budget"
+    assert "Biscuit" in filled.passages[0]["text"]
+
+
+def test_an_invalid_flag_is_refused_even_after_a_valid_one_was_cached():
+    from promptshrink.api import get_compressor
+
+    assert get_compressor("acc_rag", fill_budget=True).fill_budget is True
+    with pytest.raises(ps.InvalidInputError, match="fill_budget"):
+        get_compressor("acc_rag", fill_budget=1)  # 1 == True: the instance cache must not hand it over

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
 import promptshrink
 from promptshrink.clients import AsyncPromptShrinkClient, PromptShrinkClient, ServiceError
+from tests.gate_method import Gate
 from tests.service_fixtures import LONG_TEXT, Upstream, base_settings, serve
 
-pytest_plugins = ["tests.service_fixtures"]
+pytest_plugins = ["tests.service_fixtures", "tests.gate_method"]
 
 
 def test_sync_client_matches_library(server: str) -> None:
@@ -71,27 +72,28 @@ def test_async_client(server: str) -> None:
     asyncio.run(main())
 
 
-def test_retries_on_503_then_succeeds(upstream: Upstream) -> None:
-    settings = base_settings(upstream, compress_threads=1, max_queue=0, max_body_bytes=8 << 20, retry_after_s=1)
-    slow_text = " ".join(f"word{i}" for i in range(100_000))  # holds the one slot for a fraction of a second
+def test_retries_on_503_then_succeeds(upstream: Upstream, gate: type[Gate]) -> None:
+    """One slot, held by the gate method until the patient client has been refused at least once."""
+    allowed = frozenset({"keep_first", gate.name})
+    settings = base_settings(upstream, methods=allowed, compress_threads=1, max_queue=0, retry_after_s=1, warmup=False)
     for url in serve(settings):
-        blocker = threading.Thread(
-            target=httpx.post, args=(f"{url}/v1/compress",), kwargs={"json": {"text": slow_text}}
-        )
-        blocker.start()
-        with PromptShrinkClient(url, max_retries=0) as impatient, PromptShrinkClient(url, max_retries=5) as patient:
-            deadline = time.monotonic() + 60  # until the blocker's body is in and its compression runs
-            while not impatient_busy(impatient):
-                assert time.monotonic() < deadline, "the slot never looked busy"
-            assert patient.compress(LONG_TEXT, rate=0.5).compressed_tokens > 0
-        blocker.join()
+        with ThreadPoolExecutor(2) as pool:
+            blocker = pool.submit(httpx.post, f"{url}/v1/compress", json={"text": LONG_TEXT, "method": gate.name})
+            assert gate.started.wait(10)
+            with PromptShrinkClient(url, max_retries=0) as impatient, pytest.raises(ServiceError) as info:
+                impatient.compress("one two three four five six", rate=0.5)
+            assert info.value.status == 503 and info.value.code == "overloaded"
+            refused = overloaded(url)
+            with PromptShrinkClient(url, max_retries=5) as patient:
+                patiently = pool.submit(patient.compress, LONG_TEXT, rate=0.5)
+                while overloaded(url) == refused:  # the patient client got its first 503 ...
+                    time.sleep(0.01)
+                gate.release.set()  # ... and retries after Retry-After, now with a free slot
+                assert patiently.result(timeout=30).compressed_tokens > 0
+            assert blocker.result().status_code == 200
 
 
-def impatient_busy(client: PromptShrinkClient) -> bool:
-    """True once the single slot is taken (a call without retries gets 503)."""
-    try:
-        client.compress("one two three four five six", rate=0.5)
-    except ServiceError as exc:
-        assert exc.status == 503 and exc.code == "overloaded"
-        return True
-    return False
+def overloaded(url: str) -> float:
+    """How many 503 'overloaded' answers the server has given."""
+    line = [ln for ln in httpx.get(f"{url}/metrics").text.splitlines() if 'code="overloaded"' in ln and "_total" in ln]
+    return float(line[0].split()[-1]) if line else 0.0

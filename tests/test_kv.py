@@ -25,9 +25,14 @@ def tiny_model(impl: str = "sdpa", device: str = "cpu"):  # noqa: ANN201
     return LlamaForCausalLM(cfg).eval().to(device)
 
 
+def random_ids(n: int, seed: int = 0) -> torch.Tensor:
+    """``n`` token ids from a seeded generator: the same on every run (the global RNG depends on test order)."""
+    return torch.randint(0, 128, (1, n), generator=torch.Generator().manual_seed(seed))
+
+
 def press(name: str, ratio: float, model) -> kv.BasePress:  # noqa: ANN001
     if name == "qfilters":
-        ids = torch.randint(0, 128, (1, 64), device=model.device)
+        ids = random_ids(64, seed=7).to(model.device)
         return kv.make_press(name, ratio=ratio, filters=kv.compute_qfilters(model, [ids]))
     return kv.make_press(name, ratio=ratio)
 
@@ -51,7 +56,7 @@ def model():  # noqa: ANN201
 
 @pytest.mark.parametrize("name", METHODS)
 def test_press_shrinks_cache_and_decodes(model, name: str) -> None:  # noqa: ANN001
-    ids = torch.randint(0, 128, (1, 200))
+    ids = random_ids(200)
     cache = kv.prefill(model, ids, press(name, 0.25, model))
     lens = [layer.keys.shape[-2] for layer in cache.layers]
     assert sum(lens) == pytest.approx(3 * 50, abs=12)
@@ -62,7 +67,7 @@ def test_press_shrinks_cache_and_decodes(model, name: str) -> None:  # noqa: ANN
 
 
 def test_explicit_positions_match_plain_generate(model) -> None:  # noqa: ANN001
-    ids = torch.randint(0, 128, (1, 40))
+    ids = random_ids(40)
     ref = model.generate(ids, max_new_tokens=6, do_sample=False)[0, 40:].tolist()
     cache = kv.prefill(model, ids[:, :-1])
     assert kv.decode(model, cache, ids[:, -1:], 39, 6) == ref
@@ -71,7 +76,7 @@ def test_explicit_positions_match_plain_generate(model) -> None:  # noqa: ANN001
 @pytest.mark.parametrize("impl", ["eager", "sdpa"])
 def test_context_manager_applies_to_generate(impl: str) -> None:
     m = tiny_model(impl)
-    ids = torch.randint(0, 128, (1, 120))
+    ids = random_ids(120)
     snap = kv.SnapKVPress(ratio=0.25)
     with snap(m):
         out = m.generate(ids, max_new_tokens=5, do_sample=False)[0, 120:].tolist()
@@ -86,7 +91,7 @@ def test_context_manager_applies_to_generate(impl: str) -> None:
 
 @pytest.mark.parametrize("name", METHODS)
 def test_question_aware_prefill_keeps_question_and_compresses_context(model, name: str) -> None:  # noqa: ANN001
-    ids = torch.randint(0, 128, (1, 210))
+    ids = random_ids(210)
     full = kv.prefill(model, ids)
     cache = kv.prefill(model, ids, press(name, 0.25, model), question_len=10)
     kept = [layer.keys.shape[-2] - 10 for layer in cache.layers]
@@ -236,7 +241,7 @@ def test_zeromerge_vectorised_matches_loop(
 
 
 def test_qfilters_roundtrip(tmp_path, model) -> None:  # noqa: ANN001
-    filters = kv.compute_qfilters(model, [torch.randint(0, 128, (1, 32))])
+    filters = kv.compute_qfilters(model, [random_ids(32)])
     assert filters.shape == (3, 2, 16)
     kv.save_qfilters(filters, "tiny", root=tmp_path)
     loaded = kv.QFiltersPress.from_pretrained("tiny", ratio=0.5, root=tmp_path)
@@ -255,7 +260,7 @@ def test_generate_entry_point(model, question_aware: bool) -> None:  # noqa: ANN
 @pytest.mark.parametrize("name", METHODS)
 def test_presses_on_gpu(name: str) -> None:
     m = tiny_model(device="cuda")
-    ids = torch.randint(0, 128, (1, 300), device="cuda")
+    ids = random_ids(300).to("cuda")
     cache = kv.prefill(m, ids, press(name, 0.25, m))
     assert kv.decode(m, cache, torch.tensor([[1, 2]], device="cuda"), 300, 3)
 
@@ -263,6 +268,7 @@ def test_presses_on_gpu(name: str) -> None:
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 @pytest.mark.parametrize("seq", [1000, 4097, 20011])
 def test_triton_kernels_match_reference(seq: int) -> None:
+    torch.manual_seed(seq)
     keys = torch.randn(2, 8, seq, 128, device="cuda", dtype=torch.bfloat16)
     values, scores, filt = torch.randn_like(keys), torch.rand(2, seq, device="cuda"), torch.randn(8, 128, device="cuda")
     tri = K.triton_module("chunk_select")

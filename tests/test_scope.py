@@ -19,6 +19,7 @@ FILLER = [
     "Members discussed the schedule for the spring maintenance of the public library.",
     "A short presentation covered the new parking arrangements near the town hall.",
 ]
+GENERATIVE_ACTIONS = {"rewrite", "fallback-extractive"}
 ANSWER = "The lighthouse keeper's cat is named Biscuit and it sleeps in the lantern room."
 HAYSTACK = " ".join(FILLER * 3 + [ANSWER] + FILLER * 3)
 SHORT = (
@@ -119,15 +120,25 @@ def test_generative_rewrite_meets_budget_and_reports_itself(generative):
     assert r.details["rewriter"] == "generative:large-lm"
     assert r.details["generated_tokens"] > 0 and len(r.details["chunks"]) >= 2
     actions = {c["action"] for c in r.details["chunks"]}
-    assert actions & {"rewrite", "fallback-extractive"}
+    assert actions & GENERATIVE_ACTIONS
 
 
 @needs_lm
 @needs_large_lm
 def test_generative_rewrites_keep_their_key_terms(generative):
-    rewritten = [(s, c) for s, c in zip(generative.segments, generative.details["chunks"]) if c["action"] == "rewrite"]
-    for seg, chunk in rewritten:
-        assert seg.rewritten and seg.rewritten in generative.text
-        assert not missing_terms(key_terms(seg.text, max(1, chunk["budget"] // 8)), seg.rewritten)
+    """Every chunk sent to the rewriter is either a rewrite that kept its key terms or an extractive fallback
+    (greedy output differs by CPU: on some machines every rewrite falls back, which must not pass vacuously)."""
+    details = generative.details
+    tried = [(s, c) for s, c in zip(generative.segments, details["chunks"]) if c["action"] in GENERATIVE_ACTIONS]
+    assert tried and len(tried) == details["rewritten_chunks"] + details["fallbacks"]
+    for seg, chunk in tried:
+        assert seg.rewritten is not None and seg.rewritten in generative.text
+        assert ps.get_tokenizer().count(seg.rewritten) <= chunk["budget"]
+        if chunk["action"] == "rewrite":
+            assert seg.rewritten
+            assert not missing_terms(key_terms(seg.text, max(1, chunk["budget"] // 8)), seg.rewritten)
+        else:  # extractive: an ordered subsequence of the chunk's words
+            words = iter(seg.text.split())
+            assert all(any(w == v for v in words) for w in seg.rewritten.split())
     kept = [s for s in generative.segments if s.kept]
     assert [s.start for s in kept] == sorted(s.start for s in kept)

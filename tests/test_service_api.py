@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +14,10 @@ import pytest
 
 from promptshrink.service import create_app
 from tests.conftest import lm_available
-from tests.service_fixtures import LONG_TEXT, ServerThread, Upstream, base_settings, serve, wait_ready
+from tests.gate_method import Gate
+from tests.service_fixtures import LONG_TEXT, ServerThread, Upstream, announced_url, base_settings, serve, wait_ready
 
-pytest_plugins = ["tests.service_fixtures"]
+pytest_plugins = ["tests.service_fixtures", "tests.gate_method"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -70,7 +71,12 @@ def test_methods_health_ready_metrics_openapi(server: str) -> None:
     methods = httpx.get(f"{server}/v1/methods").json()
     assert methods["default"] == "keep_first" and "tfidf" in {m["name"] for m in methods["methods"]}
     assert httpx.get(f"{server}/healthz").json()["status"] == "ok"
-    assert httpx.get(f"{server}/readyz").json() == {"status": "ready", "method": "keep_first"}
+    ready = httpx.get(f"{server}/readyz").json()
+    assert ready == {
+        "status": "ready",
+        "method": "keep_first",
+        "loaded": ["keep_first", "keep_last", "random", "tfidf"],
+    }
     post(server, {"text": LONG_TEXT, "method": "keep_last"})
     post(server, {"text": ""})
     metrics = httpx.get(f"{server}/metrics").text
@@ -136,24 +142,18 @@ def test_auth(auth_server: str) -> None:
     assert httpx.get(f"{auth_server}/healthz").status_code == 200
 
 
-def test_queue_full_is_503_with_retry_after(upstream: Upstream) -> None:
-    settings = base_settings(upstream, compress_threads=1, max_queue=0, max_body_bytes=8 << 20, retry_after_s=2)
-    text = " ".join(f"word{i}" for i in range(60_000))
+def test_queue_full_is_503_with_retry_after(upstream: Upstream, gate: type[Gate]) -> None:
+    allowed = frozenset({"keep_first", gate.name})
+    settings = base_settings(upstream, methods=allowed, compress_threads=1, max_queue=0, retry_after_s=2, warmup=False)
     for url in serve(settings):
-        results: list[httpx.Response] = []
-
-        def call(url: str = url, results: list[httpx.Response] = results) -> None:
-            results.append(post(url, {"text": text, "rate": 0.5}))
-
-        threads = [threading.Thread(target=call) for _ in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        statuses = sorted(r.status_code for r in results)
-        assert statuses[0] == 200 and statuses[-1] == 503, statuses
-        rejected = next(r for r in results if r.status_code == 503)
-        assert rejected.headers["retry-after"] == "2" and rejected.json()["error"]["code"] == "overloaded"
+        with ThreadPoolExecutor(1) as pool:
+            busy = pool.submit(post, url, {"text": LONG_TEXT, "method": gate.name, "rate": 0.5})
+            assert gate.started.wait(10)
+            rejected = post(url, {"text": LONG_TEXT})
+            assert rejected.status_code == 503 and rejected.headers["retry-after"] == "2"
+            assert rejected.json()["error"]["code"] == "overloaded"
+            gate.release.set()
+            assert busy.result().status_code == 200
         assert post(url, {"text": LONG_TEXT}).status_code == 200  # the slot came back
 
 
@@ -175,19 +175,15 @@ def test_selective_context_default(upstream: Upstream) -> None:
 
 
 def test_cli_serve_subprocess() -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PROMPTSHRINK_MAX_QUEUE": "5"}
-    cmd = [sys.executable, "-m", "promptshrink.cli", "serve", "--port", str(port), "--method", "keep_first"]
-    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    cmd = [sys.executable, "-m", "promptshrink.cli", "serve", "--port", "0", "--method", "keep_first"]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log: list[str] = []
     try:
-        url = f"http://127.0.0.1:{port}"
+        url = announced_url(proc, log)  # the server picks its port: no race with other processes for a free one
         wait_ready(url, timeout=60)
         assert post(url, {"text": LONG_TEXT, "rate": 0.25}).json()["method"] == "keep_first"
     finally:
         proc.terminate()
-        _, err = proc.communicate(timeout=15)
-    assert LONG_TEXT[:40].encode() not in err  # no request text in logs at info level
+        rest, _ = proc.communicate(timeout=15)
+    assert LONG_TEXT[:40] not in "".join(log) + rest  # no request text in logs at info level

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..errors import BudgetError
-from ..params import integer, number
+from ..params import flag, integer, number
 from ..passages import Passage, paragraphs
 from ..registry import register
 from ..result import CompressionResult, SegmentDecision
@@ -62,9 +62,11 @@ class AccRagCompressor(Compressor):
     selector adds sentences in that order and stops when the question is judged sufficiently covered: all of
     its content terms are present and the marginal gain in embedding similarity of the selected set falls
     below ``min_gain`` (or ``patience`` additions in a row brought neither new terms nor gain, or the next
-    score is ``gap`` below the best). The budget is an upper bound: simple questions stop earlier than
-    multi-part ones. Without a question there is nothing to be sufficient for, so it fills the budget by
-    similarity to the document centroid (all of it when the budget holds the whole input).
+    score is ``gap`` below the best). The budget is only a ceiling: simple questions stop earlier than
+    multi-part ones, so the achieved ratio is often far below ``rate``. ``fill_budget=True`` turns the stopping
+    rules off and reads every passage, so the selector fills the budget in relevance order (use it when the
+    caller wants exactly that size). Without a question there is nothing to be sufficient for, so it fills the
+    budget by similarity to the document centroid (all of it when the budget holds the whole input).
     Reference: ACC-RAG (adaptive context compression for retrieval-augmented generation), 2025.
 
     Args:
@@ -74,11 +76,13 @@ class AccRagCompressor(Compressor):
         min_gain: Once every question term is covered, stop when the similarity gain falls below this.
         gap: Once every question term is covered, stop at a sentence scoring this much (>= 0) below the best.
         patience: Stop after this many additions in a row that brought neither new terms nor gain.
+        fill_budget: Turn the stopping rules off and read every passage, so the budget is filled.
     """
 
     name = "acc_rag"
     summary = (
-        "Adaptive RAG compression: passage+sentence embeddings; add relevant sentences until the query is covered."
+        "Adaptive RAG compression: passage+sentence embeddings; add relevant sentences until the query is covered "
+        "(rate is a ceiling: it stops early; fill_budget=True fills it)."
     )
     uses_question = True
     default_unit = "sentence"
@@ -90,6 +94,7 @@ class AccRagCompressor(Compressor):
     min_gain: float = 0.02
     gap: float = 0.45
     patience: int = 2
+    fill_budget: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -99,6 +104,7 @@ class AccRagCompressor(Compressor):
         number("min_gain", self.min_gain)
         number("gap", self.gap, 0.0)
         integer("patience", self.patience)
+        flag("fill_budget", self.fill_budget)
 
     def compress(self, request: CompressionRequest) -> CompressionResult:
         """Plain text: its paragraphs are the passages."""
@@ -106,13 +112,18 @@ class AccRagCompressor(Compressor):
 
     def score_units(self, request: CompressionRequest, units: Sequence[Unit]) -> np.ndarray:
         owners = _owners(units, paragraphs(request.text))
-        return self._scores(request.question, list(units), owners, len(set(owners)))[0]
+        return self._scores(request.question, list(units), owners, len(set(owners)), request.report)[0]
 
     def _scores(
-        self, question: str | None, units: list[Unit], owners: list[int], n_passages: int
+        self,
+        question: str | None,
+        units: list[Unit],
+        owners: list[int],
+        n_passages: int,
+        progress: Callable[[int, int], None] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
         """(sentence scores, passage similarities, sentence vectors, query vector, query terms)."""
-        vectors = embed([u.text for u in units])
+        vectors = embed([u.text for u in units], progress=progress)
         docs = np.zeros((n_passages, vectors.shape[1]), dtype=np.float32)
         for v, o in zip(vectors, owners):
             docs[o] += v
@@ -137,7 +148,7 @@ class AccRagCompressor(Compressor):
         limit = request.budget.limit(original)
         units = self.units(request)
         owners = _owners(units, passages)
-        scores, doc_sim, vectors, query, terms = self._scores(question, units, owners, len(passages))
+        scores, doc_sim, vectors, query, terms = self._scores(question, units, owners, len(passages), request.report)
         scored_at = time.perf_counter()
         keep = [u.forced for u in units]
         if any(keep) and tok.count(render(units, keep)) > limit:
@@ -145,7 +156,11 @@ class AccRagCompressor(Compressor):
                 f"the protected content alone needs {tok.count(render(units, keep))} tokens but the budget is "
                 f"{limit}; raise the budget or protect less (keep=..., code blocks, URLs, numbers)"
             )
-        readable = doc_sim >= doc_sim.max() - self.doc_margin if question else np.ones(len(passages), dtype=bool)
+        readable = (
+            doc_sim >= doc_sim.max() - self.doc_margin
+            if question and not self.fill_budget
+            else np.ones(len(passages), dtype=bool)
+        )
         if question or not request.budget.keeps_everything(original):
             trace, reason = self._select(units, owners, scores, vectors, query, terms, readable, keep, limit, tok)
         else:  # nothing to be sufficient for and room for all: per-unit token counts must not drop any
@@ -214,7 +229,8 @@ class AccRagCompressor(Compressor):
         trace: list[dict[str, Any]] = []
         stale, best, full = 0, None, False
         for i in order:
-            if best is not None and terms and len(have) == len(terms) and scores[i] < best - self.gap:
+            stop = best is not None and bool(terms) and len(have) == len(terms) and not self.fill_budget
+            if stop and scores[i] < best - self.gap:
                 return trace, "score_gap"
             if used + costs[i] > limit:
                 full = True
@@ -234,7 +250,7 @@ class AccRagCompressor(Compressor):
                     "coverage": round(len(have) / len(terms), 4) if terms else None,
                 }
             )
-            if not terms:
+            if not terms or self.fill_budget:
                 continue
             if len(have) == len(terms) and gain < self.min_gain:
                 return trace, "sufficient"

@@ -11,6 +11,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..budget import Budget
+from ..errors import CompressionTimeoutError
 from ..params import one_of
 from ..result import CompressionResult, SegmentDecision
 from ..segmentation import LEVELS, Unit, protected_spans, segment
@@ -32,10 +33,21 @@ class CompressionRequest:
     protect_numbers: bool = False
     seed: int = 0
     progress: ProgressFn | None = None
+    deadline: float | None = None  # time.monotonic() value; past it, `report` raises CompressionTimeoutError
 
     def report(self, done: int, total: int) -> None:
+        """Progress between windows/stages: calls ``progress`` and stops the work once the deadline has passed."""
         if self.progress is not None:
             self.progress(done, total)
+        self.check_deadline(f"after {done} of {total} steps")
+
+    def check_deadline(self, where: str = "between stages") -> None:
+        """Raise `CompressionTimeoutError` once the deadline has passed (so a timed-out job frees its thread)."""
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise CompressionTimeoutError(
+                f"compression stopped {where}: its time limit ran out; "
+                "give it more time (timeout_s), a smaller input or a faster method"
+            )
 
 
 @dataclass
@@ -109,8 +121,10 @@ class Compressor(ABC):
         limit = request.budget.limit(original)
         if request.budget.keeps_everything(original):
             return self.unchanged(request, original, start)
+        request.check_deadline()
         scored_at = time.perf_counter()
         scores = np.asarray(self.score_units(request, units), dtype=float)
+        request.check_deadline()
         selected_at = time.perf_counter()
         keep, kept_tokens = select_units(units, scores, limit, request.tokenizer, costs)
         return self.build_result(request, original, units, scores, keep, start, scored_at, selected_at, kept_tokens)

@@ -90,12 +90,11 @@ class DSPCCompressor(Compressor):
             return np.zeros(len(units))
         signals = []
         if self.attention_weight:
-            tokens, _ = text_attention(
-                text, self.model, all_heads, question, self.tail_tokens, progress=request.progress
-            )
+            tokens, _ = text_attention(text, self.model, all_heads, question, self.tail_tokens, progress=request.report)
             signals.append((self.attention_weight, to_units(tokens, units, "mean")))
         if self.loss_weight and self.large_model:
-            signals.append((self.loss_weight, loss_difference(text, units, self.model, self.large_model)))
+            loss = loss_difference(text, units, self.model, self.large_model, progress=request.report)
+            signals.append((self.loss_weight, loss))
         if self.position_weight:
             signals.append((self.position_weight, positional_importance(units, text, question, self.position_edge)))
         scores = np.full(len(units), -np.inf)

@@ -63,7 +63,7 @@ class EHPCCompressor(Compressor):
             request.question,
             self.window,
             self.max_window,
-            request.progress,
+            request.report,
         )
         tokens.values = pool(tokens.values, self.kernel, self.pooling)
         return to_units(tokens, units, "mean")

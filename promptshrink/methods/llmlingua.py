@@ -64,7 +64,7 @@ class LLMLinguaCompressor(Compressor):
         sentences = segment(
             text, "sentence", protected_spans(text, request.keep, protect_numbers=request.protect_numbers)
         )
-        perplexity = to_units(surprisal(text, self.model), sentences, "mean")
+        perplexity = to_units(surprisal(text, self.model, progress=request.report), sentences, "mean")
         kept = keep_top_groups(sentences, perplexity, math.ceil(self.coarse_share * limit), request.tokenizer)
         active = np.flatnonzero(kept[owners(units, sentences)])
         scores = np.full(len(units), -np.inf)

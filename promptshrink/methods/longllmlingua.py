@@ -99,10 +99,10 @@ class LongLLMLinguaCompressor(Compressor):
         text, question = request.text, request.question
         spans = protected_spans(text, request.keep, protect_numbers=request.protect_numbers)
         docs = documents(segment(text, "sentence", spans), self.doc_sentences)
-        plain = surprisal(text, self.model, progress=request.progress)
+        plain = surprisal(text, self.model, progress=request.report)
         if question:
-            relevance = question_loglik([d.text for d in docs], question, self.model)
-            conditioned = surprisal(text, self.model, prefix=f"Question: {question}\n")
+            relevance = question_loglik([d.text for d in docs], question, self.model, progress=request.report)
+            conditioned = surprisal(text, self.model, prefix=f"Question: {question}\n", progress=request.report)
             plain.values = plain.values - conditioned.values
         else:
             relevance = to_units(plain, docs, "mean")

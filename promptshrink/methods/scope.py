@@ -182,7 +182,7 @@ class ScopeCompressor(Compressor):
 
     def _chunk(self, request: CompressionRequest, units: list[Unit]) -> list[Chunk]:
         costs = request.tokenizer.count_many([u.text for u in units])
-        vectors = embed([u.text for u in units])
+        vectors = embed([u.text for u in units], progress=request.report)
         relevance = vectors @ self._query(request, vectors)
         hard = {i for i, u in enumerate(units) if u.forced} | {i - 1 for i, u in enumerate(units) if u.forced}
         hard |= {i - 1 for i, u in enumerate(units) if i and "\n\n" in u.text[: len(u.text) - len(u.text.lstrip())]}
@@ -250,7 +250,7 @@ class ScopeCompressor(Compressor):
                 for c, n in zip(generative, lm_counts)
             ]
             began = time.perf_counter()
-            outputs, stats["generated_tokens"] = writer.rewrite(jobs, request.seed)
+            outputs, stats["generated_tokens"] = writer.rewrite(jobs, request.seed, request.report)
             stats["generate_s"] = round(time.perf_counter() - began, 3)
             for c, job, out in zip(generative, jobs, outputs):
                 body = self._accept(out, job.terms, c.budget, tok)

@@ -57,7 +57,11 @@ class SelectiveContextCompressor(Compressor):
         asks = [i for i, r in enumerate(requests) if r.question and self.question_weight]
         texts = [r.text for r in requests] + [requests[i].text for i in asks]
         prefixes = [None] * len(requests) + [f"Question: {requests[i].question}\n" for i in asks]
-        progress = requests[0].progress if len(requests) == 1 else None
+
+        def progress(done: int, total: int) -> None:  # progress callbacks and deadlines of every request
+            for request in requests:
+                request.report(done, total)
+
         scored = surprisal_many(texts, self.model, prefixes, overlap=self.overlap, progress=progress)
         out = [to_units(info, u, self.aggregate) for info, u in zip(scored, units)]
         for k, i in enumerate(asks):

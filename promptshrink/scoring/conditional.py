@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -13,7 +13,12 @@ RESTRICT = "We can get the answer to this question in the given documents."
 
 
 def question_loglik(
-    documents: Sequence[str], question: str, model_name: str = DEFAULT_LM, batch_size: int = 8, max_window: int = 1024
+    documents: Sequence[str],
+    question: str,
+    model_name: str = DEFAULT_LM,
+    batch_size: int = 8,
+    max_window: int = 1024,
+    progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Mean log p(question + restrict sentence | document) per document (higher = more relevant).
 
@@ -42,4 +47,6 @@ def question_loglik(
             targets = inputs[row, end - len(tail) : end]
             picked = logp[row, end - len(tail) - 1 : end - 1].gather(1, targets.unsqueeze(1))
             out[i] = float(picked.mean().cpu())
+        if progress:
+            progress(min(b + batch_size, len(order)), len(order))
     return out

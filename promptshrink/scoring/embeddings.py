@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from ..model_loading import DEFAULT_EMBEDDER, load_encoder
 
 
-def embed(texts: Sequence[str], model: str = DEFAULT_EMBEDDER, batch_size: int = 32) -> np.ndarray:
-    """One unit-norm row per text; empty input gives a (0, dim) array."""
+def embed(
+    texts: Sequence[str],
+    model: str = DEFAULT_EMBEDDER,
+    batch_size: int = 32,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """One unit-norm row per text; empty input gives a (0, dim) array. ``progress(done, total)`` after each batch."""
     import torch
 
     encoder, tokenizer = load_encoder(model)
@@ -28,6 +33,8 @@ def embed(texts: Sequence[str], model: str = DEFAULT_EMBEDDER, batch_size: int =
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
         rows.append(torch.nn.functional.normalize(pooled, dim=-1).cpu().numpy())
+        if progress:
+            progress(min(i + batch_size, len(texts)), len(texts))
     if not rows:
         return np.zeros((0, encoder.config.hidden_size), dtype=np.float32)
     return np.concatenate(rows)

@@ -1,0 +1,79 @@
+"""`auto`: pick the method by the shape of the input, from what the reader benchmark shows.
+
+The choice (`CHOICES`, justified by the table in `benchmarks/README.md`, section "auto") depends on whether
+there is a question, whether the input is a list of passages (RAG, few-shot demonstrations) or plain text, and
+its length; `result.details["auto"]` says which method ran and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..passages import Passage, PassageAwareCompressor
+from ..registry import register
+from ..result import CompressionResult
+from ..segmentation import Unit
+from .base import CompressionRequest, Compressor
+
+# input shape -> (method, options); see benchmarks/README.md "auto" for the measurements behind each line
+CHOICES: dict[str, tuple[str, tuple[tuple[str, Any], ...]]] = {
+    "passages+question": ("acc_rag", ()),  # best on multidoc+gsm (0.40 vs tfidf 0.27); rate is its ceiling
+    "text+question": ("acc_rag", ()),  # tied with tfidf on qa+needle (0.57), ahead of the LM methods
+    "no question": ("tfidf", ()),  # summary: tfidf 0.19, acc_rag 0.18, distilled 0.04, selective_context 0.03
+}
+
+
+def input_shape(question: str | None, passages: Sequence[Passage] | None) -> str:
+    """The `CHOICES` key of a request."""
+    if not question:
+        return "no question"
+    return "passages+question" if passages is not None and len(passages) > 1 else "text+question"
+
+
+@register
+@dataclass
+class AutoCompressor(Compressor):
+    """Delegates to the method the benchmark found best for this kind of input (see `CHOICES`); no parameters
+    of its own (the chosen method runs with the options in `CHOICES`)."""
+
+    name = "auto"
+    summary = "Chooses the method by input: question or not, passages or plain text (table in benchmarks/README)."
+    uses_question = True
+    requires_lm = False  # the chosen method checks for the LM stack itself
+
+    unit: str | None = field(default="sentence", init=False)
+
+    def choose(self, question: str | None, passages: Sequence[Passage] | None) -> tuple[str, Compressor]:
+        from ..api import get_compressor
+
+        method, options = CHOICES[input_shape(question, passages)]
+        return method, get_compressor(method, **dict(options))
+
+    def compress(self, request: CompressionRequest) -> CompressionResult:
+        shape = input_shape(request.question, None)
+        method, compressor = self.choose(request.question, None)
+        return _tagged(compressor.compress(request), shape, method)
+
+    def compress_passages(
+        self, question: str | None, passages: list[Passage], request: CompressionRequest
+    ) -> CompressionResult:
+        shape = input_shape(question, passages)
+        method, compressor = self.choose(question, passages)
+        if isinstance(compressor, PassageAwareCompressor):
+            result = compressor.compress_passages(question, passages, request)
+        else:
+            result = compressor.compress(request)
+        return _tagged(result, shape, method)
+
+    def score_units(self, request: CompressionRequest, units: Sequence[Unit]) -> np.ndarray:
+        raise NotImplementedError("auto delegates whole requests; it never scores units itself")
+
+
+def _tagged(result: CompressionResult, shape: str, method: str) -> CompressionResult:
+    result.details = {**result.details, "auto": {"input": shape, "method": method}}
+    result.method = "auto"
+    return result

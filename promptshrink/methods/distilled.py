@@ -1,0 +1,121 @@
+"""Distilled fast compressor: a keep/drop token classifier on the bundled MiniLM, LLMLingua-2 style.
+
+Pan et al., "LLMLingua-2: Data Distillation for Efficient and Faithful Task-Agnostic Prompt Compression",
+Findings of ACL 2024: a small bidirectional encoder labels each word keep/drop, trained on labels distilled
+from a stronger compressor; long input is classified in encoder-sized chunks; the budget is met by keeping
+the words with the highest keep probability. Here the teacher is `selective_context` (question-agnostic),
+the encoder is all-MiniLM-L6-v2 (`embedder`, frozen) and the shipped part is a small head over three of its
+layers (`models/distilled/`, sha256 in `models/manifest.json`; trained by `training/train_distilled.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from ..model_loading import DEFAULT_EMBEDDER, lm_stack, load_artefact, load_encoder
+from ..params import non_empty
+from ..registry import register
+from ..scoring.lm import TokenScores, to_units
+from ..segmentation import Unit
+from .base import CompressionRequest, Compressor
+
+HEAD = "distilled-head"
+
+
+@lru_cache(maxsize=2)
+def load_head(name: str = HEAD) -> tuple[Any, dict[str, Any]]:
+    """The classifier head (a torch module in eval mode) and its metadata, checked by sha256."""
+    torch, _ = lm_stack()
+    from safetensors.torch import load_file
+
+    path, meta = load_artefact(name)
+    weights = load_file(str(path))
+    head = keep_head(int(meta["input_dim"]), int(meta["hidden"]))
+    head.load_state_dict({k: v.float() for k, v in weights.items()})
+    return head.eval(), meta
+
+
+def keep_head(input_dim: int, hidden: int) -> Any:
+    """Feature vector of one encoder token -> keep logit (the architecture the training script fits)."""
+    torch, _ = lm_stack()
+    return torch.nn.Sequential(torch.nn.Linear(input_dim, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 1))
+
+
+def encoder_features(encoder: Any, input_ids: Any, layers: Sequence[int]) -> Any:
+    """Concatenated hidden states of ``layers`` for a batch of token ids (no special tokens added here)."""
+    torch, _ = lm_stack()
+    with torch.inference_mode():
+        out = encoder(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), output_hidden_states=True)
+    return torch.cat([out.hidden_states[k] for k in layers], dim=-1)
+
+
+def chunks(offsets: np.ndarray, words: Sequence[Unit], size: int) -> list[tuple[int, int]]:
+    """[start, end) token ranges of at most ``size`` tokens that never split a word (a longer word is cut)."""
+    starts = np.asarray([w.start for w in words]) if words else np.zeros(0, dtype=int)
+    owner = np.searchsorted(starts, offsets[:, 0], side="right") - 1 if len(starts) else np.zeros(len(offsets))
+    out, begin = [], 0
+    while begin < len(offsets):
+        end = min(begin + size, len(offsets))
+        if end < len(offsets):
+            cut = end
+            while cut > begin + 1 and owner[cut] == owner[cut - 1]:
+                cut -= 1
+            end = cut if cut > begin + 1 else end
+        out.append((begin, end))
+        begin = end
+    return out
+
+
+@register
+@dataclass
+class DistilledCompressor(Compressor):
+    """Keep probability per MiniLM token from a head trained on `selective_context` labels; mean per unit.
+
+    Words are the default unit (the labels are word-level); input longer than the encoder's 512 positions is
+    classified in chunks cut at word boundaries. Question-agnostic, like LLMLingua-2.
+    Reference: Pan et al., "LLMLingua-2: Data Distillation for Efficient and Faithful Task-Agnostic Prompt
+    Compression", Findings of ACL 2024.
+
+    Args:
+        encoder: The frozen encoder the head reads (a bundled alias such as ``embedder``, or a model name).
+        head: The trained head, by its name under ``artefacts`` in ``models/manifest.json``.
+    """
+
+    name = "distilled"
+    summary = "LLMLingua-2-style keep/drop classifier on MiniLM distilled from selective_context; fast, no LM."
+    default_unit = "word"
+
+    encoder: str = DEFAULT_EMBEDDER
+    head: str = HEAD
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        non_empty("encoder", self.encoder)
+        non_empty("head", self.head)
+
+    def score_units(self, request: CompressionRequest, units: Sequence[Unit]) -> np.ndarray:
+        return to_units(self.token_scores(request.text), units, "mean")
+
+    def token_scores(self, text: str) -> TokenScores:
+        """Keep probability of every encoder token of ``text`` with its character offsets."""
+        torch, _ = lm_stack()
+        from ..segmentation import segment
+
+        model, tokenizer = load_encoder(self.encoder)
+        head, meta = load_head(self.head)
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        offsets = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
+        ids = list(enc["input_ids"])
+        values = np.zeros(len(ids))
+        cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+        for begin, end in chunks(offsets, segment(text, "word"), int(meta["chunk_tokens"])):
+            batch = torch.tensor([[cls, *ids[begin:end], sep]])
+            feats = encoder_features(model, batch, meta["layers"])[0, 1:-1]
+            with torch.inference_mode():
+                values[begin:end] = torch.sigmoid(head(feats)).squeeze(-1).numpy()
+        return TokenScores(offsets, values)

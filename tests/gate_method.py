@@ -1,0 +1,52 @@
+"""A test-only method that keeps working until the test releases it (or its deadline passes).
+
+A real method's duration depends on the machine, so tests that need "a slot is busy right now" (queue full,
+client retries, deadlines) were timing-dependent; this one is busy exactly as long as the test says.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from promptshrink import registry
+from promptshrink.methods.base import CompressionRequest, Compressor
+from promptshrink.segmentation import Unit
+
+STEPS = 6000  # 60 s at most, in 10 ms steps
+
+
+@dataclass
+class Gate(Compressor):
+    """Test only: a method that is busy exactly as long as the test says."""
+
+    name = "test_gate"
+    requires_lm = False
+    summary = "Test only: works (reporting progress every 10 ms) until released; keeps the first units."
+    default_unit = "word"
+    started = threading.Event()
+    release = threading.Event()
+
+    def score_units(self, request: CompressionRequest, units: Sequence[Unit]) -> np.ndarray:
+        Gate.started.set()
+        for step in range(STEPS):
+            if Gate.release.wait(0.01):
+                break
+            request.report(step + 1, STEPS)
+        return -np.arange(len(units), dtype=float)
+
+
+@pytest.fixture
+def gate() -> Iterator[type[Gate]]:
+    """`Gate` registered as ``test_gate`` for one test, closed; released and unregistered afterwards."""
+    registry.method_names()  # discover the real methods first
+    registry.register(Gate)
+    Gate.started.clear()
+    Gate.release.clear()
+    yield Gate
+    Gate.release.set()
+    registry._REGISTRY.pop(Gate.name, None)

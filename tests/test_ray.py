@@ -1,0 +1,443 @@
+"""Ray Serve and Ray Data on one local Ray instance (2 CPUs): the Serve deployment passes the service's own tests
+and answers like the plain app, survives a replica killed under load; the batch job matches `compress` record
+by record, resumes without duplicates and reports bad records. Skipped only when ray is not installed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import promptshrink as ps
+from promptshrink.batch import KEY_FIELD, BatchSpec, run_batch
+from promptshrink.cli import main
+from promptshrink.errors import InvalidInputError
+from promptshrink.service import Settings
+from tests.service_fixtures import LONG_TEXT, Upstream, base_settings
+from tests.service_fixtures import serve as serve_plain
+
+# The service's own tests, collected here again: in this module `server` is the Ray Serve deployment. Not
+# test_upstream_errors_are_relayed_as_they_are: Ray's proxy appends its own id to the upstream's x-request-id.
+from tests.test_service_api import (  # noqa: F401
+    test_bad_input_is_a_clear_4xx,
+    test_batch_reports_each_item,
+    test_compress_messages_and_passages,
+    test_compress_text_with_segments,
+    test_malformed_json_oversize_and_unknown_route,
+)
+from tests.test_service_proxy import (  # noqa: F401
+    test_anonymous_caller_forwards_only_its_own_key,
+    test_policy_from_body_field_and_headers,
+    test_sdk_chat_is_compressed_before_upstream,
+    test_sdk_legacy_completions,
+    test_sdk_streaming_relays_sse_unchanged,
+    test_upstream_timeout_is_504,
+)
+
+ray = pytest.importorskip("ray")
+serve = pytest.importorskip("ray.serve")
+from ray.serve import Application  # noqa: E402
+
+from promptshrink.service.ray_app import (  # noqa: E402
+    DEPLOYMENT,
+    PROXY_CALLBACK,
+    PROXY_CALLBACK_VARIABLE,
+    ProxyErrorsAsJson,
+    app,
+    build,
+    deployment_options,
+    replica_settings,
+    settings_from_args,
+)
+
+pytest_plugins = ["tests.service_fixtures"]
+REPLICAS = 2
+QUESTION = "Which region had revenue of 105 million dollars?"
+
+
+@pytest.fixture(scope="module")
+def ray_local() -> Iterator[None]:
+    """One local Ray instance for the module: 2 CPUs, no dashboard."""
+    previous = os.environ.get(PROXY_CALLBACK_VARIABLE)
+    os.environ[PROXY_CALLBACK_VARIABLE] = PROXY_CALLBACK  # as `serve --ray` does: JSON errors from Ray's proxy
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning")
+    try:
+        yield
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        if previous is None:
+            os.environ.pop(PROXY_CALLBACK_VARIABLE)
+        else:
+            os.environ[PROXY_CALLBACK_VARIABLE] = previous
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(ray_local: None, upstream: Upstream) -> str:
+    """The service on Ray Serve: two replicas of half a CPU each, the plain test server's settings."""
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    settings = base_settings(upstream, ray_replicas=REPLICAS, ray_cpus_per_replica=0.5)
+    serve.run(build(settings), name=DEPLOYMENT, route_prefix="/")
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def plain_server(upstream: Upstream) -> Iterator[str]:
+    yield from serve_plain(base_settings(upstream))
+
+
+def replica_names() -> set[str]:
+    return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith("SERVE_REPLICA")}
+
+
+def running_replicas() -> int:
+    deployment = serve.status().applications[DEPLOYMENT].deployments[DEPLOYMENT]
+    return deployment.replica_states.get("RUNNING", 0)
+
+
+def comparable(response: httpx.Response) -> tuple[int, Any]:
+    """Status and body without what differs between two runs of the same request (timings)."""
+    try:
+        body: Any = response.json()
+    except ValueError:
+        return response.status_code, response.content
+    volatile = {"timings", "elapsed_s"}
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in volatile}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return response.status_code, strip(body)
+
+
+REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
+    ("POST", "/v1/compress", {"json": {"text": LONG_TEXT, "rate": 0.3, "include_segments": True}}),
+    ("POST", "/v1/compress", {"json": {"text": LONG_TEXT, "method": "tfidf", "rate": 0.4, "question": QUESTION}}),
+    ("POST", "/v1/compress", {"json": {"text": LONG_TEXT, "method": "random", "target_tokens": 90, "seed": 7}}),
+    ("POST", "/v1/compress", {"json": {"messages": [{"role": "user", "content": LONG_TEXT}], "target_tokens": 80}}),
+    ("POST", "/v1/compress", {"json": {"passages": ["a b", {"id": "x", "text": LONG_TEXT}], "method": "tfidf"}}),
+    ("POST", "/v1/compress", {"json": {"text": ""}}),
+    ("POST", "/v1/compress", {"json": {"text": "x", "method": "nope"}}),
+    ("POST", "/v1/compress", {"json": {"text": "x", "options": {"model": "/etc"}}}),
+    ("POST", "/v1/compress", {"content": b"{bad", "headers": {"content-type": "application/json"}}),
+    ("POST", "/v1/compress", {"json": {"text": "word " * 60_000}}),
+    ("POST", "/v1/compress/batch", {"json": {"items": [{"text": LONG_TEXT, "rate": 0.2}, {"text": " "}]}}),
+    ("POST", "/v1/compress/batch", {"json": {"items": [{"text": "x"}] * 65}}),
+    ("POST", "/v1/chat/completions", {"json": {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}}),
+    ("POST", "/v1/chat/completions", {"json": {"model": "fail-429", "messages": []}}),
+    ("POST", "/v1/completions", {"json": {"model": "gpt-4o", "prompt": LONG_TEXT}}),
+    ("GET", "/v1/methods", {}),
+    ("GET", "/healthz", {}),
+    ("GET", "/readyz", {}),
+    ("GET", "/v2/nothing", {}),
+]
+
+
+@pytest.mark.parametrize(
+    ("verb", "path", "kwargs"), REQUESTS, ids=[f"{v} {p} {i}" for i, (v, p, _) in enumerate(REQUESTS)]
+)
+def test_serve_answers_like_the_plain_app(server: str, plain_server: str, verb: str, path: str, kwargs: Any) -> None:
+    on_ray = httpx.request(verb, server + path, timeout=30, **kwargs)
+    plain = httpx.request(verb, plain_server + path, timeout=30, **kwargs)
+    assert comparable(on_ray) == comparable(plain)
+    for header in ("x-promptshrink-tokens-saved", "retry-after", "x-upstream-status"):
+        assert on_ray.headers.get(header) == plain.headers.get(header)
+
+
+def test_deployment_runs_the_configured_replicas(server: str) -> None:
+    assert running_replicas() == REPLICAS and len(replica_names()) == REPLICAS
+
+
+def test_deployment_options_from_settings() -> None:
+    fixed = deployment_options(Settings(ray_replicas=3, ray_cpus_per_replica=2, ray_gpus_per_replica=0.5))
+    assert fixed["num_replicas"] == 3 and "autoscaling_config" not in fixed
+    assert fixed["ray_actor_options"] == {"num_cpus": 2, "num_gpus": 0.5}
+    scaled = deployment_options(Settings(ray_min_replicas=0, ray_max_replicas=4, ray_target_ongoing_requests=3))
+    assert "num_replicas" not in scaled
+    assert scaled["autoscaling_config"] == {
+        "min_replicas": 0,
+        "max_replicas": 4,
+        "initial_replicas": 1,
+        "target_ongoing_requests": 3,
+    }
+    for bad in (
+        Settings(ray_replicas=0),
+        Settings(ray_min_replicas=3, ray_max_replicas=2),
+        Settings(ray_cpus_per_replica=-1),
+        Settings(ray_max_replicas=2, ray_target_ongoing_requests=0),
+    ):
+        with pytest.raises(InvalidInputError):
+            deployment_options(bad)
+
+
+def test_proxy_errors_get_the_service_error_body() -> None:
+    """Ray's proxy answers a dead replica with a bare 500 and its own 503s as text; the app's answers pass."""
+
+    async def replica_died(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("actor died")
+
+    async def text(scope: Any, receive: Any, send: Any) -> None:
+        status = int(scope["path"].strip("/"))
+        headers = [(b"content-type", b"text/plain"), (b"retry-after", b"2")]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"Service Unavailable"})
+
+    async def get(app: Any, path: str) -> httpx.Response:
+        transport = httpx.ASGITransport(app=ProxyErrorsAsJson(app))
+        async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as client:
+            return await client.get(path)
+
+    died = asyncio.run(get(replica_died, "/v1/compress"))
+    assert died.status_code == 500 and died.json()["error"]["code"] == "replica_failed"
+    busy = asyncio.run(get(text, "/503"))
+    assert busy.status_code == 503 and busy.json()["error"]["code"] == "unavailable"
+    assert busy.headers["retry-after"] == "2"
+    for status in (200, 404, 502):  # not a proxy error: unchanged
+        r = asyncio.run(get(text, f"/{status}"))
+        assert (r.status_code, r.text) == (status, "Service Unavailable")
+
+
+def test_serve_ray_refuses_uvicorn_workers(capsys: pytest.CaptureFixture) -> None:
+    assert main(["serve", "--ray", "--workers", "2"]) == 2
+    assert "use --replicas" in capsys.readouterr().err
+
+
+def test_app_builder_reads_settings_and_refuses_unknown_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROMPTSHRINK_METHOD", "tfidf")
+    settings = settings_from_args({"ray_replicas": "3", "ray_cpus_per_replica": "4", "compress_threads": "8"})
+    assert (settings.method, settings.ray_replicas, settings.compress_threads) == ("tfidf", 3, 8)
+    assert replica_settings(settings).compress_threads == 4  # at most the CPUs Ray reserves for a replica
+    assert isinstance(app({"ray_replicas": "2"}), Application)
+    with pytest.raises(InvalidInputError, match="unknown settings: replicas"):
+        app({"replicas": "2"})
+    with pytest.raises(ps.errors.UnknownMethodError):
+        app({"method": "nope"})
+
+
+# --- Ray Data: promptshrink batch ---------------------------------------------------------------------------
+
+PARAGRAPHS = LONG_TEXT.split(", while ")
+
+
+def corpus() -> list[dict[str, Any]]:
+    """Text, chat and RAG records, some with ids and some without, with a question field."""
+    records: list[dict[str, Any]] = []
+    for i in range(12):
+        text = " ".join(PARAGRAPHS[i : i + 6])
+        record: dict[str, Any] = {"text": text, "q": QUESTION, "source": f"doc-{i}"}
+        if i % 2:
+            record["id"] = f"r{i}"
+        records.append(record)
+    records.append(
+        {
+            "id": "chat",
+            "messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": LONG_TEXT},
+                {"role": "user", "content": QUESTION},
+            ],
+        }
+    )  # noqa: E501
+    records.append(
+        {"passages": [{"id": "a", "text": LONG_TEXT[:900], "metadata": {"k": 1}}, PARAGRAPHS[3]], "q": QUESTION}
+    )  # noqa: E501
+    return records
+
+
+def write_jsonl(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def read_out(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+SPEC = BatchSpec(method="tfidf", rate=0.4, question_field="q")
+
+
+def expected(record: dict[str, Any]) -> tuple[Any, int, int]:
+    """The content and tokens the library gives for one record, called directly."""
+    if "text" in record:
+        r = ps.compress(record["text"], "tfidf", rate=0.4, question=record["q"])
+        return r.text, r.original_tokens, r.compressed_tokens
+    if "messages" in record:
+        m = ps.compress_messages(record["messages"], "tfidf", rate=0.4)
+        return m.messages, m.original_tokens, m.compressed_tokens
+    p = ps.compress_passages(record["passages"], record["q"], "tfidf", rate=0.4)
+    return p.passages, p.original_tokens, p.compressed_tokens
+
+
+def test_batch_output_equals_compress_record_by_record(ray_local: None, tmp_path: Path) -> None:
+    records = corpus()
+    source = write_jsonl(tmp_path / "in.jsonl", [json.dumps(r) for r in records])
+    out = tmp_path / "out.jsonl"
+    args = ["batch", str(source), str(out), "-m", "tfidf", "-r", "0.4", "-q", "q", "--workers", "2"]
+    assert main([*args, "--cpus-per-worker", "0.5", "--quiet"]) == 0
+    written = read_out(out)
+    assert len(written) == len(records)
+    by_line = {int(w[KEY_FIELD].split(":")[1]) if w[KEY_FIELD].startswith("line:") else w["id"]: w for w in written}
+    for number, record in enumerate(records, 1):
+        got = by_line[record.get("id", number)]
+        field = next(f for f in ("text", "messages", "passages") if f in record)
+        assert (got[field], got["original_tokens"], got["compressed_tokens"]) == expected(record)
+        assert {k: v for k, v in got.items() if k in record and k != field} == {
+            k: v for k, v in record.items() if k != field
+        }
+        assert got["method"] == "tfidf" and got["compressed_tokens"] < got["original_tokens"]
+
+
+def test_batch_reads_parquet_like_jsonl(ray_local: None, tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    pa = pytest.importorskip("pyarrow")
+    records = [r for r in corpus() if "text" in r][:6]
+    pq.write_table(pa.Table.from_pylist(records), tmp_path / "in.parquet")
+    summary = run_batch(tmp_path / "in.parquet", tmp_path / "out.jsonl", SPEC, workers=2, cpus_per_worker=0.5)
+    assert (summary.written, summary.failed) == (6, [])
+    texts = sorted(w["text"] for w in read_out(tmp_path / "out.jsonl"))
+    assert texts == sorted(expected(r)[0] for r in records)
+    assert summary.tokens_out == sum(expected(r)[2] for r in records)
+
+
+def test_batch_resumes_without_duplicates(ray_local: None, tmp_path: Path) -> None:
+    lines = [json.dumps(r) for r in corpus()]
+    source = write_jsonl(tmp_path / "in.jsonl", lines)
+    out = tmp_path / "out.jsonl"
+    first = run_batch(source, out, SPEC, workers=2, cpus_per_worker=0.5)
+    assert first.written == len(lines)
+    complete = out.read_text().splitlines(keepends=True)
+    # An interrupted run: 5 records written, the 6th cut mid-line.
+    out.write_text("".join(complete[:5]) + complete[5][:40])
+    resumed = run_batch(source, out, SPEC, workers=2, cpus_per_worker=0.5)
+    assert (resumed.skipped, resumed.written, resumed.failed) == (5, len(lines) - 5, [])
+    keys = [w[KEY_FIELD] for w in read_out(out)]
+    assert len(keys) == len(set(keys)) == len(lines)
+    again = run_batch(source, out, SPEC, workers=2, cpus_per_worker=0.5)
+    assert (again.skipped, again.written) == (len(lines), 0)
+    assert sorted(read_out(out), key=lambda w: w[KEY_FIELD]) == sorted(
+        (json.loads(line) for line in complete), key=lambda w: w[KEY_FIELD]
+    )
+    # A line whose content changed is a new record (no id): it is compressed again, the others are skipped.
+    lines[0] = json.dumps({"text": LONG_TEXT[:400], "q": QUESTION})
+    write_jsonl(source, lines)
+    changed = run_batch(source, out, SPEC, workers=2, cpus_per_worker=0.5)
+    assert (changed.skipped, changed.written) == (len(lines) - 1, 1)
+
+
+def test_bad_records_are_reported_and_skipped(ray_local: None, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    good = [json.dumps({"id": f"g{i}", "text": LONG_TEXT[i * 300 : i * 300 + 600], "q": QUESTION}) for i in range(4)]
+    bad = [
+        '{"id": "broken", "text": ',
+        json.dumps({"id": "nothing", "title": "no content"}),
+        json.dumps({"id": "number", "text": 42}),
+        json.dumps([1, 2]),
+        json.dumps({"id": "g1", "text": "a duplicate id"}),
+    ]
+    source = write_jsonl(tmp_path / "in.jsonl", [good[0], bad[0], good[1], *bad[1:4], good[2], bad[4], good[3]])
+    with source.open("ab") as f:
+        f.write(b'{"id": "latin-1", "text": "caf\xe9"}\n')
+    out = tmp_path / "out.jsonl"
+    args = ["batch", str(source), str(out), "-m", "tfidf", "-r", "0.4", "-q", "q", "--cpus-per-worker", "0.5"]
+    assert main([*args, "--json"]) == 1  # finished, with failed records
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["written"] == 4 and summary["records"] == 10
+    assert [(f["line"], f["code"]) for f in summary["failed"]] == [
+        (2, "invalid_json"),
+        (4, "invalid_input"),
+        (5, "invalid_input"),
+        (6, "invalid_input"),
+        (8, "duplicate_id"),
+        (10, "invalid_utf8"),
+    ]
+    assert "text must be a string" in summary["failed"][2]["message"]
+    assert sorted(w["id"] for w in read_out(out)) == ["g0", "g1", "g2", "g3"]
+    failed_file = [json.loads(line) for line in (tmp_path / "out.jsonl.failed.jsonl").read_text().splitlines()]
+    assert failed_file == summary["failed"]
+
+
+def test_batch_refuses_a_bad_job_before_starting(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "in.jsonl", ['{"text": "x"}'])
+    with pytest.raises(ps.errors.UnknownMethodError):
+        run_batch(source, tmp_path / "out.jsonl", BatchSpec(method="nope"))
+    with pytest.raises(InvalidInputError, match="rate"):
+        run_batch(source, tmp_path / "out.jsonl", BatchSpec(method="tfidf", rate=2.0))
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        run_batch(tmp_path / "missing.jsonl", tmp_path / "out.jsonl", SPEC)
+    (tmp_path / "foreign.jsonl").write_text('{"not": "ours"}\n')
+    with pytest.raises(InvalidInputError, match="did not write"):
+        run_batch(source, tmp_path / "foreign.jsonl", SPEC)
+
+
+# --- last: a replica killed under load -----------------------------------------------------------------------
+
+CLIENTS = 6
+
+
+def test_replica_killed_mid_load_is_replaced(server: str) -> None:
+    """Clients keep sending; one replica is killed. Only requests in flight on it may fail, with a clean 5xx;
+    the rest are answered correctly by the other replica, and Serve starts a replacement."""
+    rates = [round(0.1 + 0.05 * (i % 15), 2) for i in range(240)]
+    want = {rate: ps.compress(LONG_TEXT, "keep_first", rate=rate).text for rate in set(rates)}
+    done = threading.Event()
+    answered = 0
+    lock = threading.Lock()
+
+    def call(rate: float) -> tuple[float, int, str, float]:
+        nonlocal answered
+        r = httpx.post(f"{server}/v1/compress", json={"text": LONG_TEXT, "rate": rate}, timeout=60)
+        with lock:
+            answered += 1
+        return rate, r.status_code, r.text, time.monotonic()
+
+    before = replica_names()
+    victim = sorted(before)[0]
+    killed_at = 0.0
+
+    def killer() -> None:
+        nonlocal killed_at
+        while answered < 40 and not done.is_set():
+            time.sleep(0.01)
+        ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+        killed_at = time.monotonic()
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        results = list(pool.map(call, rates))
+    done.set()
+    thread.join()
+    assert killed_at, "the replica was not killed during the load"
+    failed = [(status, text) for rate, status, text, _ in results if status != 200]
+    assert len(failed) <= CLIENTS, failed  # at most the requests in flight when the replica died
+    assert all(status == 500 and json.loads(text)["error"]["code"] == "replica_failed" for status, text in failed)
+    ok = [(rate, json.loads(text)["text"]) for rate, status, text, _ in results if status == 200]
+    assert all(text == want[rate] for rate, text in ok)
+    assert any(status == 200 and at > killed_at for _, status, _, at in results)
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (running_replicas() == REPLICAS and victim not in replica_names()):
+        time.sleep(0.5)
+    now = replica_names()
+    assert victim not in now and len(now) == REPLICAS and running_replicas() == REPLICAS
+    answers = [httpx.post(f"{server}/v1/compress", json={"text": LONG_TEXT, "rate": 0.5}, timeout=30) for _ in range(6)]
+    assert all(a.status_code == 200 and a.json()["text"] == want[0.5] for a in answers)
