@@ -43,7 +43,6 @@ class AutoCompressor(Compressor):
     name = "auto"
     summary = "Chooses the method by input: question or not, passages or plain text (table in benchmarks/README)."
     uses_question = True
-    requires_lm = False  # the chosen method checks for the LM stack itself
 
     unit: str | None = field(default="sentence", init=False)
 
