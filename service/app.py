@@ -193,10 +193,10 @@ async def caller_upstream_key(request: Request) -> str | None:
     )
 
 
-def service_key(request: Request, public: bool) -> None:
+async def service_key(request: Request, public: bool) -> None:
     """For /metrics and the docs: a service key unless keys are off or the endpoint is made public."""
     if not public and request.app.state.ps.settings.api_keys:
-        caller_upstream_key(request)
+        await caller_upstream_key(request)
 
 
 Auth = Annotated[str | None, Depends(caller_upstream_key)]
@@ -337,17 +337,17 @@ def _add_routes(app: FastAPI, state: State) -> None:
     async def prometheus(request: Request) -> Response:
         """Prometheus metrics: requests, latency histograms, tokens in/out, errors by code (needs a service key
         when keys are set, unless PROMPTSHRINK_PUBLIC_METRICS=1)."""
-        service_key(request, settings.public_metrics)
+        await service_key(request, settings.public_metrics)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi(request: Request) -> JSONResponse:
-        service_key(request, settings.public_docs)
+        await service_key(request, settings.public_docs)
         return JSONResponse(this_server(app.openapi(), settings))
 
     @app.get("/docs", include_in_schema=False)
     async def docs(request: Request) -> Response:
-        service_key(request, settings.public_docs)
+        await service_key(request, settings.public_docs)
         return get_swagger_ui_html(openapi_url="/openapi.json", title="promptshrink")
 
 

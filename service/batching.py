@@ -23,12 +23,12 @@ from .compression import text_response
 from .config import Settings
 from .limits import Lease, WorkPool
 from .metrics import Metrics
-from .schemas import CompressRequest
+from .schemas import CompressRequest, TextRequest
 
 
 @dataclass
 class _Pending:
-    req: CompressRequest
+    req: TextRequest
     future: asyncio.Future[CompressionResult]
     queued_at: float
 
@@ -45,7 +45,7 @@ class _Group:
 def batchable(req: CompressRequest, method: str) -> bool:
     """Text requests for a method whose LM passes batch (it overrides `Compressor.score_many`)."""
     cls = promptshrink.registry.get_method(method)
-    return req.text is not None and cls.score_many is not Compressor.score_many
+    return isinstance(req, TextRequest) and cls.score_many is not Compressor.score_many
 
 
 class MicroBatcher:
@@ -56,15 +56,13 @@ class MicroBatcher:
         self.groups: dict[Hashable, _Group] = {}
 
     async def respond(
-        self, req: CompressRequest, method: str, options: dict[str, Any], lease: Lease, queued_at: float
+        self, req: TextRequest, method: str, options: dict[str, Any], lease: Lease, queued_at: float
     ) -> dict[str, Any]:
         """The response body of ``req``, compressed in a batch with the concurrent requests of its group."""
         result = await self.submit(req, method, options, lease)
         return text_response(result, req, method, self.metrics, queued_at, queued_at)
 
-    async def submit(
-        self, req: CompressRequest, method: str, options: dict[str, Any], lease: Lease
-    ) -> CompressionResult:
+    async def submit(self, req: TextRequest, method: str, options: dict[str, Any], lease: Lease) -> CompressionResult:
         """The request's `CompressionResult`, computed in a batch with the concurrent requests of its group."""
         loop = asyncio.get_running_loop()
         key = (
@@ -83,7 +81,7 @@ class MicroBatcher:
             group.timer = loop.call_later(self.settings.batch_wait_ms / 1000, self._flush, key, lease)
         pending = _Pending(req, loop.create_future(), time.perf_counter())
         group.items.append(pending)
-        group.tokens += len(req.text or "") // 4  # a cheap estimate: the cap only bounds padding and memory
+        group.tokens += len(req.text) // 4  # a cheap estimate: the cap only bounds padding and memory
         if group.tokens >= self.settings.batch_max_tokens or len(group.items) >= self.settings.batch_max_items:
             self._flush(key, lease)
         return await pending.future
@@ -115,7 +113,7 @@ class MicroBatcher:
         }
 
         def batch() -> list[CompressionResult]:
-            texts = [str(i.req.text) for i in group.items]
+            texts = [i.req.text for i in group.items]
             questions = [i.req.question for i in group.items]
             return promptshrink.compress_batch(texts, group.method, questions=questions, **common, **group.options)
 
@@ -132,7 +130,7 @@ class MicroBatcher:
     async def _one(self, item: _Pending, group: _Group, common: dict[str, Any], pool: WorkPool, lease: Lease) -> None:
         def one() -> CompressionResult:
             return promptshrink.compress(
-                str(item.req.text), group.method, question=item.req.question, **common, **group.options
+                item.req.text, group.method, question=item.req.question, **common, **group.options
             )
 
         try:
