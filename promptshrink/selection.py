@@ -34,7 +34,7 @@ def select_units(
     tokenizer: TargetTokenizer,
     costs: Sequence[int] | None = None,
 ) -> tuple[list[bool], int]:
-    """Greedy top-score selection under ``limit`` tokens; forced units are always kept.
+    """Greedy top-score selection under ``limit`` tokens; forced units are always kept, units scored -inf never.
 
     Unit ``costs`` (counted one by one when not given) guide the greedy fill; then the rendered output is
     counted (BPE merges across unit boundaries can change the total) and the lowest-scoring kept units are
@@ -55,6 +55,8 @@ def select_units(
     values = np.asarray(scores, dtype=float)
     values = np.where(np.isfinite(values), values, -np.inf)
     for i in np.lexsort((np.arange(len(units)), -values)).tolist():  # best first, ties in text order
+        if values[i] == -np.inf:  # a scorer's explicit drop (e.g. a coarse stage): never filled back in
+            break
         if not keep[i] and used + costs[i] <= limit:
             keep[i] = True
             used += costs[i]
