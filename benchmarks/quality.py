@@ -32,17 +32,18 @@ from .run import RESULTS, Suite, environment, load_items
 from .systems import BudgetSpec, System, count, promptshrink_systems
 
 AT_RATIOS = (0.5, 0.25, 0.1)
-QUICK_METHODS = ["tfidf", "distilled", "acc_rag", "selective_context", "auto"]
+QUICK_METHODS = ["tfidf", "acc_rag", "selective_context", "distilled", "auto"]
 BASELINES = ("tfidf", "peer:llmlingua", "peer:longllmlingua")
 MIN_ITEMS = 5  # fewer shared items than this: no win/loss verdict, whatever the interval says
 SUITES = {
     "micro": Suite({"qa": 1, "summary": 1}, budgets=(BudgetSpec("rate=0.5", rate=0.5),)),
     "quick": Suite(
-        {"qa": 2, "multidoc": 1, "needle": 1, "gsm": 1, "summary": 1},
-        passages=5,
-        needle_words=600,
-        shots=3,
-        budgets=tuple(BudgetSpec(f"rate={r}", rate=r) for r in (0.5, 0.1)),
+        {"qa": 6, "multidoc": 6, "needle": 6, "gsm": 6, "summary": 6},
+        passages=3,
+        needle_words=300,
+        shots=2,
+        summary_max_words=300,
+        budgets=tuple(BudgetSpec(f"rate={r}", rate=r) for r in (0.5, 0.25, 0.1)),
     ),
     "full": Suite(
         {"qa": 100, "multidoc": 100, "needle": 100, "gsm": 100, "summary": 100},

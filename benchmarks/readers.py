@@ -103,22 +103,48 @@ class FirstLineDone:
         return torch.tensor([self.done(t) for t in texts], dtype=torch.bool, device=input_ids.device)
 
 
+def plan_batches(lengths: Sequence[int], batch_size: int, max_tokens: int, slack: float) -> list[list[int]]:
+    """Indices of prompts grouped into batches, shortest first: at most ``batch_size`` rows, ``max_tokens``
+    padded tokens, and padded tokens at most (1 + ``slack``) times the rows' own (a lone prompt always runs)."""
+    batches: list[list[int]] = []
+    batch: list[int] = []
+    real = 0
+    for index in sorted(range(len(lengths)), key=lambda k: lengths[k]):
+        padded = lengths[index] * (len(batch) + 1)
+        if batch and (len(batch) == batch_size or padded > min(max_tokens, (1 + slack) * (real + lengths[index]))):
+            batches.append(batch)
+            batch, real = [], 0
+        batch.append(index)
+        real += lengths[index]
+    return batches + [batch] if batch else batches
+
+
 class CachedChatReader:
     """Greedy chat-template answers from the bundled instruct LM, batched, cached on disk by prompt hash.
 
     One prompt per task (`TASK_PROMPTS`); the cache (one JSON line per generation, keyed by the sha256 of the
     model, messages and token cap) makes re-runs and interrupted runs cheap. Uncached prompts are generated
-    ``batch_size`` at a time (fewer when ``max_batch_tokens`` of padded prompt would be exceeded), grouped by
-    token cap and sorted by length, with left padding and an attention mask (greedy answers equal one-by-one
-    generation: tested); each row stops once its answer line is complete (`FirstLineDone`) or at EOS, with the
-    KV cache on. The dtype is the library's (`default_dtype`: bf16 on CPUs with fast bf16, else fp32).
+    grouped by token cap and sorted by length, in left-padded batches with an attention mask (greedy answers
+    equal one-by-one generation: tested) of at most ``batch_size`` rows, ``max_batch_tokens`` padded tokens and
+    ``slack`` padding over the rows' own tokens: on CPU the prompt pass is compute-bound, so padding costs time
+    one for one, while the decode steps, memory-bound, are shared by the rows. Each row stops once its answer
+    line is complete (`FirstLineDone`) or at EOS, with the KV cache on. The dtype is the library's
+    (`default_dtype`: bf16 on CPUs with fast bf16, else fp32).
     """
 
-    def __init__(self, cache: Path, model: str = "large-lm", batch_size: int = 8, max_batch_tokens: int = 8192) -> None:
+    def __init__(
+        self,
+        cache: Path,
+        model: str = "large-lm",
+        batch_size: int = 8,
+        max_batch_tokens: int = 8192,
+        slack: float = 0.1,
+    ) -> None:
         self.model_name = model
         self.cache_path = cache
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
+        self.slack = slack
         self._cache: dict[str, str] = {}
         if cache.is_file():
             for line in cache.read_text(encoding="utf-8").splitlines():
@@ -160,18 +186,12 @@ class CachedChatReader:
         return output.strip().split("\n")[0].strip()
 
     def _generate_group(self, group: dict[str, list[dict[str, str]]], cap: int) -> None:
-        """Generate every prompt of one token cap, shortest first, appending each batch to the cache file."""
+        """Generate every prompt of one token cap in `plan_batches` order, appending each batch to the cache file."""
         _, tokenizer = self.load()
-        encoded = {key: self.encode(tokenizer, messages) for key, messages in group.items()}
-        batch: list[str] = []
-        for key in sorted(encoded, key=lambda k: len(encoded[k])):
-            full = len(batch) == self.batch_size or len(encoded[key]) * (len(batch) + 1) > self.max_batch_tokens
-            if batch and full:
-                self._run_batch(batch, encoded, cap)
-                batch = []
-            batch.append(key)
-        if batch:
-            self._run_batch(batch, encoded, cap)
+        keys = list(group)
+        encoded = {key: self.encode(tokenizer, group[key]) for key in keys}
+        for rows in plan_batches([len(encoded[k]) for k in keys], self.batch_size, self.max_batch_tokens, self.slack):
+            self._run_batch([keys[r] for r in rows], encoded, cap)
 
     def _run_batch(self, keys: list[str], encoded: dict[str, list[int]], cap: int) -> None:
         import time
