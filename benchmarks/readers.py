@@ -221,29 +221,50 @@ class CachedChatReader:
         return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
     def generate(self, prompts: list[list[int]], cap: int) -> list[str]:
-        """Greedy continuations of token-id prompts in one left-padded batch (raw text, special tokens dropped)."""
+        """Greedy continuations of token-id prompts in one batch (raw text, special tokens dropped).
+
+        The rows' common prefix (the chat template's system turn) is run once and its KV cache shared; the rest
+        of each row is left-padded after it, with the attention mask hiding the padding.
+        """
         import torch
-        from transformers import StoppingCriteriaList
+        from transformers import DynamicCache, StoppingCriteriaList
 
         model, tokenizer = self.load()
-        width = max(map(len, prompts))
+        shared = _common_prefix(prompts) if len(prompts) > 1 else 0
+        tails = [p[shared:] for p in prompts]
+        width = max(map(len, tails))
         pad = tokenizer.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        ids = torch.tensor([prompts[0][:shared] + [pad] * (width - len(t)) + t for t in tails], device=model.device)
+        mask = torch.tensor([[1] * shared + [0] * (width - len(t)) + [1] * len(t) for t in tails], device=model.device)
         with torch.inference_mode():
+            cache = DynamicCache()
+            if shared:
+                model(input_ids=ids[:1, :shared], cache=cache, use_cache=True, logits_to_keep=1)
+                cache.batch_repeat_interleave(len(prompts))
             out = model.generate(
-                input_ids=ids.to(model.device),
-                attention_mask=mask.to(model.device),
+                input_ids=ids,
+                attention_mask=mask,
+                cache=cache,
                 max_new_tokens=cap,
                 do_sample=False,
                 use_cache=True,
-                stopping_criteria=StoppingCriteriaList([FirstLineDone(tokenizer, width)]),
+                stopping_criteria=StoppingCriteriaList([FirstLineDone(tokenizer, ids.shape[1])]),
                 pad_token_id=pad,
                 top_p=None,
                 top_k=None,
                 temperature=None,
             )
-        return tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+        return tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
+
+
+def _common_prefix(prompts: list[list[int]]) -> int:
+    """Length of the token prefix every prompt shares, leaving each at least one token of its own."""
+    shared = 0
+    for column in zip(*prompts):
+        if len(set(column)) > 1:
+            break
+        shared += 1
+    return min(shared, min(map(len, prompts)) - 1)
 
 
 class OpenAIReader:
