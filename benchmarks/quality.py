@@ -20,6 +20,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -296,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--cache", type=Path, default=RESULTS / "reader_cache.jsonl")
     parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--items", type=int, help="items per task (default: the suite's)")
+    parser.add_argument("--batch-size", type=int, default=8, help="reader prompts per generate call")
     parser.add_argument("--report", type=Path, help="re-aggregate a results JSON (no compression, no reader)")
     parser.add_argument("--add-to", type=Path, help="run --methods on a saved run's items and add their records")
     args = parser.parse_args(argv)
@@ -304,12 +307,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     started = time.perf_counter()
     suite = SUITES[args.suite]
+    if args.items is not None:
+        suite = replace(suite, sizes=dict.fromkeys(suite.sizes, args.items))
     items, missing = load_items(suite, args.seed)
     names = args.methods if args.methods is not None else (QUICK_METHODS if args.suite != "full" else None)
     peers = [] if args.no_peers else [p for p in peer_systems() if p.name in BASELINES]
     ours = sorted(promptshrink_systems(names), key=lambda m: names.index(m.name) if names else 0)
     systems: list[System] = [*ours[:1], *peers, *ours[1:]]  # baselines first: an interrupted run can compare
-    reader = CachedChatReader(args.cache)
+    reader = CachedChatReader(args.cache, batch_size=args.batch_size)
     records, full, skipped = evaluate(systems, items, suite, reader)
     if args.add_to:
         saved = json.loads(args.add_to.read_text())

