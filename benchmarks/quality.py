@@ -39,7 +39,7 @@ MIN_ITEMS = 5  # fewer shared items than this: no win/loss verdict, whatever the
 SUITES = {
     "micro": Suite({"qa": 1, "summary": 1}, budgets=(BudgetSpec("rate=0.5", rate=0.5),)),
     "quick": Suite(
-        {"qa": 6, "multidoc": 6, "needle": 6, "gsm": 6, "summary": 6},
+        {"qa": 5, "multidoc": 5, "needle": 5, "gsm": 5, "summary": 5},
         passages=3,
         needle_words=300,
         shots=2,
