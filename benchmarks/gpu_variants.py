@@ -1,0 +1,119 @@
+"""Side-by-side timings of the LM text path's GPU variants in one process (eager, CUDA graphs, torch.compile).
+
+    python -m benchmarks.gpu_variants --arch <folder with config.json + tokenizer> --out <dir>
+
+Random weights of the given architecture (speed does not depend on weight values). Prints a table and writes
+``gpu_variants.json`` under ``--out``: per variant, p50 ms of one 2K-token selective_context request (question-aware),
+of its LM passes alone and of segmentation alone, batched tokens/s over 8 and 64 inputs, and the agreement of
+scores and keep decisions with the eager path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import promptshrink as ps
+from promptshrink.scoring import lm
+from promptshrink.segmentation import protected_spans, segment
+
+from .throughput import QUESTION, inputs, random_weight_model
+
+
+def p50_ms(fn: Any, repeats: int) -> float:
+    import torch
+
+    fn()
+    out = []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        out.append(time.perf_counter() - start)
+    return statistics.median(out) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--arch", required=True)
+    parser.add_argument("--out", type=Path, default=Path("."))
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile inside the graphs")
+    args = parser.parse_args()
+    import torch
+
+    model = random_weight_model(Path(tempfile.mkdtemp()), args.arch)
+    texts = inputs(64)
+    tokens = ps.get_tokenizer().count(texts[0])
+    report: dict[str, Any] = {"device": torch.cuda.get_device_name(0), "tokens": tokens, "variants": {}}
+
+    def one() -> ps.CompressionResult:
+        return ps.compress(texts[0], "selective_context", rate=0.5, question=QUESTION, device="cuda", model=model)
+
+    def passes() -> None:
+        lm.surprisal_many([texts[0], texts[0]], model, [None, f"Question: {QUESTION}\n"])
+
+    def seg() -> None:
+        segment(texts[0], "phrase", protected_spans(texts[0]))
+
+    def batched(n: int) -> list[ps.CompressionResult]:
+        return ps.compress_batch(
+            texts[:n], "selective_context", rate=0.5, questions=[QUESTION] * n, device="cuda", model=model
+        )
+
+    report["segmentation_ms"] = p50_ms(seg, args.repeats)
+    reference: dict[str, Any] = {}
+    variants = ["eager", "graphs"] + (["compile"] if args.compile else [])
+    for name in variants:
+        os.environ[lm.GRAPHS_ENV] = "0" if name == "eager" else "1"
+        if name == "compile":
+            lm._RUNNERS.clear()
+            plain = lm.token_logprobs
+            lm.token_logprobs = torch.compile(plain, dynamic=False)
+        start = time.perf_counter()
+        first = one()
+        row: dict[str, Any] = {"first_call_s": time.perf_counter() - start}
+        row["request_p50_ms"] = p50_ms(one, args.repeats)
+        row["passes_p50_ms"] = p50_ms(passes, args.repeats)
+        for n in (8, 64):
+            batched(n)  # warm-up: new shapes
+            row[f"batched_{n}_tokens_per_s"] = n * tokens / (p50_ms(lambda n=n: batched(n), 3) / 1000)
+        scores = lm.surprisal_many(texts[:8], model, [None] * 8)
+        results = batched(64)
+        if name == "eager":
+            reference = {"scores": scores, "results": results, "first": first}
+        else:
+            ref = np.concatenate([s.values for s in reference["scores"]])
+            got = np.concatenate([s.values for s in scores])
+            row["score_max_abs_bits"] = float(np.abs(got - ref).max())
+            row["score_rel_l2"] = float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+            keep = [
+                a.kept == b.kept for x, y in zip(reference["results"], results) for a, b in zip(x.segments, y.segments)
+            ]
+            row["keep_agreement"] = float(np.mean(keep))
+        report["variants"][name] = row
+        print(name, {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "gpu_variants.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"segmentation alone p50 {report['segmentation_ms']:.2f} ms")
+    os.environ[lm.GRAPHS_ENV] = "1"
+    with torch.profiler.profile(
+        activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    ) as prof:
+        one()
+        torch.cuda.synchronize()
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=25)
+    (args.out / "gpu_variants_profile.txt").write_text(table)
+
+
+if __name__ == "__main__":
+    main()
