@@ -1,11 +1,12 @@
-"""Side-by-side timings of the LM text path's GPU variants in one process (eager, CUDA graphs, torch.compile).
+"""Side-by-side timings of the LM text path's GPU variants in one process: eager Hugging Face layers, CUDA graphs
+of the eager layers, CUDA graphs of the fused Llama forward (the default on CUDA).
 
     python -m benchmarks.gpu_variants --arch <folder with config.json + tokenizer> --out <dir>
 
 Random weights of the given architecture (speed does not depend on weight values). Prints a table and writes
 ``gpu_variants.json`` under ``--out``: per variant, p50 ms of one 2K-token selective_context request (question-aware),
 of its LM passes alone and of segmentation alone, batched tokens/s over 8 and 64 inputs, and the agreement of
-scores and keep decisions with the eager path.
+scores and keep decisions with the eager path, and the GPU time of one request (profiler).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 import promptshrink as ps
-from promptshrink.scoring import lm
+from promptshrink.scoring import fused_llama, lm
 from promptshrink.segmentation import protected_spans, segment
 
 from .throughput import QUESTION, inputs, random_weight_model
@@ -47,7 +48,6 @@ def main() -> None:
     parser.add_argument("--arch", required=True)
     parser.add_argument("--out", type=Path, default=Path("."))
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--compile", action="store_true", help="also time torch.compile inside the graphs")
     args = parser.parse_args()
     import torch
 
@@ -72,25 +72,25 @@ def main() -> None:
 
     report["segmentation_ms"] = p50_ms(seg, args.repeats)
     reference: dict[str, Any] = {}
-    variants = ["eager", "graphs"] + (["compile"] if args.compile else [])
-    for name in variants:
+    supports = fused_llama.supports
+    for name in ("eager", "graphs_hf_layers", "graphs_fused"):
         os.environ[lm.GRAPHS_ENV] = "0" if name == "eager" else "1"
-        if name == "compile":
-            lm._RUNNERS.clear()
-            plain = lm.token_logprobs
-            lm.token_logprobs = torch.compile(plain, dynamic=False)
+        fused_llama.supports = supports if name == "graphs_fused" else (lambda model: False)
+        lm._RUNNERS.clear()
+        fused_llama._FUSED.clear()
         start = time.perf_counter()
-        first = one()
+        one()  # captures this variant's graphs
         row: dict[str, Any] = {"first_call_s": time.perf_counter() - start}
         row["request_p50_ms"] = p50_ms(one, args.repeats)
         row["passes_p50_ms"] = p50_ms(passes, args.repeats)
+        row["request_gpu_ms"] = gpu_ms(one)
         for n in (8, 64):
             batched(n)  # warm-up: new shapes
             row[f"batched_{n}_tokens_per_s"] = n * tokens / (p50_ms(lambda n=n: batched(n), 3) / 1000)
         scores = lm.surprisal_many(texts[:8], model, [None] * 8)
         results = batched(64)
         if name == "eager":
-            reference = {"scores": scores, "results": results, "first": first}
+            reference = {"scores": scores, "results": results}
         else:
             ref = np.concatenate([s.values for s in reference["scores"]])
             got = np.concatenate([s.values for s in scores])
@@ -105,14 +105,16 @@ def main() -> None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "gpu_variants.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"segmentation alone p50 {report['segmentation_ms']:.2f} ms")
-    os.environ[lm.GRAPHS_ENV] = "1"
-    with torch.profiler.profile(
-        activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
-    ) as prof:
-        one()
+
+
+def gpu_ms(fn: Any) -> float:
+    """Device time of the kernels ``fn`` runs (torch profiler), in ms."""
+    import torch
+
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fn()
         torch.cuda.synchronize()
-    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=25)
-    (args.out / "gpu_variants_profile.txt").write_text(table)
+    return sum(getattr(e, "self_device_time_total", 0) for e in prof.key_averages()) / 1000
 
 
 if __name__ == "__main__":

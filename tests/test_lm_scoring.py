@@ -96,3 +96,62 @@ def test_cuda_graphs_match_the_eager_path(tmp_path, article, monkeypatch):
         got = np.array([s.score for s in b.segments if s.score is not None])
         assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-2
     assert agreement(one, graphs[0]) >= 0.99
+
+
+def small_llama(dtype: torch.dtype = torch.float32) -> object:
+    """A 2-layer Llama (grouped-query attention, as in SmolLM2) with seeded random weights."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=300, hidden_size=96, intermediate_size=160, num_hidden_layers=2, num_attention_heads=6,
+        num_key_value_heads=2, max_position_embeddings=256, rms_norm_eps=1e-5, tie_word_embeddings=True,
+    )  # fmt: skip
+    return LlamaForCausalLM(config).to(dtype).eval()
+
+
+def test_fused_llama_forward_equals_the_eager_decoder():
+    """The fused layer wiring (concatenated q/k/v and gate/up, rotary split, norm chaining) with the PyTorch
+    reference ops gives the eager decoder's hidden states; a model it does not reproduce is declined."""
+    from promptshrink.scoring.fused_llama import FusedLlama, fused_decoder, supports
+
+    model = small_llama()
+    ids = torch.randint(0, 300, (3, 40), generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        want = model.get_decoder()(input_ids=ids, use_cache=False).last_hidden_state
+        got = FusedLlama(model)(ids)
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
+    assert fused_decoder(model) is fused_decoder(model)
+    model.config.mlp_bias = True
+    assert not supports(model)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+def test_fused_llama_kernels_match_the_references():
+    from promptshrink.kv.dispatch import triton_module
+    from promptshrink.scoring import fused_llama as ref
+
+    kernels = triton_module("fused_llama")
+    if kernels is None:
+        pytest.skip("no Triton")
+    gen = torch.Generator(device="cuda").manual_seed(0)
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, device="cuda", generator=gen).to(torch.bfloat16)
+
+    x, res, w = rand(2, 37, 576), rand(2, 37, 576), rand(576)
+    for residual in (None, res):
+        for a, b in zip(kernels.add_rmsnorm(x, residual, w, 1e-5), ref.add_rmsnorm(x, residual, w, 1e-5)):
+            torch.testing.assert_close(a, b, atol=2e-2, rtol=1e-2)
+    qkv, cos, sin = rand(2, 37, 15 * 64), rand(37, 64), rand(37, 64)
+    for a, b in zip(kernels.rotary_split(qkv, cos, sin, 9, 3), ref.rotary_split(qkv, cos, sin, 9, 3)):
+        torch.testing.assert_close(a, b, atol=2e-2, rtol=1e-2)
+    gate_up = rand(2, 37, 2 * 1536)
+    torch.testing.assert_close(kernels.silu_mul(gate_up), ref.silu_mul(gate_up), atol=2e-2, rtol=1e-2)
+    model = small_llama(torch.bfloat16).cuda()
+    ids = torch.randint(0, 300, (4, 128), device="cuda", generator=gen)
+    with torch.inference_mode():
+        want = model.get_decoder()(input_ids=ids, use_cache=False).last_hidden_state.float()
+        got = ref.FusedLlama(model)(ids).float()
+    assert (got - want).norm() / want.norm() < 1e-2

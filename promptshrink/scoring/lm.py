@@ -26,6 +26,10 @@ LN2 = float(np.log(2.0))
 GRAPHS_ENV = "PROMPTSHRINK_CUDA_GRAPHS"
 WIDTH_STEP = 128  # padded window widths are multiples of this (fewer distinct shapes, fewer graphs)
 HEAD_CHUNK = 1024  # positions per LM-head block in the padded pass (bounds the logits' memory)
+# Up to this many graph launches are queued by the caller itself; more go to a thread of their own, since a full
+# launch queue would block the caller (measured on an H100: a 64-input batch 150K -> 185-208K tokens/s), while for
+# a few the thread would only contend for the GIL with the caller's segmentation (a 2K request lost ~9 ms to it).
+INLINE_PARTS = 4
 log = logging.getLogger(__name__)
 
 
@@ -183,7 +187,7 @@ def start_surprisal(
         for rows in batches:  # eager: each batch runs when `collect` reaches it (progress and deadlines between)
             pending.add(rows, lambda rows=rows: _picked_pass(model, rows, pad))
         return pending
-    runner = _graph_runner(model) if cuda else None
+    parts = []
     for rows in batches:
         at = 0
         for part in row_parts(len(rows)):
@@ -192,7 +196,17 @@ def start_surprisal(
             ids = np.full((part, padded_width(len(piece[-1].ids), window)), pad, dtype=np.int64)
             for r, row in enumerate(piece):
                 ids[r, : len(row.ids)] = row.ids
-            pending.add(piece, _padded_pass(model, runner, ids), last=at == len(rows))
+            parts.append((piece, ids, at == len(rows)))
+    runner = _graph_runner(model) if cuda else None
+
+    def launch() -> None:
+        for piece, ids, last in parts:
+            pending.add(piece, _padded_pass(model, runner, ids), last)
+
+    if runner is None or len(parts) <= INLINE_PARTS:
+        launch()
+    else:  # many graphs fill the GPU's launch queue, which blocks the launching thread: not the caller's
+        pending.launch_in_thread(launch, model.device)
     return pending
 
 
@@ -203,6 +217,22 @@ class PendingScores:
     encoded: list[tuple[list[int], np.ndarray]]
     total: int
     parts: list[tuple[list[_Window], Any, bool]] = field(default_factory=list)
+    launcher: threading.Thread | None = None
+    error: BaseException | None = None
+
+    def launch_in_thread(self, launch: Callable[[], None], device: Any) -> None:
+        """Run ``launch`` (which queues the passes and `add`s them) in a thread of its own; `collect` joins it."""
+        import torch
+
+        def run() -> None:
+            try:
+                with torch.cuda.device(device):
+                    launch()
+            except BaseException as exc:  # re-raised by collect, in the caller's thread
+                self.error = exc
+
+        self.launcher = threading.Thread(target=run, name="promptshrink-lm-launch", daemon=True)
+        self.launcher.start()
 
     def add(self, rows: list[_Window], out: Any, last: bool = True) -> None:
         """``out`` (or what calling it returns): log-probs of each row's next tokens ([rows, width - 1]) or of
@@ -211,6 +241,11 @@ class PendingScores:
 
     def collect(self, progress: Callable[[int, int], None] | None = None) -> list[TokenScores]:
         """Wait for the passes; ``progress(done, total)`` after each batch (it may raise to stop the work)."""
+        if self.launcher is not None:
+            self.launcher.join()
+            self.launcher = None
+        if self.error is not None:
+            raise self.error
         values = [np.zeros(len(ids), dtype=np.float64) for ids, _ in self.encoded]
         done = 0
         for rows, out, last in self.parts:
@@ -256,13 +291,17 @@ def _picked_pass(model: Any, rows: list[_Window], pad: int) -> Any:
 def token_logprobs(model: Any, ids: Any) -> Any:
     """log P(ids[:, p + 1] | ids[:, :p + 1]) at every position p of right-padded rows ``ids`` [B, W]: [B, W - 1] fp32.
 
-    The LM head runs on every position, `HEAD_CHUNK` at a time; on CUDA its log-softmax is one fused pass over the
-    logits (`promptshrink.kernels.token_logprob`), elsewhere the PyTorch reference. Static shapes throughout, so it
-    can be captured as a CUDA graph.
+    On CUDA a Llama-family decoder runs fused (`fused_llama`). The LM head runs on every position, `HEAD_CHUNK` at
+    a time; on CUDA its log-softmax is one fused pass over the logits (`promptshrink.kernels.token_logprob`),
+    elsewhere the PyTorch reference. Static shapes throughout, so it can be captured as a CUDA graph.
     """
     import torch
 
-    hidden = model.get_decoder()(input_ids=ids, use_cache=False).last_hidden_state[:, :-1]
+    from .fused_llama import fused_decoder
+
+    fused = fused_decoder(model) if ids.is_cuda else None
+    hidden = fused(ids) if fused else model.get_decoder()(input_ids=ids, use_cache=False).last_hidden_state
+    hidden = hidden[:, :-1]
     flat = hidden.reshape(-1, hidden.shape[-1])
     targets = ids[:, 1:].reshape(-1)
     head = model.get_output_embeddings()
