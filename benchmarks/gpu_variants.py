@@ -4,9 +4,9 @@ of the eager layers, CUDA graphs of the fused Llama forward (the default on CUDA
     python -m benchmarks.gpu_variants --arch <folder with config.json + tokenizer> --out <dir>
 
 Random weights of the given architecture (speed does not depend on weight values). Prints a table and writes
-``gpu_variants.json`` under ``--out``: per variant, p50 ms of one 2K-token selective_context request (question-aware),
-of its LM passes alone and of segmentation alone, batched tokens/s over 8 and 64 inputs, and the agreement of
-scores and keep decisions with the eager path, and the GPU time of one request (profiler).
+``gpu_variants_cuda.{json,md,png}`` under ``--out``: per variant, p50 ms of one 2K-token selective_context request
+(question-aware), of its LM passes alone and of segmentation alone, the GPU time of one request (profiler),
+batched tokens/s over 8 and 64 inputs, and the agreement of scores and keep decisions with the eager path.
 """
 
 from __future__ import annotations
@@ -102,9 +102,47 @@ def main() -> None:
             row["keep_agreement"] = float(np.mean(keep))
         report["variants"][name] = row
         print(name, {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "gpu_variants.json").write_text(json.dumps(report, indent=2) + "\n")
-    print(f"segmentation alone p50 {report['segmentation_ms']:.2f} ms")
+    write(report, args.out)
+
+
+def write(report: dict[str, Any], out: Path) -> None:
+    """``gpu_variants_cuda.json``, ``.md`` (table) and ``.png`` (request latency and batched throughput)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu_variants_cuda.json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = [
+        f"{report['device']}, {report['tokens']}-token inputs, selective_context (question-aware), random weights; "
+        f"phrase segmentation alone p50 {report['segmentation_ms']:.2f} ms",
+        "",
+        "| variant | request p50 ms | LM passes p50 ms | request GPU ms | batched 8, tokens/s | batched 64, tokens/s "
+        "| keep decisions = eager | score rel. L2 vs eager |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in report["variants"].items():
+        agree = f"{row['keep_agreement']:.2%} | {row['score_rel_l2']:.1e}" if "keep_agreement" in row else "ref | ref"
+        lines.append(
+            f"| {name} | {row['request_p50_ms']:.1f} | {row['passes_p50_ms']:.1f} | {row['request_gpu_ms']:.1f} | "
+            f"{row['batched_8_tokens_per_s']:,.0f} | {row['batched_64_tokens_per_s']:,.0f} | {agree} |"
+        )
+    (out / "gpu_variants_cuda.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    names = list(report["variants"])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    left.barh(names, [report["variants"][n]["request_p50_ms"] for n in names], label="request p50")
+    left.barh(names, [report["variants"][n]["request_gpu_ms"] for n in names], label="of which GPU busy")
+    left.set_xlabel("ms, one 2K-token request")
+    left.legend()
+    right.barh(names, [report["variants"][n]["batched_64_tokens_per_s"] / 1000 for n in names])
+    right.set_xlabel("K tokens/s, 64 inputs batched")
+    fig.suptitle(f"{report['device']}: LM text path variants")
+    fig.tight_layout()
+    fig.savefig(out / "gpu_variants_cuda.png", dpi=110)
 
 
 def gpu_ms(fn: Any) -> float:

@@ -27,8 +27,9 @@ GRAPHS_ENV = "PROMPTSHRINK_CUDA_GRAPHS"
 WIDTH_STEP = 128  # padded window widths are multiples of this (fewer distinct shapes, fewer graphs)
 HEAD_CHUNK = 1024  # positions per LM-head block in the padded pass (bounds the logits' memory)
 # Up to this many graph launches are queued by the caller itself; more go to a thread of their own, since a full
-# launch queue would block the caller (measured on an H100: a 64-input batch 150K -> 185-208K tokens/s), while for
-# a few the thread would only contend for the GIL with the caller's segmentation (a 2K request lost ~9 ms to it).
+# launch queue blocks the launching thread (H100, 64 inputs batched: 150K tokens/s inline, 185-208K with the thread),
+# while for a few the thread only contends for the GIL with the caller's segmentation (one 2K request: 12 ms inline,
+# 22 ms with the thread; different hosts, so indicative).
 INLINE_PARTS = 4
 log = logging.getLogger(__name__)
 
