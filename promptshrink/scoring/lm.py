@@ -207,7 +207,7 @@ def start_surprisal(
     if runner is None or len(parts) <= INLINE_PARTS:
         launch()
     else:  # many graphs fill the GPU's launch queue, which blocks the launching thread: not the caller's
-        pending.launch_in_thread(launch, model.device)
+        pending.launch_in_thread(launch)
     return pending
 
 
@@ -221,14 +221,12 @@ class PendingScores:
     launcher: threading.Thread | None = None
     error: BaseException | None = None
 
-    def launch_in_thread(self, launch: Callable[[], None], device: Any) -> None:
+    def launch_in_thread(self, launch: Callable[[], None]) -> None:
         """Run ``launch`` (which queues the passes and `add`s them) in a thread of its own; `collect` joins it."""
-        import torch
 
         def run() -> None:
             try:
-                with torch.cuda.device(device):
-                    launch()
+                launch()
             except BaseException as exc:  # re-raised by collect, in the caller's thread
                 self.error = exc
 
@@ -331,11 +329,12 @@ def _padded_pass(model: Any, runner: _Graphs | None, ids: np.ndarray) -> Any:
     if runner is None:
         with torch.inference_mode():
             return token_logprobs(model, inputs)
-    out = runner(inputs.pin_memory())
-    host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
-    host.copy_(out, non_blocking=True)
-    event = torch.cuda.Event()
-    event.record()
+    with torch.cuda.device(model.device):  # graphs, their pool and the event on the model's GPU
+        out = runner(inputs.pin_memory())
+        host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+        host.copy_(out, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
     return host, event
 
 
