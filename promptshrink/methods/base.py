@@ -68,6 +68,7 @@ class Compressor(ABC):
     uses_question: ClassVar[bool] = False
     default_unit: ClassVar[str] = "sentence"
     requires_lm: ClassVar[bool] = True  # needs torch + transformers (the ``lm`` extra)
+    linear_time: ClassVar[bool] = False  # model-free and linear in the input: the service runs short inputs inline
 
     unit: str | None = None
 
