@@ -178,3 +178,10 @@ def test_bad_input_is_a_clear_error(kwargs, message):
 def test_unknown_method_lists_the_available_ones():
     with pytest.raises(ps.UnknownMethodError, match="available: .*keep_first"):
         ps.compress("text here", "llmlingua-9000")
+
+
+def test_phrases_start_at_function_words_and_after_clause_punctuation():
+    text = "  The cat sat on (the) mat, quietly waiting. Then it left "
+    units = segment(text, "phrase")
+    assert [u.text for u in units] == ["  The cat sat", " on (the)", " mat,", " quietly waiting.", " Then it left "]
+    assert all(text[u.start : u.end] == u.text for u in units)
