@@ -2,13 +2,14 @@
 
 The bundled instruct LM (`large-lm`, greedy, chat template) answers every item from the full context and from
 each system's compressed context at several rates. Scores per task: token F1 against the gold answer (qa,
-multidoc, needle; EM and agreement with the full-context answer alongside), final-answer accuracy with
-compressed demonstrations (gsm, LLMLingua's GSM8K setting), and unigram F1 (ROUGE-1) of the summary against
+multidoc, needle; EM and agreement with the full-context answer alongside), final-answer accuracy after
+compressed demonstrations (gsm; the reader answers with the number), and unigram F1 (ROUGE-1) of the summary against
 the full-context summary (summary: no question). Because systems miss their budgets in both directions,
 systems are compared at equal **achieved** ratio: each system's (mean achieved ratio, mean score) points per
 rate, plus the full context at ratio 1, are interpolated at 0.5, 0.25 and 0.1, with 95% bootstrap intervals
-over items and paired bootstrap differences for the comparisons. Reader outputs are cached on disk by prompt
-hash (`results/reader_cache.jsonl`), so a re-run only pays for prompts it has not seen.
+over items and paired bootstrap differences for the comparisons. Each system's prompts are read in batches
+(`readers.CachedChatReader`), and reader outputs are cached on disk by prompt hash
+(`results/reader_cache.jsonl`), so a re-run only pays for prompts it has not seen.
 """
 
 from __future__ import annotations
