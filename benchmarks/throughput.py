@@ -167,13 +167,18 @@ def run(args: argparse.Namespace, device: str, model: str) -> None:
     compressor = None if args.no_peer else peer(resolve_model_path(model), device)
     if compressor is not None:
         _record(
-            report, "peer:llmlingua", timed(lambda: compressor.compress_prompt(texts[0], rate=0.5), device, 3), tokens
+            report,
+            "peer:llmlingua",
+            timed(lambda: compressor.compress_prompt(texts[0], rate=0.5), device, args.repeats),
+            tokens,
         )
         _record(
             report,
             "peer:longllmlingua",
             timed(
-                lambda: compressor.compress_prompt([texts[0]], rate=0.5, question=QUESTION, **LONG_OPTIONS), device, 3
+                lambda: compressor.compress_prompt([texts[0]], rate=0.5, question=QUESTION, **LONG_OPTIONS),
+                device,
+                args.repeats,
             ),
             tokens,
         )
