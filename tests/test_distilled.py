@@ -1,5 +1,5 @@
-"""The distilled compressor: shipped weights (sha256), a golden scoring check, chunking, budget contract, and
-training text disjoint from the benchmark items."""
+"""The distilled compressor: shipped weights (sha256), a golden scoring check, question awareness, chunking,
+budget contract, and training text disjoint from the benchmark items."""
 
 from __future__ import annotations
 
@@ -42,6 +42,41 @@ def test_golden_scores_of_a_known_text():
     low = [probs[w] for w in ("on", "the", "of", "and", "Armstrong")]
     assert min(high) > max(low)
     assert probs["1969"] == pytest.approx(0.87, abs=0.02)  # recorded with the shipped head
+
+
+NEEDLE = "The secret code of the amber lighthouse is 4817263."
+ASK = "What is the secret code of the amber lighthouse?"
+
+
+def needle_text(article: str) -> tuple[str, int]:
+    """About 700 words of the article with the needle sentence after the 15th sentence; (text, needle start)."""
+    sentences = " ".join(article.split()[:700]).split(". ")
+    head = ". ".join(sentences[:15]) + ". "
+    return head + NEEDLE + " " + ". ".join(sentences[15:]), len(head)
+
+
+def test_the_question_raises_the_words_that_answer_it(article):
+    """Teacher behaviour the head must have learnt: with the question, the needle sentence's words rise in keep
+    probability (above the text's median) and the needle survives a 10% budget; the words away from it do not."""
+    from promptshrink.api import get_compressor
+
+    text, at = needle_text(article)
+    method = get_compressor("distilled")
+    words = segment(text, "word")
+    plain = to_words(method.token_scores(text), words)
+    asked = to_words(method.token_scores(text, ASK), words)
+    needle = np.asarray([at <= w.start < at + len(NEEDLE) for w in words])
+    assert asked[needle].mean() > plain[needle].mean() + 0.1
+    assert np.median(asked[needle]) > np.quantile(asked[~needle], 0.8)
+    assert abs(np.median(asked[~needle]) - np.median(plain[~needle])) < 0.1
+    r = ps.compress(text, "distilled", rate=0.1, question=ASK)
+    assert "4817263" in r.text and "lighthouse" in r.text
+
+
+def to_words(scores, words):
+    from promptshrink.scoring.lm import to_units
+
+    return to_units(scores, words, "mean")
 
 
 def test_corrupt_weights_are_refused(tmp_path, monkeypatch):

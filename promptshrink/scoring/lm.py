@@ -85,7 +85,8 @@ def surprisal_many(
     The windows of all texts are sorted by length and packed into right-padded batches of at most
     ``batch_tokens`` padded tokens (default: 16K on GPU, 2K on CPU, where batching buys little); causal
     attention keeps padding after a sequence from changing its logits, so no mask is needed. The LM head runs
-    only on the positions that predict scored tokens.
+    only on the positions that predict scored tokens. A (text, prefix) pair given more than once is scored once
+    (e.g. the plain pass of one passage asked several questions).
     """
     import torch
 
@@ -94,8 +95,9 @@ def surprisal_many(
     window = lm_window(model, max_window)
     windows: list[_Window] = []
     unique = {text: tokenize_with_offsets(tokenizer, text) for text in dict.fromkeys(texts)}  # each text once
-    encoded = [unique[text] for text in texts]
-    for item, ((ids, _), prefix) in enumerate(zip(encoded, prefixes)):
+    passes = list(dict.fromkeys(zip(texts, prefixes)))  # each (text, prefix) pass once
+    encoded = [unique[text] for text, _ in passes]
+    for item, ((ids, _), (_, prefix)) in enumerate(zip(encoded, passes)):
         head = start_ids(tokenizer)
         if prefix:
             head = head + tokenizer(prefix, add_special_tokens=False)["input_ids"]
@@ -138,7 +140,8 @@ def surprisal_many(
         done += len(rows)
         if progress:
             progress(done, len(windows))
-    return [TokenScores(offsets, v) for (_, offsets), v in zip(encoded, values)]
+    scored = {key: TokenScores(offsets, v) for key, (_, offsets), v in zip(passes, encoded, values)}
+    return [scored[key] for key in zip(texts, prefixes)]
 
 
 def to_units(scores: TokenScores, units: Sequence[Unit], reduce: str = "sum") -> np.ndarray:
