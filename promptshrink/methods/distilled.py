@@ -7,7 +7,7 @@ the words with the highest keep probability. Here the teacher is `selective_cont
 one is given), the encoder is all-MiniLM-L6-v2 (`embedder`, frozen) and the shipped part is a small head over
 three of its layers (`models/distilled/`, sha256 in `models/manifest.json`; trained by `training/`). With a
 question the encoder reads it with each chunk, cross-encoder style (``[CLS] question [SEP] chunk [SEP]``), and
-the head also sees each token's closeness to the question (LongLLMLingua-style question awareness).
+the head also sees each token's closeness to the question.
 """
 
 from __future__ import annotations
@@ -118,8 +118,9 @@ class DistilledCompressor(Compressor):
     """Keep probability per MiniLM token from a head trained on `selective_context` labels; mean per unit.
 
     Words are the default unit (the labels are word-level); input longer than the encoder's 512 positions is
-    classified in chunks cut at word boundaries. A question, when given, is read with every chunk and steers
-    the keep probabilities towards the words that answer it; without one the head scores the text alone.
+    classified in chunks cut at word boundaries. A question, when given, is read with every chunk (the head is
+    trained on the teacher's question-aware labels, but has not yet learnt a measurable question effect: see
+    benchmarks/README.md); without one the head scores the text alone.
     Reference: Pan et al., "LLMLingua-2: Data Distillation for Efficient and Faithful Task-Agnostic Prompt
     Compression", Findings of ACL 2024.
 
