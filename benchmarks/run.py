@@ -46,6 +46,7 @@ class Suite:
     passages: int = 6
     needle_words: int = 1500
     shots: int = 3
+    summary_max_words: int | None = None
     cap_s: float | None = None
     budgets: tuple[BudgetSpec, ...] = BUDGETS
     options: dict[str, Any] = field(default_factory=dict)
@@ -64,6 +65,7 @@ def load_items(suite: Suite, seed: int) -> tuple[list[Item], dict[str, str]]:
         "multidoc": {"passages": suite.passages},
         "needle": {"words": suite.needle_words},
         "gsm": {"shots": suite.shots},
+        "summary": {"max_words": suite.summary_max_words},
     }
     per_task, missing = {}, {}
     for task, n in suite.sizes.items():

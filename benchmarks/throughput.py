@@ -32,6 +32,8 @@ import promptshrink
 from promptshrink.model_loading import DEFAULT_LM, manifest, resolve_device
 from promptshrink.scoring.evaluator_heads import heads_path
 
+from .peers import LONG_OPTIONS
+
 ROOT = Path(__file__).resolve().parents[1]
 ARTICLE = ROOT / "tests" / "data" / "article.txt"
 QUESTION = "What did the President say about taxes?"
@@ -42,6 +44,7 @@ METHODS = {  # method -> options (dspc without its 0.5B second model: that one c
     "ehpc": {},
     "dspc": {"large_model": None},
 }
+PEER_OF = {True: "peer:longllmlingua", False: "peer:llmlingua"}  # question-aware or not -> the comparable peer
 CONCURRENCY = (1, 8, 64)
 
 
@@ -78,15 +81,17 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn: Callable[[], Any], device: str, repeats: int) -> list[float]:
+def timed(fn: Callable[[], Any], device: str, repeats: int) -> list[tuple[float, float]]:
+    """(wall, CPU) seconds of ``repeats`` calls after a warm-up; CPU time is this process's, which on a shared
+    machine does not grow with other jobs' load the way wall time does."""
     fn()  # warm-up: model load, kernels, allocator
     out = []
     for _ in range(repeats):
         sync(device)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         fn()
         sync(device)
-        out.append(time.perf_counter() - start)
+        out.append((time.perf_counter() - start, time.process_time() - cpu))
     return out
 
 
@@ -151,17 +156,37 @@ def run(args: argparse.Namespace, device: str, model: str) -> None:
     print(f"device {device} ({report['device_name']}), {tokens}-token inputs, weights: {report['weights']}")
     for name in args.methods:
         options = {**METHODS.get(name, {}), "model": model}
-        question = QUESTION if promptshrink.get_compressor(name, **options).uses_question else None
+        aware = promptshrink.get_compressor(name, **options).uses_question
+        for question in [QUESTION, None] if aware and name == "selective_context" else [QUESTION if aware else None]:
 
-        def one(name: str = name, options: dict[str, Any] = options, question: str | None = question) -> None:
-            promptshrink.compress(texts[0], name, rate=0.5, question=question, device=device, **options)
+            def one(name: str = name, options: dict[str, Any] = options, question: str | None = question) -> None:
+                promptshrink.compress(texts[0], name, rate=0.5, question=question, device=device, **options)
 
-        _record(report, name, timed(one, device, args.repeats), tokens)
+            label = name if question or not aware else f"{name} (no question)"
+            _record(report, label, timed(one, device, args.repeats), tokens, PEER_OF[question is not None])
     compressor = None if args.no_peer else peer(resolve_model_path(model), device)
     if compressor is not None:
         _record(
-            report, "peer:llmlingua", timed(lambda: compressor.compress_prompt(texts[0], rate=0.5), device, 3), tokens
+            report,
+            "peer:llmlingua",
+            timed(lambda: compressor.compress_prompt(texts[0], rate=0.5), device, args.repeats),
+            tokens,
         )
+        _record(
+            report,
+            "peer:longllmlingua",
+            timed(
+                lambda: compressor.compress_prompt([texts[0]], rate=0.5, question=QUESTION, **LONG_OPTIONS),
+                device,
+                args.repeats,
+            ),
+            tokens,
+        )
+        for row in report["latency"].values():
+            peer_row = report["latency"].get(row.get("peer", ""))
+            if peer_row:
+                row["cpu_vs_peer"] = row["cpu_ms_per_1k"] / peer_row["cpu_ms_per_1k"]
+                row["wall_vs_peer"] = row["ms_per_1k"] / peer_row["ms_per_1k"]
     for n in args.concurrency:
         batch = texts[:n]
         row: dict[str, Any] = {"inputs": n, "tokens": n * tokens}
@@ -175,11 +200,15 @@ def run(args: argparse.Namespace, device: str, model: str) -> None:
                 batch, "selective_context", rate=0.5, questions=[QUESTION] * len(batch), device=device, model=model
             )
 
-        row["one_by_one_tokens_per_s"] = n * tokens / min(timed(loop, device, 1 if n > 8 else 2))
-        row["batched_tokens_per_s"] = n * tokens / min(timed(batched, device, 2))
+        row["one_by_one_tokens_per_s"] = n * tokens / min(w for w, _ in timed(loop, device, 1 if n > 8 else 2))
+        row["batched_tokens_per_s"] = n * tokens / min(w for w, _ in timed(batched, device, 2))
         if compressor is not None and n <= 8:  # the peer is sequential: 64 inputs only multiply its time
             row["peer_tokens_per_s"] = (
-                n * tokens / min(timed(lambda b=batch: [compressor.compress_prompt(t, rate=0.5) for t in b], device, 1))
+                n
+                * tokens
+                / min(
+                    w for w, _ in timed(lambda b=batch: [compressor.compress_prompt(t, rate=0.5) for t in b], device, 1)
+                )
             )
         report["throughput"].append(row)
         print({k: round(v) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
@@ -200,10 +229,22 @@ def _device_name(device: str) -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
 
 
-def _record(report: dict[str, Any], name: str, seconds: list[float], tokens: int) -> None:
-    p50 = statistics.median(seconds)
-    report["latency"][name] = {"calls": len(seconds), "p50_ms": p50 * 1000, "ms_per_1k": p50 * 1000 / tokens * 1000}
-    print(f"{name:<20} p50 {p50 * 1000:9.1f} ms  ({p50 * 1e6 / tokens:8.1f} ms per 1K tokens)", flush=True)
+def _record(
+    report: dict[str, Any], name: str, times: list[tuple[float, float]], tokens: int, peer: str | None = None
+) -> None:
+    """p50 wall and CPU time of ``name``; ``peer`` names the peer row it is compared with."""
+    wall, cpu = statistics.median(w for w, _ in times), statistics.median(c for _, c in times)
+    row = {
+        "calls": len(times),
+        "p50_ms": wall * 1000,
+        "ms_per_1k": wall * 1e6 / tokens,
+        "cpu_ms_per_1k": cpu * 1e6 / tokens,
+    }
+    report["latency"][name] = {**row, "peer": peer} if peer else row
+    print(
+        f"{name:<32} p50 {wall * 1000:9.1f} ms ({row['ms_per_1k']:8.1f} ms, CPU {row['cpu_ms_per_1k']:8.1f} ms per 1K)",
+        flush=True,
+    )
 
 
 def write(report: dict[str, Any], out: Path, tag: str) -> None:
@@ -213,10 +254,14 @@ def write(report: dict[str, Any], out: Path, tag: str) -> None:
         f"{report['date']}, {report['device_name']} ({report['device']}), weights: {report['weights']}, "
         f"{report['input_tokens']}-token inputs",
         "",
-        "| system | p50 ms (one input) | ms per 1K tokens |",
-        "|---|---|---|",
+        "| system | p50 ms (one input) | ms per 1K tokens | CPU ms per 1K tokens | compared with | CPU time vs peer |",
+        "|---|---|---|---|---|---|",
     ]
-    lines += [f"| `{k}` | {v['p50_ms']:.1f} | {v['ms_per_1k']:.1f} |" for k, v in report["latency"].items()]
+    lines += [
+        f"| `{k}` | {v['p50_ms']:.1f} | {v['ms_per_1k']:.1f} | {v['cpu_ms_per_1k']:.1f} | {v.get('peer', '-')} | "
+        + (f"{v['cpu_vs_peer']:.2f}x |" if "cpu_vs_peer" in v else "- |")
+        for k, v in report["latency"].items()
+    ]
     lines += ["", "| inputs | one by one tokens/s | batched tokens/s | llmlingua peer tokens/s |", "|---|---|---|---|"]
     for row in report["throughput"]:
         peer_rate = f"{row['peer_tokens_per_s']:,.0f}" if "peer_tokens_per_s" in row else "-"

@@ -277,18 +277,16 @@ def _split_free(text: str, level: str, base: int, chunk_sentences: int) -> list[
             group = sentences[i : i + chunk_sentences]
             units.append(Unit("".join(u.text for u in group), group[0].start, group[-1].end))
         return units
-    elif level == "phrase":
-        words = [Unit(m.group(), base + m.start(), base + m.end()) for m in _WORD_RE.finditer(text)]
-        units = []
-        for w in words:
-            starts_new = (
-                not units or w.content.lower().strip("\"'(") in _PHRASE_STARTERS or units[-1].content[-1:] in ",;:.!?)"
-            )
-            if starts_new:
-                units.append(w)
-            else:
-                last = units[-1]
-                units[-1] = Unit(last.text + w.text, last.start, w.end)
+    elif level == "phrase":  # words back to back as above; a phrase starts at a function word or after , ; : . ! ? )
+        words = _WORD_RE.findall(text)
+        ends = list(accumulate(map(len, words), initial=base))
+        starts = [
+            i
+            for i, w in enumerate(words)
+            if i == 0 or w.lstrip().lower().strip("\"'(") in _PHRASE_STARTERS or words[i - 1][-1] in ",;:.!?)"
+        ]
+        bounds = [ends[i] for i in starts] + [ends[-1]]
+        units = [Unit(text[a - base : b - base], a, b) for a, b in zip(bounds, bounds[1:])]
     else:
         raise ValueError(f"unknown segmentation level {level!r}; use one of {LEVELS}")
     # leading text not matched by the regex (only whitespace) is glued to the first unit

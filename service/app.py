@@ -9,7 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Annotated, Any
@@ -28,7 +28,7 @@ from promptshrink.model_loading import set_torch_threads
 from promptshrink.segmentation import LEVELS
 
 from .batching import MicroBatcher, batchable
-from .compression import check_options, check_unicode_body, run_compress
+from .compression import check_options, check_unicode_body, run_compress, runs_inline
 from .config import Settings
 from .errors import ApiError, busy, from_library
 from .limits import WorkPool
@@ -210,9 +210,12 @@ def _add_routes(app: FastAPI, state: State) -> None:
         method, options = check_options(req, settings)
         await state.wait_loaded(method)
         assert state.pool is not None
-        lease = state.pool.lease(1)
+        lease = state.pool.lease(1)  # admission is the same for inline and pooled work
         if lease is None:
             raise busy(settings.retry_after_s, "the compression queue")
+        if runs_inline(req, method):
+            with closing(lease):
+                return run_compress(req, settings, metrics, queued_at, queued_at + settings.request_timeout_s)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("compress request: %s", req.model_dump_json()[:2000])
         try:

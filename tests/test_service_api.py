@@ -187,3 +187,42 @@ def test_cli_serve_subprocess() -> None:
         proc.terminate()
         rest, _ = proc.communicate(timeout=15)
     assert LONG_TEXT[:40] not in "".join(log) + rest  # no request text in logs at info level
+
+
+def test_linear_time_methods_run_inline_on_short_text_and_in_the_pool_on_long(upstream: Upstream) -> None:
+    import threading
+    from dataclasses import dataclass
+
+    import numpy as np
+
+    from promptshrink import registry
+    from promptshrink.methods.base import Compressor
+    from promptshrink.service.compression import INLINE_CHARS
+
+    seen: list[str] = []
+
+    @dataclass
+    class WhereAmI(Compressor):
+        """Test only: records the thread it scores on; keeps the first units."""
+
+        name = "test_where"
+        requires_lm = False
+        linear_time = True
+        summary = "Test only."
+        default_unit = "word"
+
+        def score_units(self, request, units):  # noqa: ANN001, ANN202
+            seen.append(threading.current_thread().name)
+            return -np.arange(len(units), dtype=float)
+
+    registry.method_names()
+    registry.register(WhereAmI)
+    try:
+        for url in serve(base_settings(upstream, methods=frozenset({"keep_first", "test_where"}), warmup=False)):
+            short, long = "word " * 400, "word " * (INLINE_CHARS // 5 + 10)
+            for text in (short, long):
+                r = post(url, {"text": text, "method": "test_where", "rate": 0.5})
+                assert r.status_code == 200 and r.json()["compressed_tokens"] <= r.json()["original_tokens"] // 2 + 1
+    finally:
+        registry._REGISTRY.pop("test_where", None)
+    assert not seen[0].startswith("promptshrink") and seen[1].startswith("promptshrink")

@@ -6,7 +6,7 @@ question-conditioned pass). Each passage of `training.corpus` is labelled once w
 question; the label is the word's rank percentile within its passage (0 = least worth keeping, 1 = most), so one
 teacher pass gives the keep/drop decision at every rate: keeping the top fraction r of words by label is the
 teacher's choice at rate r (up to the teacher's token-mass threshold). Passages go through the teacher in
-batches (`score_many`: all their LM windows packed together, each plain pass run once).
+batches (`score_many`: all their LM windows packed together).
 """
 
 from __future__ import annotations

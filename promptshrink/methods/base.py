@@ -68,6 +68,7 @@ class Compressor(ABC):
     uses_question: ClassVar[bool] = False
     default_unit: ClassVar[str] = "sentence"
     requires_lm: ClassVar[bool] = True  # needs torch + transformers (the ``lm`` extra)
+    linear_time: ClassVar[bool] = False  # model-free and linear in the input: the service runs short inputs inline
 
     unit: str | None = None
 
@@ -86,6 +87,11 @@ class Compressor(ABC):
         """`score_units` of several requests; LM-scored methods override it to run their passes together."""
         return [self.score_units(r, u) for r, u in zip(requests, units)]
 
+    def prefetch(self, requests: Sequence[CompressionRequest]) -> None:
+        """Start scoring work that needs only the requests (e.g. queue GPU passes) before segmentation, so the two
+        overlap; the scoring methods pick it up. Default: nothing."""
+        return
+
     def compress_many(self, requests: Sequence[CompressionRequest]) -> list[CompressionResult]:
         """`compress` of each request, with one `score_many` call for all of them (results equal one by one).
 
@@ -96,6 +102,7 @@ class Compressor(ABC):
         start = time.perf_counter()
         out: list[CompressionResult | None] = [None] * len(requests)
         todo = []
+        self.prefetch(requests)
         for i, request in enumerate(requests):
             units = self.units(request)
             original, costs = request.tokenizer.count_spans(request.text, [u.start for u in units])
@@ -115,6 +122,7 @@ class Compressor(ABC):
 
     def compress(self, request: CompressionRequest) -> CompressionResult:
         start = time.perf_counter()
+        self.prefetch([request])
         units = self.units(request)
         # one encode gives the original count and each unit's in-context cost
         original, costs = request.tokenizer.count_spans(request.text, [u.start for u in units])

@@ -20,6 +20,7 @@ class KeepFirstCompressor(Compressor):
 
     name = "keep_first"
     requires_lm = False
+    linear_time = True
     summary = "Truncation baseline: keep the beginning of the text up to the budget."
     default_unit = "word"
 
@@ -34,6 +35,7 @@ class KeepLastCompressor(Compressor):
 
     name = "keep_last"
     requires_lm = False
+    linear_time = True
     summary = "Truncation baseline: keep the end of the text up to the budget."
     default_unit = "word"
 
@@ -48,6 +50,7 @@ class RandomCompressor(Compressor):
 
     name = "random"
     requires_lm = False
+    linear_time = True
     summary = "Seeded random baseline: keep a random subset of units (in order) up to the budget."
     default_unit = "word"
 
@@ -62,6 +65,7 @@ class TfidfCompressor(Compressor):
 
     name = "tfidf"
     requires_lm = False
+    linear_time = True
     summary = "Sentence filter by TF-IDF similarity to the question (or to the whole document)."
     uses_question = True
 

@@ -32,6 +32,8 @@ class EHPCCompressor(Compressor):
         kernel: Neighbouring tokens the head attention is pooled over (>= 1).
         pooling: How the attention is pooled over the kernel: ``max`` or ``avg``.
         max_window: Longest LM window in tokens (>= 64); longer input is read in windows.
+        max_layer: Deepest layer the heads may come from (None: the calibrated heads); the LM runs only that deep,
+            so a lower value is faster (``benchmarks.ehpc_depth`` measures what it costs in retention).
     """
 
     name = "ehpc"
@@ -44,6 +46,7 @@ class EHPCCompressor(Compressor):
     kernel: int = 5
     pooling: str = "max"
     max_window: int = 1024
+    max_layer: int | None = None
     heads: dict[int, list[int]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -53,7 +56,9 @@ class EHPCCompressor(Compressor):
         integer("kernel", self.kernel)
         one_of("pooling", self.pooling, ("max", "avg"))
         integer("max_window", self.max_window, 64)
-        self.heads = evaluator_heads.load(self.model)
+        if self.max_layer is not None:
+            integer("max_layer", self.max_layer, 0)
+        self.heads = evaluator_heads.load(self.model, self.max_layer)
 
     def score_units(self, request: CompressionRequest, units: Sequence[Unit]) -> np.ndarray:
         tokens, _ = text_attention(

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..model_loading import DEFAULT_LM
+from ..model_loading import DEFAULT_LM, resolve_device
 from ..params import integer, non_empty, number, one_of
 from ..registry import register
-from ..scoring.lm import TokenScores, surprisal_many, to_units
+from ..scoring.lm import PendingScores, TokenScores, start_surprisal, to_units
 from ..segmentation import Unit
 from .base import CompressionRequest, Compressor
+
+_PREFETCHED = threading.local()  # this thread's queued passes: (key, {(text, prefix): index}, PendingScores)
 
 
 @register
@@ -55,17 +58,46 @@ class SelectiveContextCompressor(Compressor):
     def score_many(self, requests: Sequence[CompressionRequest], units: Sequence[Sequence[Unit]]) -> list[np.ndarray]:
         """The plain and the question-conditioned passes of every request go through the LM together."""
         asks = [i for i, r in enumerate(requests) if r.question and self.question_weight]
-        texts = [r.text for r in requests] + [requests[i].text for i in asks]
-        prefixes = [None] * len(requests) + [f"Question: {requests[i].question}\n" for i in asks]
 
         def progress(done: int, total: int) -> None:  # progress callbacks and deadlines of every request
             for request in requests:
                 request.report(done, total)
 
-        scored = surprisal_many(texts, self.model, prefixes, overlap=self.overlap, progress=progress)
+        scored = self._surprisal(*self._passes(requests), progress)
         out = [to_units(info, u, self.aggregate) for info, u in zip(scored, units)]
         for k, i in enumerate(asks):
             info, given_q = scored[i], scored[len(requests) + k]
             gain = TokenScores(info.offsets, np.clip(info.values - given_q.values, 0.0, None))
             out[i] = out[i] + self.question_weight * to_units(gain, units[i], self.aggregate)
         return out
+
+    def prefetch(self, requests: Sequence[CompressionRequest]) -> None:
+        """On CUDA, queue the LM passes before segmentation so the GPU runs them meanwhile (on CPU they are the
+        work itself: nothing to overlap, and an input that fits its budget needs none)."""
+        if not resolve_device().startswith("cuda"):
+            return
+        texts, prefixes = self._passes(requests)
+        pending = start_surprisal(texts, self.model, prefixes, overlap=self.overlap)
+        _PREFETCHED.value = (self._key(), {pair: i for i, pair in enumerate(zip(texts, prefixes))}, pending)
+
+    def _passes(self, requests: Sequence[CompressionRequest]) -> tuple[list[str], list[str | None]]:
+        """(texts, prefixes) of the LM passes: one plain pass per request, then one per question-aware request."""
+        asks = [i for i, r in enumerate(requests) if r.question and self.question_weight]
+        texts = [r.text for r in requests] + [requests[i].text for i in asks]
+        prefixes: list[str | None] = [None] * len(requests)
+        return texts, prefixes + [f"Question: {requests[i].question}\n" for i in asks]
+
+    def _key(self) -> tuple[str, int, str]:
+        return self.model, self.overlap, resolve_device()
+
+    def _surprisal(
+        self, texts: list[str], prefixes: list[str | None], progress: Callable[[int, int], None]
+    ) -> list[TokenScores]:
+        """The passes' scores: from this thread's prefetched passes when they cover them, else run now."""
+        key, where, pending = getattr(_PREFETCHED, "value", None) or (None, {}, None)
+        _PREFETCHED.value = None
+        pairs = list(zip(texts, prefixes))
+        if not isinstance(pending, PendingScores) or key != self._key() or any(p not in where for p in pairs):
+            return start_surprisal(texts, self.model, prefixes, overlap=self.overlap).collect(progress)
+        scored = pending.collect(progress)
+        return [scored[where[p]] for p in pairs]

@@ -35,18 +35,19 @@ def question_loglik(
     out = np.zeros(len(documents))
     order = sorted(range(len(documents)), key=lambda i: len(bodies[i]))
     pad = head[0]
+    decoder, head_layer = model.get_decoder(), model.get_output_embeddings()
     for b in range(0, len(order), batch_size):
         batch = order[b : b + batch_size]
         rows = [head + bodies[i] + tail for i in batch]
         width = max(len(r) for r in rows)
         inputs = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=model.device)
-        with torch.inference_mode():
-            logp = torch.log_softmax(model(input_ids=inputs).logits.float(), dim=-1)
-        for row, i in enumerate(batch):
-            end = len(rows[row])
-            targets = inputs[row, end - len(tail) : end]
-            picked = logp[row, end - len(tail) - 1 : end - 1].gather(1, targets.unsqueeze(1))
-            out[i] = float(picked.mean().cpu())
+        with torch.inference_mode():  # the LM head only where the question is predicted, not on every position
+            hidden = decoder(input_ids=inputs).last_hidden_state
+            spans = [(row, len(r) - len(tail) - 1, len(r) - 1) for row, r in enumerate(rows)]
+            picked = torch.stack([hidden[row, lo:hi] for row, lo, hi in spans])  # [batch, len(tail), hidden]
+            targets = torch.stack([inputs[row, lo + 1 : hi + 1] for row, lo, hi in spans]).unsqueeze(-1)
+            logp = torch.log_softmax(head_layer(picked), dim=-1, dtype=torch.float32).gather(2, targets)
+        out[batch] = logp[..., 0].mean(dim=1).cpu().numpy()
         if progress:
             progress(min(b + batch_size, len(order)), len(order))
     return out

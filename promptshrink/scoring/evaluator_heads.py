@@ -114,15 +114,26 @@ def save(result: dict[str, Any], path: Path | None = None) -> Path:
     return path
 
 
-def load(model: str = DEFAULT_LM) -> dict[int, list[int]]:
-    """{layer: [heads]} from the stored calibration of ``model``; a clear error when it was never run."""
+def load(model: str = DEFAULT_LM, max_layer: int | None = None) -> dict[int, list[int]]:
+    """{layer: [heads]} from the stored calibration of ``model``; a clear error when it was never run.
+
+    With ``max_layer``, the calibration's ``top_k`` best-scoring heads among layers ``<= max_layer`` instead of the
+    stored selection: a shallower early exit (see ``benchmarks.ehpc_depth`` for the depth/quality trade-off).
+    """
     path = heads_path(model)
     if not path.is_file():
         raise ModelUnavailableError(
             f"no evaluator heads for model {model!r} at {path}; run: promptshrink calibrate-ehpc --model {model}"
         )
     data = json.loads(path.read_text())
+    pairs = [(int(layer), int(head)) for layer, head in data["heads"]]
+    if max_layer is not None:
+        if not 0 <= max_layer < data["layers"]:
+            raise InvalidInputError(f"max_layer must be in [0, {data['layers'] - 1}] for {model!r}, got {max_layer}")
+        scores = np.asarray(data["scores"])[: max_layer + 1]
+        best = np.argsort(-scores, axis=None, kind="stable")[: data["probe"]["top_k"]]
+        pairs = sorted((int(i), int(h)) for i, h in zip(*np.unravel_index(best, scores.shape)))
     out: dict[int, list[int]] = {}
-    for layer, head in data["heads"]:
-        out.setdefault(int(layer), []).append(int(head))
+    for layer, head in pairs:
+        out.setdefault(layer, []).append(head)
     return out
