@@ -3,9 +3,11 @@
 Pan et al., "LLMLingua-2: Data Distillation for Efficient and Faithful Task-Agnostic Prompt Compression",
 Findings of ACL 2024: a small bidirectional encoder labels each word keep/drop, trained on labels distilled
 from a stronger compressor; long input is classified in encoder-sized chunks; the budget is met by keeping
-the words with the highest keep probability. Here the teacher is `selective_context` (question-agnostic),
-the encoder is all-MiniLM-L6-v2 (`embedder`, frozen) and the shipped part is a small head over three of its
-layers (`models/distilled/`, sha256 in `models/manifest.json`; trained by `training/train_distilled.py`).
+the words with the highest keep probability. Here the teacher is `selective_context` (with the question when
+one is given), the encoder is all-MiniLM-L6-v2 (`embedder`, frozen) and the shipped part is a small head over
+three of its layers (`models/distilled/`, sha256 in `models/manifest.json`; trained by `training/`). With a
+question the encoder reads it with each chunk, cross-encoder style (``[CLS] question [SEP] chunk [SEP]``), and
+the head also sees each token's closeness to the question.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from ..model_loading import DEFAULT_EMBEDDER, lm_stack, load_artefact, load_enco
 from ..params import non_empty
 from ..registry import register
 from ..scoring.lm import TokenScores, to_units
-from ..segmentation import Unit
+from ..segmentation import Unit, segment
 from .base import CompressionRequest, Compressor
 
 HEAD = "distilled-head"
+POSITIONS = 512  # the encoder's position limit: [CLS] (question [SEP]) chunk [SEP]
+QUESTION_FEATURES = 3  # closeness to the question, token also in the question, a question was given
 
 
 @lru_cache(maxsize=2)
@@ -46,12 +50,12 @@ def keep_head(input_dim: int, hidden: int) -> Any:
     return torch.nn.Sequential(torch.nn.Linear(input_dim, hidden), torch.nn.GELU(), torch.nn.Linear(hidden, 1))
 
 
-def encoder_features(encoder: Any, input_ids: Any, layers: Sequence[int]) -> Any:
-    """Concatenated hidden states of ``layers`` for a batch of token ids (no special tokens added here)."""
+def encoder_features(encoder: Any, input_ids: Any, layers: Sequence[int]) -> tuple[Any, Any]:
+    """(concatenated hidden states of ``layers``, last hidden state) for a batch of token ids as given."""
     torch, _ = lm_stack()
     with torch.inference_mode():
         out = encoder(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), output_hidden_states=True)
-    return torch.cat([out.hidden_states[k] for k in layers], dim=-1)
+    return torch.cat([out.hidden_states[k] for k in layers], dim=-1), out.hidden_states[-1]
 
 
 def chunks(offsets: np.ndarray, words: Sequence[Unit], size: int) -> list[tuple[int, int]]:
@@ -71,13 +75,52 @@ def chunks(offsets: np.ndarray, words: Sequence[Unit], size: int) -> list[tuple[
     return out
 
 
+def token_features(
+    text: str, question: str | None, meta: dict[str, Any], encoder: str = DEFAULT_EMBEDDER
+) -> tuple[Any, np.ndarray]:
+    """(head input per encoder token of ``text``, token character offsets); the training script uses it too.
+
+    Each chunk of the text is encoded after the question (at most ``meta["question_tokens"]`` of its tokens);
+    a token's features are its hidden states at ``meta["layers"]`` then `QUESTION_FEATURES` numbers: the
+    largest cosine similarity of its last hidden state to a question token's, whether its id occurs in the
+    question, and 1 (all three are 0 without a question).
+    """
+    torch, _ = lm_stack()
+    model, tokenizer = load_encoder(encoder)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
+    ids = list(enc["input_ids"])
+    q_ids = tokenizer(question, add_special_tokens=False)["input_ids"] if question and question.strip() else []
+    q_ids = q_ids[: int(meta["question_tokens"])]
+    head_ids = [tokenizer.cls_token_id, *q_ids, tokenizer.sep_token_id] if q_ids else [tokenizer.cls_token_id]
+    room = min(int(meta["chunk_tokens"]), POSITIONS - len(head_ids) - 1)
+    in_question = torch.tensor(np.isin(ids, q_ids), dtype=torch.float32)
+    parts = []
+    for begin, end in chunks(offsets, segment(text, "word"), room):
+        batch = torch.tensor([[*head_ids, *ids[begin:end], tokenizer.sep_token_id]], device=model.device)
+        feats, last = encoder_features(model, batch, meta["layers"])
+        feats, last = feats[0].float().cpu(), last[0].float().cpu()
+        body = slice(len(head_ids), len(head_ids) + end - begin)
+        extra = torch.zeros(end - begin, QUESTION_FEATURES)
+        if q_ids:
+            unit = torch.nn.functional.normalize(last, dim=-1)
+            extra[:, 0] = (unit[body] @ unit[1 : 1 + len(q_ids)].T).max(dim=1).values
+            extra[:, 1] = in_question[begin:end]
+            extra[:, 2] = 1.0
+        parts.append(torch.cat([feats[body], extra], dim=-1))
+    empty = torch.zeros(0, len(meta["layers"]) * model.config.hidden_size + QUESTION_FEATURES)
+    return (torch.cat(parts) if parts else empty), offsets
+
+
 @register
 @dataclass
 class DistilledCompressor(Compressor):
     """Keep probability per MiniLM token from a head trained on `selective_context` labels; mean per unit.
 
     Words are the default unit (the labels are word-level); input longer than the encoder's 512 positions is
-    classified in chunks cut at word boundaries. Question-agnostic, like LLMLingua-2.
+    classified in chunks cut at word boundaries. A question, when given, is read with every chunk (the head is
+    trained on the teacher's question-aware labels, but has not yet learnt a measurable question effect: see
+    benchmarks/README.md); without one the head scores the text alone.
     Reference: Pan et al., "LLMLingua-2: Data Distillation for Efficient and Faithful Task-Agnostic Prompt
     Compression", Findings of ACL 2024.
 
@@ -88,6 +131,7 @@ class DistilledCompressor(Compressor):
 
     name = "distilled"
     summary = "LLMLingua-2-style keep/drop classifier on MiniLM distilled from selective_context; fast, no LM."
+    uses_question = True
     default_unit = "word"
 
     encoder: str = DEFAULT_EMBEDDER
@@ -99,23 +143,13 @@ class DistilledCompressor(Compressor):
         non_empty("head", self.head)
 
     def score_units(self, request: CompressionRequest, units: Sequence[Unit]) -> np.ndarray:
-        return to_units(self.token_scores(request.text), units, "mean")
+        return to_units(self.token_scores(request.text, request.question), units, "mean")
 
-    def token_scores(self, text: str) -> TokenScores:
-        """Keep probability of every encoder token of ``text`` with its character offsets."""
+    def token_scores(self, text: str, question: str | None = None) -> TokenScores:
+        """Keep probability of every encoder token of ``text`` (given ``question``) with its character offsets."""
         torch, _ = lm_stack()
-        from ..segmentation import segment
-
-        model, tokenizer = load_encoder(self.encoder)
         head, meta = load_head(self.head)
-        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        offsets = np.asarray(enc["offset_mapping"], dtype=np.int64).reshape(-1, 2)
-        ids = list(enc["input_ids"])
-        values = np.zeros(len(ids))
-        cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
-        for begin, end in chunks(offsets, segment(text, "word"), int(meta["chunk_tokens"])):
-            batch = torch.tensor([[cls, *ids[begin:end], sep]])
-            feats = encoder_features(model, batch, meta["layers"])[0, 1:-1]
-            with torch.inference_mode():
-                values[begin:end] = torch.sigmoid(head(feats)).squeeze(-1).numpy()
-        return TokenScores(offsets, values)
+        feats, offsets = token_features(text, question, meta, self.encoder)
+        with torch.inference_mode():
+            values = torch.sigmoid(head(feats)).squeeze(-1).numpy() if len(feats) else np.zeros(0)
+        return TokenScores(offsets, values.astype(np.float64))
