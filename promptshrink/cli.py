@@ -199,17 +199,22 @@ def _calibrate_ehpc(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_method_and_budget(parser: argparse.ArgumentParser, target_help: str) -> None:
+    """--method, --rate | --target-tokens and --tokenizer, shared by `compress` and `batch`."""
+    parser.add_argument("--method", "-m", default="selective_context")
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--rate", "-r", type=float, help="kept fraction of target tokens, in (0, 1]")
+    budget.add_argument("--target-tokens", "-t", type=int, help=target_help)
+    parser.add_argument("--tokenizer", default="cl100k_base", help="tiktoken encoding, OpenAI model or hf:<model>")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="promptshrink", description="Prompt compression for LLM calls.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("compress", help="compress a file or standard input")
     c.add_argument("file", help="path to a UTF-8 text file, or - for standard input")
-    c.add_argument("--method", "-m", default="selective_context")
-    budget = c.add_mutually_exclusive_group()
-    budget.add_argument("--rate", "-r", type=float, help="kept fraction of target tokens, in (0, 1]")
-    budget.add_argument("--target-tokens", "-t", type=int, help="most tokens to keep, in the target tokenizer")
-    c.add_argument("--tokenizer", default="cl100k_base", help="tiktoken encoding, OpenAI model or hf:<model>")
+    _add_method_and_budget(c, "most tokens to keep, in the target tokenizer")
     c.add_argument("--question", "-q", help="question the compressed context must answer")
     c.add_argument("--keep", "-k", action="append", help="a string that must survive (repeatable)")
     c.add_argument("--protect-numbers", action="store_true", help="never drop numbers")
@@ -248,11 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("batch", help="compress a JSONL or Parquet corpus with Ray Data (resumable)")
     b.add_argument("input", help="JSONL or .parquet file of records with text, messages or passages")
     b.add_argument("output", help="JSONL file the compressed records are appended to (rerun to resume)")
-    b.add_argument("--method", "-m", default="selective_context")
-    budget = b.add_mutually_exclusive_group()
-    budget.add_argument("--rate", "-r", type=float, help="kept fraction of target tokens, in (0, 1]")
-    budget.add_argument("--target-tokens", "-t", type=int, help="most tokens to keep per record")
-    b.add_argument("--tokenizer", default="cl100k_base", help="tiktoken encoding, OpenAI model or hf:<model>")
+    _add_method_and_budget(b, "most tokens to keep per record")
     b.add_argument("--question-field", "-q", help="record field holding the question (question-aware methods)")
     b.add_argument("--option", "-o", action="append", help="method option key=value (repeatable)")
     b.add_argument("--ray-address", default=None, help="Ray cluster to run on ('auto': this machine's); default: local")
