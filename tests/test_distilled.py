@@ -74,15 +74,33 @@ def test_the_question_is_read_and_the_answer_survives_a_low_rate(article):
     assert "4817263" in r.text and "lighthouse" in r.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the head does not learn the teacher's question effect (held-out F1 with and without the question "
-    "are equal; see benchmarks/README.md); the teacher raises the needle's mean rank from 0.66 to 0.73",
-)
+def rank(values: np.ndarray) -> np.ndarray:
+    """Rank percentile of each value (0 lowest, 1 highest)."""
+    return np.argsort(np.argsort(values, kind="stable"), kind="stable") / max(1, len(values) - 1)
+
+
 def test_the_question_raises_the_words_that_answer_it(article):
-    """Teacher behaviour: with the question, the needle sentence's words rise in keep probability."""
+    """With the question, the needle sentence's words rise to the top ranks (the coarse sentence step); the head
+    alone leaves them mid-table (it learnt no question effect, benchmarks/README.md), so the step is what does it."""
     _, plain, asked, needle = needle_scores(article)
-    assert asked[needle].mean() > plain[needle].mean() + 0.03
+    assert rank(asked)[needle].mean() > 0.9 > rank(plain)[needle].mean() + 0.2
+    from promptshrink.api import get_compressor
+    from promptshrink.scoring.lm import to_units
+
+    text, _ = needle_text(article)
+    head_only = get_compressor("distilled", question_weight=0)
+    words = segment(text, "word")
+    assert rank(to_units(head_only.token_scores(text, ASK), words, "mean"))[needle].mean() < 0.8
+
+
+def test_sentence_relevance_is_scaled_per_sentence():
+    from promptshrink.methods.distilled import sentence_relevance
+
+    text = "Paris is the capital of France. Bananas are yellow. The Eiffel Tower stands in Paris."
+    offsets = np.asarray([[0, 5], [32, 39], [52, 55], [60, 66]])
+    rel = sentence_relevance(text, "Where is the Eiffel Tower?", offsets)
+    assert rel[3] == pytest.approx(1.0) and rel[1] == pytest.approx(0.0) and 0 < rel[0] < 1 and rel[2] == rel[3]
+    assert not sentence_relevance("One sentence only.", "Where?", offsets[:1]).any()
 
 
 def test_corrupt_weights_are_refused(tmp_path, monkeypatch):

@@ -7,7 +7,9 @@ the words with the highest keep probability. Here the teacher is `selective_cont
 one is given), the encoder is all-MiniLM-L6-v2 (`embedder`, frozen) and the shipped part is a small head over
 three of its layers (`models/distilled/`, sha256 in `models/manifest.json`; trained by `training/`). With a
 question the encoder reads it with each chunk, cross-encoder style (``[CLS] question [SEP] chunk [SEP]``), and
-the head also sees each token's closeness to the question.
+the head also sees each token's closeness to the question; because the teacher's question effect is too weak to
+distil (benchmarks/README.md), a coarse question-aware step is added as LLMLingua-2 does with LongLLMLingua's:
+each token's score is raised by the question relevance of its sentence (Jiang et al., "LongLLMLingua", ACL 2024).
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from typing import Any
 import numpy as np
 
 from ..model_loading import DEFAULT_EMBEDDER, lm_stack, load_artefact, load_encoder
-from ..params import non_empty
+from ..params import non_empty, number
 from ..registry import register
+from ..scoring.embeddings import embed
 from ..scoring.lm import TokenScores, to_units
 from ..segmentation import Unit, segment
 from .base import CompressionRequest, Compressor
@@ -112,6 +115,21 @@ def token_features(
     return (torch.cat(parts) if parts else empty), offsets
 
 
+def sentence_relevance(text: str, question: str, offsets: np.ndarray, encoder: str = DEFAULT_EMBEDDER) -> np.ndarray:
+    """Per token (by its first character): the question relevance of its sentence, the cosine of their mean-pooled
+    ``encoder`` embeddings min-max scaled over the text's sentences to [0, 1] (all 0 for fewer than two sentences
+    or equal relevance)."""
+    sentences = segment(text, "sentence")
+    if len(sentences) < 2 or not len(offsets):
+        return np.zeros(len(offsets))
+    vectors = embed([question, *(s.text for s in sentences)], encoder)
+    sims = vectors[1:] @ vectors[0]
+    spread = float(sims.max() - sims.min())
+    scaled = (sims - sims.min()) / spread if spread > 1e-6 else np.zeros(len(sims))
+    starts = np.asarray([s.start for s in sentences])
+    return scaled[np.clip(np.searchsorted(starts, offsets[:, 0], side="right") - 1, 0, len(sentences) - 1)]
+
+
 @register
 @dataclass
 class DistilledCompressor(Compressor):
@@ -119,14 +137,18 @@ class DistilledCompressor(Compressor):
 
     Words are the default unit (the labels are word-level); input longer than the encoder's 512 positions is
     classified in chunks cut at word boundaries. A question, when given, is read with every chunk (the head is
-    trained on the teacher's question-aware labels, but has not yet learnt a measurable question effect: see
-    benchmarks/README.md); without one the head scores the text alone.
-    Reference: Pan et al., "LLMLingua-2: Data Distillation for Efficient and Faithful Task-Agnostic Prompt
-    Compression", Findings of ACL 2024.
+    trained on the teacher's question-aware labels, but learnt no measurable question effect: see
+    benchmarks/README.md), and each token's keep probability is raised by ``question_weight`` x its sentence's
+    question relevance (`sentence_relevance`, the coarse step of LongLLMLingua); without one the head scores the
+    text alone.
+    References: Pan et al., "LLMLingua-2: Data Distillation for Efficient and Faithful Task-Agnostic Prompt
+    Compression", Findings of ACL 2024; Jiang et al., "LongLLMLingua", ACL 2024.
 
     Args:
         encoder: The frozen encoder the head reads (a bundled alias such as ``embedder``, or a model name).
         head: The trained head, by its name under ``artefacts`` in ``models/manifest.json``.
+        question_weight: With a question, the weight of the sentence relevance (0-1) added to each token's keep
+            probability (0-1); 0 leaves the head alone.
     """
 
     name = "distilled"
@@ -136,20 +158,26 @@ class DistilledCompressor(Compressor):
 
     encoder: str = DEFAULT_EMBEDDER
     head: str = HEAD
+    question_weight: float = 1.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         non_empty("encoder", self.encoder)
         non_empty("head", self.head)
+        number("question_weight", self.question_weight, 0.0)
 
     def score_units(self, request: CompressionRequest, units: Sequence[Unit]) -> np.ndarray:
         return to_units(self.token_scores(request.text, request.question), units, "mean")
 
     def token_scores(self, text: str, question: str | None = None) -> TokenScores:
-        """Keep probability of every encoder token of ``text`` (given ``question``) with its character offsets."""
+        """Keep score of every encoder token of ``text`` with its character offsets: the head's probability, plus
+        ``question_weight`` x its sentence's relevance when ``question`` is given."""
         torch, _ = lm_stack()
         head, meta = load_head(self.head)
         feats, offsets = token_features(text, question, meta, self.encoder)
         with torch.inference_mode():
             values = torch.sigmoid(head(feats)).squeeze(-1).numpy() if len(feats) else np.zeros(0)
-        return TokenScores(offsets, values.astype(np.float64))
+        values = values.astype(np.float64)
+        if question and question.strip() and self.question_weight:
+            values += self.question_weight * sentence_relevance(text, question, offsets, self.encoder)
+        return TokenScores(offsets, values)
