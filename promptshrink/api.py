@@ -16,7 +16,7 @@ from .registry import get_method
 from .result import CompressionResult
 from .target_tokenizer import DEFAULT_TOKENIZER, get_tokenizer
 
-DEFAULT_METHOD = "selective_context"
+DEFAULT_METHOD = "auto"
 _INSTANCES: dict[tuple[str, tuple[tuple[str, Any], ...]], Compressor] = {}
 _INSTANCES_LOCK = threading.Lock()
 

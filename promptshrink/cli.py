@@ -8,6 +8,7 @@ import os
 import sys
 from typing import Any
 
+from .api import DEFAULT_METHOD
 from .errors import InvalidInputError, PromptShrinkError
 
 EXIT_USAGE = 2
@@ -201,7 +202,7 @@ def _calibrate_ehpc(args: argparse.Namespace) -> int:
 
 def _add_method_and_budget(parser: argparse.ArgumentParser, target_help: str) -> None:
     """--method, --rate | --target-tokens and --tokenizer, shared by `compress` and `batch`."""
-    parser.add_argument("--method", "-m", default="selective_context")
+    parser.add_argument("--method", "-m", default=DEFAULT_METHOD, help=f"default: {DEFAULT_METHOD}")
     budget = parser.add_mutually_exclusive_group()
     budget.add_argument("--rate", "-r", type=float, help="kept fraction of target tokens, in (0, 1]")
     budget.add_argument("--target-tokens", "-t", type=int, help=target_help)

@@ -59,6 +59,7 @@ def describe_methods() -> list[dict[str, Any]]:
             "summary": cls.summary,
             "extractive": cls.extractive,
             "uses_question": cls.uses_question,
+            "budget_is_ceiling": cls.budget_is_ceiling,
             "parameters": describe_parameters(cls),
         }
         for name, cls in sorted(_REGISTRY.items())

@@ -6,7 +6,7 @@ import copy
 from collections.abc import Sequence
 from typing import Any
 
-from .api import build_request, check_unicode, deadline_after, get_compressor
+from .api import DEFAULT_METHOD, build_request, check_unicode, deadline_after, get_compressor
 from .budget import Budget, make_budget
 from .errors import BudgetError, InvalidInputError
 from .json_splice import compress_request
@@ -47,7 +47,7 @@ def _validate_messages(messages: Any) -> None:
 
 def compress_messages(
     messages: list[dict[str, Any]],
-    method: str = "selective_context",
+    method: str = DEFAULT_METHOD,
     *,
     rate: float | None = None,
     target_tokens: int | None = None,

@@ -39,6 +39,7 @@ from .schemas import BatchRequest, BatchResponse, CompressRequest, CompressRespo
 
 log = logging.getLogger("promptshrink.service")
 WARMUP_TEXT = "Prompt compression keeps the informative parts of a prompt. The rest is dropped to save tokens."
+WARMUP_QUESTION = "What does prompt compression keep?"
 LOADING_RETRY_AFTER_S = 5  # a model load takes seconds: a sooner retry would only meet another 503
 ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (400, 401, 413, 422, 503, 504)}
 PROXY_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, 502: {"model": ErrorBody}}
@@ -56,15 +57,24 @@ class State:
     loaded: dict[str, asyncio.Event] = field(default_factory=dict)  # per allowed method, set once warmed up
 
     async def warm_up(self) -> None:
-        """Load the models of every allowed method (the default first) by compressing a short text, one method at
-        a time on a worker thread; /readyz reports the outcome."""
+        """Load the models of every allowed method (the default first) by compressing a short text, also with a
+        question when the method reads one (`auto` picks another method then), one method at a time on a worker
+        thread; /readyz reports the outcome."""
         methods = list(self.loaded)
         for method in methods:
             options = self.settings.method_options(method)
+            questions = [None, WARMUP_QUESTION] if promptshrink.registry.get_method(method).uses_question else [None]
             try:
-                await asyncio.to_thread(
-                    promptshrink.compress, WARMUP_TEXT, method, rate=0.5, device=self.settings.device, **options
-                )
+                for question in questions:
+                    await asyncio.to_thread(
+                        promptshrink.compress,
+                        WARMUP_TEXT,
+                        method,
+                        rate=0.5,
+                        question=question,
+                        device=self.settings.device,
+                        **options,
+                    )
             except Exception as exc:  # any failure must show on /readyz, not kill the task silently
                 self.ready_error = f"{method}: {type(exc).__name__}: {exc}"
                 log.error("warm-up of %s failed: %s", method, self.ready_error)

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field, fields
 
 from promptshrink import registry
+from promptshrink.api import DEFAULT_METHOD
 from promptshrink.question_split import DEFAULT_QUESTION_MARKERS
 
 ENV_PREFIX = "PROMPTSHRINK_"
@@ -23,7 +24,7 @@ class Settings:
     port: int = 8000
     workers: int = 1
     log_level: str = "info"
-    method: str = "selective_context"
+    method: str = DEFAULT_METHOD
     model: str | None = None
     device: str | None = None
     api_keys: frozenset[str] = field(default_factory=frozenset)

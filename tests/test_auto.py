@@ -45,3 +45,48 @@ def test_delegates_and_keeps_the_budget(article, question, passages, shape):
 
 def test_listed_with_the_other_methods():
     assert "auto" in {m["name"] for m in ps.describe_methods()}
+
+
+def test_is_the_default_method_of_the_library_the_cli_and_the_service():
+    import inspect
+
+    from promptshrink.api import DEFAULT_METHOD
+    from promptshrink.cli import build_parser
+    from promptshrink.service.config import Settings
+    from promptshrink.structured import compress_messages
+
+    assert DEFAULT_METHOD == "auto" == Settings().method
+    assert inspect.signature(ps.compress).parameters["method"].default == "auto"
+    assert inspect.signature(compress_messages).parameters["method"].default == "auto"
+    assert build_parser().parse_args(["compress", "-"]).method == "auto"
+    assert ps.compress("One short sentence. Another short one.", rate=0.5).method == "auto"
+
+
+def test_ceiling_flag_follows_the_choices():
+    from promptshrink.methods.auto import AutoCompressor
+    from promptshrink.registry import get_method
+
+    assert AutoCompressor.budget_is_ceiling == any(get_method(m).budget_is_ceiling for m, _ in CHOICES.values())
+    listed = {m["name"]: m for m in ps.describe_methods()}
+    assert listed["acc_rag"]["budget_is_ceiling"] and not listed["tfidf"]["budget_is_ceiling"]
+    assert "fill_budget" in {p["name"] for p in listed["auto"]["parameters"]}
+
+
+def test_fill_budget_brings_a_ceiling_choice_up_to_the_asked_size(article):
+    """acc_rag stops once the question is covered; auto(fill_budget=True) passes fill_budget on, so the result
+    comes close to the budget (and never over it)."""
+    question = "What did the speaker say about the budget deficit?"
+    tok = ps.get_tokenizer("cl100k_base")
+    budget = int(0.5 * tok.count(article))
+    stopped = ps.compress(article, "auto", rate=0.5, question=question)
+    filled = ps.compress(article, "auto", rate=0.5, question=question, fill_budget=True)
+    assert filled.details["auto"]["method"] == CHOICES["text+question"][0]
+    assert stopped.compressed_tokens <= filled.compressed_tokens <= budget
+    if get_ceiling(CHOICES["text+question"][0]):
+        assert filled.compressed_tokens >= 0.9 * budget
+
+
+def get_ceiling(method: str) -> bool:
+    from promptshrink.registry import get_method
+
+    return get_method(method).budget_is_ceiling

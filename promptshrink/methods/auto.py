@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
+from ..params import flag
 from ..passages import Passage, PassageAwareCompressor
-from ..registry import register
+from ..registry import get_method, register
 from ..result import CompressionResult
 from ..segmentation import Unit
 from .base import CompressionRequest, Compressor
@@ -37,20 +38,36 @@ def input_shape(question: str | None, passages: Sequence[Passage] | None) -> str
 @register
 @dataclass
 class AutoCompressor(Compressor):
-    """Delegates to the method the benchmark found best for this kind of input (see `CHOICES`); no parameters
-    of its own (the chosen method runs with the options in `CHOICES`)."""
+    """Delegates to the method the benchmark found best for this kind of input (see `CHOICES`), run with the
+    options there. The default method. When the choice's budget is only a ceiling (`acc_rag` stops once the
+    question is covered), fewer tokens than asked may come back unless ``fill_budget`` is set.
+
+    Args:
+        fill_budget: Make a chosen method whose budget is a ceiling fill it (its own ``fill_budget`` option), so the
+            result is as close to the asked size as the other methods'.
+    """
 
     name = "auto"
-    summary = "Chooses the method by input: question or not, passages or plain text (table in benchmarks/README)."
+    summary = (
+        "The default: chooses the method by input (question or not, passages or plain text; table in "
+        "benchmarks/README). Rate may be a ceiling; fill_budget=True fills it."
+    )
     uses_question = True
+    budget_is_ceiling = True  # some CHOICES are (acc_rag); tests/test_auto.py keeps this in step with CHOICES
 
     unit: str | None = field(default="sentence", init=False)
+    fill_budget: bool = False
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        flag("fill_budget", self.fill_budget)
 
     def choose(self, question: str | None, passages: Sequence[Passage] | None) -> tuple[str, Compressor]:
         from ..api import get_compressor
 
         method, options = CHOICES[input_shape(question, passages)]
-        return method, get_compressor(method, **dict(options))
+        extra = {"fill_budget": True} if self.fill_budget and get_method(method).budget_is_ceiling else {}
+        return method, get_compressor(method, **dict(options), **extra)
 
     def compress(self, request: CompressionRequest) -> CompressionResult:
         shape = input_shape(request.question, None)

@@ -69,6 +69,7 @@ class Compressor(ABC):
     default_unit: ClassVar[str] = "sentence"
     requires_lm: ClassVar[bool] = True  # needs torch + transformers (the ``lm`` extra)
     linear_time: ClassVar[bool] = False  # model-free and linear in the input: the service runs short inputs inline
+    budget_is_ceiling: ClassVar[bool] = False  # rate/target_tokens is an upper bound: it may keep much less
 
     unit: str | None = None
 
