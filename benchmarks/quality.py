@@ -40,7 +40,7 @@ MIN_ITEMS = 5  # fewer shared items than this: no win/loss verdict, whatever the
 SUITES = {
     "micro": Suite({"qa": 1, "summary": 1}, budgets=(BudgetSpec("rate=0.5", rate=0.5),)),
     "quick": Suite(
-        {"qa": 5, "multidoc": 5, "needle": 5, "gsm": 5, "summary": 5},
+        {"qa": 3, "multidoc": 3, "needle": 3, "gsm": 3, "summary": 3},  # < 15 min; --items 5 for verdicts
         passages=3,
         needle_words=300,
         shots=2,
