@@ -3,7 +3,8 @@
 `python -m benchmarks.latency [--rate 0.5] [--repeats 3] [--cap-s 60] [--methods a b]`. Each method gets a
 warm-up call on the first 200 words (model loading), then timed calls on the whole article until ``--repeats``
 calls or ``--cap-s`` seconds (at least one call). `--pair A B` instead times A and B in alternation (``--repeats``
-rounds, no cap), so a machine whose load drifts slows both alike; it prints each round's ratio B/A.
+rounds, no cap, optionally with ``--question``), so a machine whose load drifts slows both alike; it prints each
+round's wall and CPU ratio B/A.
 """
 
 from __future__ import annotations
@@ -33,25 +34,29 @@ def measure(method: str, text: str, rate: float, repeats: int, cap_s: float) -> 
     return timings
 
 
-def paired(first: str, second: str, text: str, rate: float, rounds: int) -> None:
-    """Alternate the two methods on ``text`` after a warm-up of each; print seconds and the ratio per round."""
+def paired(first: str, second: str, text: str, rate: float, rounds: int, question: str | None = None) -> None:
+    """Alternate the two methods on ``text`` (with ``question``) after a warm-up of each; print wall and CPU
+    seconds and their ratios per round (CPU time is what a loaded machine does not distort)."""
     for name in (first, second):
-        promptshrink.compress(" ".join(text.split()[:200]), name, rate=rate)
-    totals = [0.0, 0.0]
+        promptshrink.compress(" ".join(text.split()[:200]), name, rate=rate, question=question)
+    totals = [[0.0, 0.0], [0.0, 0.0]]  # per method: wall, CPU
     for k in range(rounds):
-        seconds = []
+        spent = []
         for name in (first, second):
-            start = time.perf_counter()
-            promptshrink.compress(text, name, rate=rate)
-            seconds.append(time.perf_counter() - start)
-        totals = [t + s for t, s in zip(totals, seconds)]
+            wall, cpu = time.perf_counter(), time.process_time()
+            promptshrink.compress(text, name, rate=rate, question=question)
+            spent.append((time.perf_counter() - wall, time.process_time() - cpu))
+        totals = [[t + x for t, x in zip(total, pair)] for total, pair in zip(totals, spent)]
+        (wa, ca), (wb, cb) = spent
         print(
-            f"round {k + 1}: {first} {seconds[0]:.2f} s, {second} {seconds[1]:.2f} s, {second}/{first} "
-            f"{seconds[1] / seconds[0]:.1f}x",
+            f"round {k + 1}: {first} {wa:.2f} s (CPU {ca:.2f}), {second} {wb:.2f} s (CPU {cb:.2f}), "
+            f"{second}/{first} {wb / wa:.1f}x wall, {cb / ca:.1f}x CPU",
             flush=True,
         )
+    (wa, ca), (wb, cb) = totals
     print(
-        f"total: {first} {totals[0]:.1f} s, {second} {totals[1]:.1f} s, {second}/{first} {totals[1] / totals[0]:.1f}x"
+        f"total: {first} {wa:.1f} s (CPU {ca:.1f}), {second} {wb:.1f} s (CPU {cb:.1f}), {second}/{first} "
+        f"{wb / wa:.1f}x wall, {cb / ca:.1f}x CPU"
     )
 
 
@@ -63,11 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="*", help="default: every registered method")
     parser.add_argument("--file", type=Path, default=ARTICLE)
     parser.add_argument("--pair", nargs=2, metavar=("A", "B"), help="time A and B in alternation instead")
+    parser.add_argument("--question", help="with --pair: compress with this question")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     text = args.file.read_text()
     if args.pair:
-        paired(*args.pair, text, args.rate, args.repeats)
+        paired(*args.pair, text, args.rate, args.repeats, args.question)
         return 0
     names = args.methods or [m["name"] for m in promptshrink.describe_methods()]
     print(f"{args.file.name}: {promptshrink.get_tokenizer().count(text)} tokens (cl100k_base), rate={args.rate}")

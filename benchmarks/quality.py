@@ -292,7 +292,11 @@ def plot(rows: list[dict[str, Any]], path: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--suite", choices=sorted(SUITES), default="quick")
-    parser.add_argument("--methods", nargs="*", help="promptshrink methods (default: quick's list; full: all)")
+    parser.add_argument(
+        "--methods",
+        nargs="*",
+        help="promptshrink methods, or variants such as auto:fill_budget=true (default: quick's list; full: all)",
+    )
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -313,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     items, missing = load_items(suite, args.seed)
     names = args.methods if args.methods is not None else (QUICK_METHODS if args.suite != "full" else None)
     peers = [] if args.no_peers else [p for p in peer_systems() if p.name in BASELINES]
-    ours = sorted(promptshrink_systems(names), key=lambda m: names.index(m.name) if names else 0)
+    ours = promptshrink_systems(names)
     systems: list[System] = [*ours[:1], *peers, *ours[1:]]  # baselines first: an interrupted run can compare
     reader = CachedChatReader(args.cache, batch_size=args.batch_size)
     records, full, skipped = evaluate(systems, items, suite, reader)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -55,30 +56,49 @@ def measured(item: Item, text: str, start: float) -> Output:
 
 
 class PromptshrinkMethod:
-    """A registered method; list-shaped items (documents, demonstrations) go through `compress_passages`."""
+    """A registered method, optionally with options (a variant such as ``auto:fill_budget=true``); list-shaped items
+    (documents, demonstrations) go through `compress_passages`."""
 
     kind = "promptshrink"
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, name: str, options: dict[str, Any] | None = None) -> None:
+        self.method = name
+        self.options = dict(options or {})
+        self.name = name + (":" + ",".join(f"{k}={json.dumps(v)}" for k, v in self.options.items()) if options else "")
 
     def unavailable(self) -> str | None:
         return None
 
     def compress(self, item: Item, budget: BudgetSpec) -> Output:
         start = time.perf_counter()
+        kwargs = {**self.options, **budget.kwargs(item.task)}
         if item.documents:
-            result = promptshrink.compress_passages(
-                item.documents, item.question, method=self.name, **budget.kwargs(item.task)
-            )
+            result = promptshrink.compress_passages(item.documents, item.question, method=self.method, **kwargs)
             text = "\n\n".join(p["text"] for p in result.passages if p["text"])
         else:
-            kwargs = budget.kwargs(item.task)
-            text = promptshrink.compress(item.context, self.name, question=item.question, **kwargs).text
+            text = promptshrink.compress(item.context, self.method, question=item.question, **kwargs).text
         return measured(item, text, start)
 
 
+def parse_system(spec: str) -> PromptshrinkMethod:
+    """``name`` or ``name:key=value,...`` (each value JSON, else a string), e.g. ``distilled:question_weight=0``."""
+    name, _, rest = spec.partition(":")
+    options: dict[str, Any] = {}
+    for pair in filter(None, rest.split(",")):
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"bad option {pair!r} in {spec!r}: expected key=value")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    promptshrink.get_compressor(name, **options)  # unknown names and bad options fail here, before any work
+    return PromptshrinkMethod(name, options)
+
+
 def promptshrink_systems(names: list[str] | None = None) -> list[PromptshrinkMethod]:
-    """Every method registered now (so new methods join the benchmark without code changes)."""
-    registered = [m["name"] for m in promptshrink.describe_methods()]
-    return [PromptshrinkMethod(n) for n in registered if names is None or n in names]
+    """The systems ``names`` (`parse_system` specs, in order), or every method registered now (so new methods join
+    the benchmark without code changes)."""
+    if names is not None:
+        return [parse_system(spec) for spec in names]
+    return [PromptshrinkMethod(m["name"]) for m in promptshrink.describe_methods()]

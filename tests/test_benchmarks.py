@@ -95,6 +95,36 @@ def test_summarize_reports_latency_per_1k_tokens_and_throughput() -> None:
     assert stats["calls"] == 2
 
 
+def test_paired_latency_passes_the_question_and_reports_wall_and_cpu_ratios(tmp_path, capsys) -> None:
+    from benchmarks import latency
+
+    text = tmp_path / "t.txt"
+    text.write_text(" ".join(f"Sentence {k} talks about topic {k % 7} at length." for k in range(200)))
+    args = ["--pair", "keep_first", "tfidf", "--repeats", "2", "--file", str(text), "--question", "x?"]
+    assert latency.main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["round 1", "round 2", "total"]
+    assert all("x wall" in line and "x CPU" in line for line in lines)
+
+
+def test_systems_can_be_method_variants_and_bad_specs_fail_before_any_work() -> None:
+    from benchmarks.systems import parse_system, promptshrink_systems
+    from promptshrink.errors import InvalidInputError, UnknownMethodError
+
+    variant = parse_system('tfidf:unit="word"')
+    assert (variant.name, variant.method, variant.options) == ('tfidf:unit="word"', "tfidf", {"unit": "word"})
+    assert parse_system("keep_first:unit=word").options == {"unit": "word"}  # a bare string is taken as is
+    assert [s.name for s in promptshrink_systems(["keep_last", "tfidf"])] == ["keep_last", "tfidf"]
+    with pytest.raises(UnknownMethodError):
+        promptshrink_systems(["tfidf", "no_such_method"])
+    with pytest.raises(InvalidInputError):
+        parse_system("tfidf:unit=paragraphs-of-nothing")
+    with pytest.raises(ValueError, match="key=value"):
+        parse_system("tfidf:unit")
+    item = data.Item("x", "qa", "One. Two words here. Three.", "Two?", ["two"], "two")
+    assert variant.compress(item, BudgetSpec("rate=0.5", rate=0.5)).compressed_tokens <= 4
+
+
 def test_peak_memory_sees_python_allocations() -> None:
     with PeakMemory() as mem:
         block = [bytes(1024) for _ in range(20_000)]  # about 20 MB of Python objects
