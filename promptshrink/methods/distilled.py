@@ -152,7 +152,10 @@ class DistilledCompressor(Compressor):
     """
 
     name = "distilled"
-    summary = "LLMLingua-2-style keep/drop classifier on MiniLM distilled from selective_context; fast, no LM."
+    summary = (
+        "LLMLingua-2-style keep/drop classifier on MiniLM distilled from selective_context, plus the question "
+        "relevance of each sentence when asked; fast, no LM."
+    )
     uses_question = True
     default_unit = "word"
 
