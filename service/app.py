@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import partial
 from typing import Annotated, Any
 
@@ -111,6 +111,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if method not in settings.allowed_methods:
             allowed = ", ".join(sorted(settings.methods))
             raise ValueError(f"the {what} {method!r} is not in PROMPTSHRINK_METHODS ({allowed})")
+    method_fields = {f.name for f in fields(promptshrink.registry.get_method(settings.method))}
+    if settings.model and "model" not in method_fields:
+        raise ValueError(
+            f"PROMPTSHRINK_MODEL (--model) sets the default method's model, and {settings.method!r} takes none; "
+            "pick an LM method with PROMPTSHRINK_METHOD (--method), e.g. selective_context"
+        )
     check_upstream_key(settings)
     scrub_access_log()
     state = State(settings)

@@ -157,8 +157,14 @@ def test_queue_full_is_503_with_retry_after(upstream: Upstream, gate: type[Gate]
         assert post(url, {"text": LONG_TEXT}).status_code == 200  # the slot came back
 
 
+def test_a_model_for_a_default_method_that_takes_none_is_refused_at_start(upstream: Upstream) -> None:
+    with pytest.raises(ValueError, match="'auto' takes none; pick an LM method"):
+        create_app(base_settings(upstream, method="auto", model="HuggingFaceTB/SmolLM2-135M-Instruct"))
+
+
+@pytest.mark.skipif(not lm_available(), reason="the bundled default LM package is not installed")
 def test_readyz_reports_a_failed_warm_up(upstream: Upstream) -> None:
-    settings = base_settings(upstream, model="/nonexistent/model")  # keep_first takes no model: warm-up fails
+    settings = base_settings(upstream, method="selective_context", model="/nonexistent/model")  # warm-up fails
     with ServerThread(create_app(settings)) as server:
         with pytest.raises(RuntimeError, match="warm-up failed"):
             wait_ready(server.url, timeout=10)
