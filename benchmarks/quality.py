@@ -229,7 +229,8 @@ def shape_table(rows: list[dict[str, Any]]) -> tuple[str, dict[str, str]]:
                 means[system] = sum(c["score"] for c in cells) / len(cells)
         for system, value in sorted(means.items(), key=lambda kv: -kv[1]):
             lines.append(f"| {shape} ({', '.join(tasks)}) | {system} | {value:.3f} |")
-        ours = {s: v for s, v in means.items() if not s.startswith("peer:") and s != "auto"}
+        # what auto could pick: not the peers, not auto itself or its variants (they only delegate)
+        ours = {s: v for s, v in means.items() if not s.startswith("peer:") and s.partition(":")[0] != "auto"}
         if ours:
             best[shape] = max(ours, key=ours.get)
     return "\n".join(lines), best
