@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import promptshrink
+from promptshrink.params import parse_options
 from promptshrink.target_tokenizer import DEFAULT_TOKENIZER, get_tokenizer
 
 from .data import Item
@@ -83,15 +84,7 @@ class PromptshrinkMethod:
 def parse_system(spec: str) -> PromptshrinkMethod:
     """``name`` or ``name:key=value,...`` (each value JSON, else a string), e.g. ``distilled:question_weight=0``."""
     name, _, rest = spec.partition(":")
-    options: dict[str, Any] = {}
-    for pair in filter(None, rest.split(",")):
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"bad option {pair!r} in {spec!r}: expected key=value")
-        try:
-            options[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            options[key] = raw
+    options = parse_options(list(filter(None, rest.split(","))), f"method variant {spec!r}")
     promptshrink.get_compressor(name, **options)  # unknown names and bad options fail here, before any work
     return PromptshrinkMethod(name, options)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from .api import DEFAULT_METHOD
 from .errors import InvalidInputError, PromptShrinkError
+from .params import parse_options
 
 EXIT_USAGE = 2
 
@@ -26,19 +27,6 @@ def _read_input(source: str) -> str:
             f"input is not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}); convert it first, "
             "e.g. iconv -f latin1 -t utf-8"
         ) from exc
-
-
-def _parse_options(pairs: list[str]) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InvalidInputError(f"--option expects key=value, got {pair!r}")
-        try:
-            options[key] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key] = value
-    return options
 
 
 class _Progress:
@@ -68,7 +56,7 @@ def _compress(args: argparse.Namespace) -> int:
         protect_numbers=args.protect_numbers,
         seed=args.seed,
         progress=_Progress(not args.quiet and (args.progress or sys.stderr.isatty())),
-        **_parse_options(args.option or []),
+        **parse_options(args.option or []),
     )
     if args.json:
         print(json.dumps(result.to_dict(include_segments=args.segments), ensure_ascii=False, indent=2))
@@ -156,7 +144,7 @@ def _batch(args: argparse.Namespace) -> int:
         target_tokens=args.target_tokens,
         tokenizer=args.tokenizer,
         question_field=args.question_field,
-        options=_parse_options(args.option or []),
+        options=parse_options(args.option or []),
     )
     bar = _BatchProgress(not args.quiet and (args.progress or sys.stderr.isatty()))
     try:

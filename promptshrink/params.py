@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import math
 import re
 from collections.abc import Collection
@@ -65,6 +66,21 @@ def non_empty(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidInputError(f"{name} must be a non-empty string, got {value!r}")
     return value
+
+
+def parse_options(pairs: Collection[str], where: str = "--option") -> dict[str, Any]:
+    """``key=value`` strings as options (each value read as JSON, else kept as a string); the CLI's ``--option``
+    and the benchmarks' method variants use it. A pair without ``=`` or a key raises `InvalidInputError`."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidInputError(f"{where} expects key=value, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
 
 
 def field_docs(cls: type) -> dict[str, str]:

@@ -28,6 +28,7 @@ import torch
 from promptshrink.methods.distilled import keep_head, token_features
 from promptshrink.model_loading import DEFAULT_EMBEDDER
 from promptshrink.paths import models_dir
+from promptshrink.scoring.lm import owners
 
 from .teacher_labels import OUT as LABELS
 
@@ -44,8 +45,7 @@ Example = tuple[torch.Tensor, np.ndarray, np.ndarray]  # features (fp16), word i
 
 def word_owner(offsets: np.ndarray, words: list[list[int]]) -> np.ndarray:
     """Index of the word holding each token's first character."""
-    starts = np.asarray([s for s, _ in words])
-    return np.clip(np.searchsorted(starts, offsets[:, 0], side="right") - 1, 0, len(starts) - 1)
+    return owners([s for s, _ in words], offsets)
 
 
 def example(row: Row, question: str | None) -> Example:

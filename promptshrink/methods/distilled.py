@@ -25,7 +25,7 @@ from ..model_loading import DEFAULT_EMBEDDER, lm_stack, load_artefact, load_enco
 from ..params import non_empty, number
 from ..registry import register
 from ..scoring.embeddings import embed
-from ..scoring.lm import TokenScores, to_units
+from ..scoring.lm import TokenScores, owners, to_units
 from ..segmentation import Unit, segment
 from .base import CompressionRequest, Compressor
 
@@ -126,8 +126,7 @@ def sentence_relevance(text: str, question: str, offsets: np.ndarray, encoder: s
     sims = vectors[1:] @ vectors[0]
     spread = float(sims.max() - sims.min())
     scaled = (sims - sims.min()) / spread if spread > 1e-6 else np.zeros(len(sims))
-    starts = np.asarray([s.start for s in sentences])
-    return scaled[np.clip(np.searchsorted(starts, offsets[:, 0], side="right") - 1, 0, len(sentences) - 1)]
+    return scaled[owners([s.start for s in sentences], offsets)]
 
 
 @register

@@ -399,12 +399,18 @@ def _graph_runner(model: Any) -> _Graphs:
         return _RUNNERS[model]
 
 
+def owners(starts: Sequence[int] | np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Index of the span holding each token's first character, for spans given by their sorted ``starts``
+    (a token before the first span counts as the first span's)."""
+    starts = np.asarray(starts)
+    return np.clip(np.searchsorted(starts, offsets[:, 0], side="right") - 1, 0, max(0, len(starts) - 1))
+
+
 def to_units(scores: TokenScores, units: Sequence[Unit], reduce: str = "sum") -> np.ndarray:
     """Aggregate token scores onto the units that contain each token's first character."""
     if not units:
         return np.zeros(0)
-    starts = np.asarray([u.start for u in units])
-    owner = np.clip(np.searchsorted(starts, scores.offsets[:, 0], side="right") - 1, 0, len(units) - 1)
+    owner = owners([u.start for u in units], scores.offsets)
     total = np.bincount(owner, weights=scores.values, minlength=len(units))
     if reduce == "sum":
         return total
