@@ -46,9 +46,10 @@ _VERIFIED: set[tuple[Path, frozenset[tuple[str, str]]]] = set()
 class ModelSpec:
     """One manifest entry: which packages bundle the weights, and where the file(s) sit inside them.
 
-    ``format`` is ``hf`` (a transformers directory) or ``gguf`` (a GGUF file, possibly split over several
-    packages); a GGUF model is dequantised once and cached as a transformers directory. ``sha256`` pins the GGUF
-    file, ``files`` the sha256 of each file of an ``hf`` directory; both are checked before anything is loaded.
+    ``format`` is ``hf`` (a transformers directory), ``onnx`` (a directory with an ONNX graph and a ``tokenizers``
+    file, run by onnxruntime) or ``gguf`` (a GGUF file, possibly split over several packages); a GGUF model is
+    dequantised once and cached as a transformers directory. ``sha256`` pins the GGUF file, ``files`` the sha256 of
+    each file of an ``hf`` or ``onnx`` directory; both are checked before anything is loaded.
     """
 
     alias: str
@@ -95,7 +96,7 @@ class ModelSpec:
         sha256 then; a cache that no longer matches them is refused.
         """
         paths = self.part_paths()
-        if self.format == "hf":
+        if self.format in ("hf", "onnx"):
             if not self.files:
                 raise ModelUnavailableError(f"{self.alias}: the manifest pins no file hashes; refusing to load it")
             verify_files(paths[0], self.files, f"reinstall: {self.install_hint()}")

@@ -112,7 +112,7 @@ class AccRagCompressor(Compressor):
         return self.compress_passages(request.question, paragraphs(request.text), request)
 
     def score_units(self, request: CompressionRequest, units: Sequence[Unit]) -> np.ndarray:
-        owners = _owners(units, paragraphs(request.text))
+        owners = passage_owners(units, paragraphs(request.text))
         return self._scores(request.question, list(units), owners, len(set(owners)), request.report)[0]
 
     def _scores(
@@ -148,7 +148,7 @@ class AccRagCompressor(Compressor):
         original = tok.count(request.text)
         limit = request.budget.limit(original)
         units = self.units(request)
-        owners = _owners(units, passages)
+        owners = passage_owners(units, passages)
         scores, doc_sim, vectors, query, terms = self._scores(question, units, owners, len(passages), request.report)
         scored_at = time.perf_counter()
         keep = [u.forced for u in units]
@@ -261,7 +261,7 @@ class AccRagCompressor(Compressor):
         return trace, "budget" if full else ("budget_filled_no_query_terms" if not terms else "exhausted")
 
 
-def _owners(units: Sequence[Unit], passages: Sequence[Passage]) -> list[int]:
+def passage_owners(units: Sequence[Unit], passages: Sequence[Passage]) -> list[int]:
     """Index of the passage holding each unit's first non-space character (the previous one for separators)."""
     starts = np.asarray([p.start for p in passages]) if passages else np.zeros(1, dtype=int)
     anchors = [u.start + len(u.text) - len(u.text.lstrip()) for u in units]
