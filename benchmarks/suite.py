@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -126,7 +127,13 @@ def load_cached_items(folder: Path) -> tuple[list[Item], dict[str, Any]]:
 
 
 def done_compressions(folder: Path) -> dict[tuple[str, float, str], dict[str, Any]]:
-    return {(r["system"], r["rate"], r["item"]): r for r in read_lines(folder, "compress")}
+    """(system, rate, item id) -> its compression record; a success wins over a failure recorded for the same key."""
+    done: dict[tuple[str, float, str], dict[str, Any]] = {}
+    for r in read_lines(folder, "compress"):
+        key = (r["system"], r["rate"], r["item"])
+        if key not in done or "error" in done[key]:
+            done[key] = r
+    return done
 
 
 def pack(folder: Path) -> None:
@@ -150,13 +157,15 @@ def make_system(spec: str) -> Any:
     return parse_system(spec)
 
 
+_SYSTEMS: dict[str, Any] = {}  # per worker process: systems (and their models) built once, reused across stages
+
+
 def compress_jobs(args: tuple[list[tuple[str, float, dict[str, Any]]], str, float, str]) -> int:
     """Worker: compress (system, rate, item) jobs, one JSON line each, until the deadline (epoch seconds)."""
     from .systems import BudgetSpec
 
     jobs, out, deadline, device = args
     os.environ["PROMPTSHRINK_DEVICE"] = device
-    systems: dict[str, Any] = {}
     done = 0
     with open(out, "a", encoding="utf-8") as f:
         for spec, rate, raw in jobs:
@@ -165,7 +174,7 @@ def compress_jobs(args: tuple[list[tuple[str, float, dict[str, Any]]], str, floa
             item = Item(**raw)
             record: dict[str, Any] = {"system": spec, "rate": rate, "item": item.id}
             try:
-                system = systems.get(spec) or systems.setdefault(spec, make_system(spec))
+                system = _SYSTEMS.get(spec) or _SYSTEMS.setdefault(spec, make_system(spec))
                 reason = system.unavailable()
                 if reason:
                     raise RuntimeError(f"unavailable: {reason}")
@@ -180,24 +189,38 @@ def compress_jobs(args: tuple[list[tuple[str, float, dict[str, Any]]], str, floa
     return done
 
 
-def run_compressions(
-    folder: Path, jobs: list[tuple[str, float, Item]], workers: int, deadline: float, device: str
-) -> int:
-    """Run ``jobs`` over ``workers`` processes (spawned: CUDA cannot fork), each appending to its own file."""
-    if not jobs:
-        return 0
-    by_system = sorted(jobs, key=lambda j: (j[0], j[2].id, j[1]))
-    shards = [by_system[k::workers] for k in range(workers)]
-    stamp = f"{os.getpid()}-{int(time.time())}"
-    tasks = [
-        ([(s, r, asdict(i)) for s, r, i in shard], str(folder / f"compress-{stamp}-{k}.jsonl"), deadline, device)
-        for k, shard in enumerate(shards)
-        if shard
-    ]
-    if workers == 1:
-        return compress_jobs(tasks[0])
-    with multiprocessing.get_context("spawn").Pool(len(tasks)) as pool:
-        return sum(pool.map(compress_jobs, tasks))
+class Compressions:
+    """Compression jobs over ``workers`` processes (spawned: CUDA cannot fork), each appending to its own file;
+    `start` returns at once, so the reader can work on one stage while the next one is compressed."""
+
+    def __init__(self, folder: Path, workers: int, deadline: float, device: str) -> None:
+        self.folder, self.workers, self.deadline, self.device = folder, workers, deadline, device
+        self.pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
+        self.stamp = f"{os.getpid()}-{int(time.time())}"
+        self.calls = 0
+
+    def start(self, jobs: list[tuple[str, float, Item]]) -> Any:
+        """Begin ``jobs``; the returned handle's ``get()`` waits and gives the number done."""
+        by_system = sorted(jobs, key=lambda j: (j[0], j[2].id, j[1]))
+        self.calls += 1
+        tasks = [
+            (
+                [(s, r, asdict(i)) for s, r, i in by_system[k :: self.workers]],
+                str(self.folder / f"compress-{self.stamp}-{self.calls}-{k}.jsonl"),
+                self.deadline,
+                self.device,
+            )
+            for k in range(min(self.workers, len(by_system)))
+        ]
+        if self.pool is None:
+            done = sum(map(compress_jobs, tasks))
+            return type("Done", (), {"get": staticmethod(lambda: [done])})
+        return self.pool.map_async(compress_jobs, tasks)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+            self.pool.join()
 
 
 # --- reading -------------------------------------------------------------------------------------------------
@@ -224,12 +247,12 @@ class SuiteReader(CachedChatReader):
         super()._run_batch(keys, encoded, cap)
 
 
-def make_reader(name: str, folder: Path, deadline: float, device: str) -> SuiteReader:
+def make_reader(name: str, folder: Path, deadline: float, device: str, report_only: bool = False) -> SuiteReader:
     """The reader ``name``: a `READERS` entry (weights folder from its environment variable) or a model alias."""
     if name in READERS:
         key, env = READERS[name]
-        path = os.environ.get(env)
-        if not path:
+        path = os.environ.get(env, "")  # not needed to report from the cache
+        if not path and not report_only:
             raise SystemExit(f"--reader {name}: set ${env} to the dequantised model folder (benchmarks/README.md)")
     else:
         key = path = name
@@ -434,6 +457,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--phase", choices=("items", "run", "report"), default="run")
+    parser.add_argument("--retry-errors", action="store_true", help="run failed compressions again")
     parser.add_argument("--pack", action="store_true", help="gzip the cache's plain files at the end")
     args = parser.parse_args(argv)
     started = time.time()
@@ -447,32 +471,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     items, header = load_cached_items(args.cache)
     reader_cache_files(args.cache)
-    reader = make_reader(args.reader, args.cache, deadline, args.device)
+    reader = make_reader(args.reader, args.cache, deadline, args.device, args.phase == "report")
     progress: dict[str, Any] = {}
     if args.phase == "run":
-        _prepare_models(args.device)
-        planned = list(plan(items, args.extra, args.tasks, args.systems))
-        try:
-            for k in sorted({p[0] for p in planned}):
-                stage = [p for p in planned if p[0] == k]
-                done = done_compressions(args.cache)
-                jobs = [(s, r, i) for _, s, r, i in stage if (s, r, i.id) not in done]
-                t0 = time.time()
-                n = run_compressions(args.cache, jobs, args.workers, deadline, args.device)
-                print(f"stage {k}: {n} of {len(jobs)} missing compressions in {time.time() - t0:.0f}s", file=sys.stderr)
-                _read_stage(reader, {i.id: i for i in items}, stage, done_compressions(args.cache))
-                if time.time() > deadline:
-                    raise DeadlineReached
-        except DeadlineReached:
-            print(
-                "deadline reached: what is done is in the cache; run the same command again to go on", file=sys.stderr
-            )
-        done = done_compressions(args.cache)
-        progress = {
-            f"stage {k}": f"{sum(1 for p in planned if p[0] == k and (p[1], p[2], p[3].id) in done)} of "
-            f"{sum(1 for p in planned if p[0] == k)} compressions"
-            for k in sorted({p[0] for p in planned})
-        }
+        progress = run(args, items, reader, deadline)
     recs, full, errors = records(items, done_compressions(args.cache), reader)
     rows, comparisons = summarise(recs, full, args.resamples, args.seed)
     result = {
@@ -493,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
         "wall_s": round(time.time() - started, 1),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    if rows:
+    if rows and importlib.util.find_spec("matplotlib") is not None:  # the GPU machine has none: plot here after
         result["plot"] = str(plot(rows, args.out / f"{args.name}.png"))
     (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
     text = tables(rows, comparisons, full)
@@ -505,20 +507,53 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run(args: argparse.Namespace, items: list[Item], reader: SuiteReader, deadline: float) -> dict[str, str]:
+    """Every stage's missing compressions, stage k + 1 compressing while stage k is read; returns progress."""
+    _prepare_models(args.device)
+    planned = list(plan(items, args.extra, args.tasks, args.systems))
+    ks = sorted({p[0] for p in planned})
+    workers = Compressions(args.cache, args.workers, deadline, args.device)
+
+    def begin(k: int) -> Any:
+        done = {key for key, c in done_compressions(args.cache).items() if not (args.retry_errors and "error" in c)}
+        jobs = [(s, r, i) for stage, s, r, i in planned if stage == k and (s, r, i.id) not in done]
+        print(f"stage {k}: {len(jobs)} compressions to do", file=sys.stderr, flush=True)
+        return workers.start(jobs), time.time()
+
+    try:
+        pending = begin(ks[0]) if ks else None
+        for n, k in enumerate(ks):
+            handle, t0 = pending
+            count = sum(handle.get())
+            print(f"stage {k}: {count} compressions in {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
+            pending = begin(ks[n + 1]) if n + 1 < len(ks) and time.time() < deadline else None
+            _read_stage(reader, [p for p in planned if p[0] == k], done_compressions(args.cache))
+            if time.time() > deadline:
+                raise DeadlineReached
+    except DeadlineReached:
+        print("deadline reached: what is done is in the cache; run the same command again to go on", file=sys.stderr)
+    finally:
+        workers.close()
+    done = done_compressions(args.cache)
+    return {
+        f"stage {k}": f"{sum(1 for p in planned if p[0] == k and (p[1], p[2], p[3].id) in done)} of "
+        f"{sum(1 for p in planned if p[0] == k)} compressions"
+        for k in ks
+    }
+
+
 def _prepare_models(device: str) -> None:
     """Build the models' dequantised caches once, before worker processes start (they would race to build them)."""
     from promptshrink.model_loading import manifest
 
-    for alias in ("default-lm", "embedder"):
+    for alias in ("default-lm", "embedder", "reranker", "bi-encoder"):
         try:
             manifest()[alias].locate()
         except Exception as exc:  # a method that needs the model reports it per call
             print(f"{alias}: {exc}", file=sys.stderr)
 
 
-def _read_stage(
-    reader: SuiteReader, by_id: dict[str, Item], stage: list[Any], done: dict[tuple[str, float, str], dict[str, Any]]
-) -> None:
+def _read_stage(reader: SuiteReader, stage: list[Any], done: dict[tuple[str, float, str], dict[str, Any]]) -> None:
     """Full-context answers of the stage's items, then the answers from every finished compression of it."""
     items = list({p[3].id: p[3] for p in stage}.values())
     asks = [(i.task, i.context, i.question) for i in items]
