@@ -449,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="methods, peers and reader: cpu or cuda")
     parser.add_argument("--reader", default="large-lm", help="qwen1.5b (GPU) or a model alias such as large-lm")
     parser.add_argument("--items", type=int, default=100, help="items per task when the cache has none yet")
+    parser.add_argument("--limit", type=int, help="use only the first N cached items of each task (smoke runs)")
     parser.add_argument("--tasks", nargs="*", help="only these tasks (default: all)")
     parser.add_argument("--systems", nargs="*", help="only these systems (default: every stage's)")
     parser.add_argument("--extra", nargs="*", default=[], help="more systems for the first stages (a new method)")
@@ -470,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.phase == "items":
         return 0
     items, header = load_cached_items(args.cache)
+    if args.limit is not None:  # a smoke run: the first N cached items of each task
+        items = [i for t in TASKS for i in [x for x in items if x.task == t][: args.limit]]
     reader_cache_files(args.cache)
     reader = make_reader(args.reader, args.cache, deadline, args.device, args.phase == "report")
     progress: dict[str, Any] = {}

