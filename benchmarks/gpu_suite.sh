@@ -27,6 +27,9 @@ import sys, torch, transformers
 work, name = sys.argv[1:]
 tok = transformers.AutoTokenizer.from_pretrained(f"{work}/pack", gguf_file=name)
 model = transformers.AutoModelForCausalLM.from_pretrained(f"{work}/pack", gguf_file=name, dtype=torch.bfloat16)
+model.hf_quantizer = None  # plain tensors after dequantisation (as promptshrink.model_loading does)
+if hasattr(model.config, "quantization_config"):
+    del model.config.quantization_config
 model.save_pretrained(f"{work}/reader_hf")
 tok.save_pretrained(f"{work}/reader_hf")
 PY

@@ -374,7 +374,8 @@ def test_suite_resumes_from_its_cache_and_stops_at_its_deadline(tmp_path) -> Non
     assert suite.done_compressions(cache) == {}
     assert suite.main(args) == 0
     first = json.loads((tmp_path / "suite_full.json").read_text())
-    assert len(first["records"]) == 6 and first["reader_calls"]["generated"] == 7  # 6 compressed + full context
+    texts = {c["text"] for c in suite.done_compressions(cache).values() if c["text"]}  # identical ones: read once
+    assert len(first["records"]) == 6 and first["reader_calls"]["generated"] == len(texts | {item.context}) > 2
     assert suite.main(args) == 0  # resumed: everything is cached
     again = json.loads((tmp_path / "suite_full.json").read_text())
     assert again["reader_calls"]["generated"] == 0 and len(suite.done_compressions(cache)) == 6
