@@ -15,7 +15,7 @@ import numpy as np
 
 from ..params import flag
 from ..passages import Passage, PassageAwareCompressor
-from ..registry import get_method, register
+from ..registry import register
 from ..result import CompressionResult
 from ..segmentation import Unit
 from .base import CompressionRequest, Compressor
@@ -26,6 +26,7 @@ CHOICES: dict[str, tuple[str, tuple[tuple[str, Any], ...]]] = {
     "text+question": ("acc_rag", ()),  # qa+needle: 0.72 vs tfidf 0.71, distilled 0.63, selective_context 0.51
     "no question": ("acc_rag", ()),  # summary: 0.36 vs distilled 0.34, selective_context 0.30, tfidf 0.27
 }
+ADAPTIVE = ("acc_rag", (("adaptive", True),))  # auto(adaptive=True), whatever the input shape
 
 
 def input_shape(question: str | None, passages: Sequence[Passage] | None) -> str:
@@ -39,35 +40,34 @@ def input_shape(question: str | None, passages: Sequence[Passage] | None) -> str
 @dataclass
 class AutoCompressor(Compressor):
     """Delegates to the method the benchmark found best for this kind of input (see `CHOICES`), run with the
-    options there. The default method. When the choice's budget is only a ceiling (`acc_rag` stops once the
-    question is covered), fewer tokens than asked may come back unless ``fill_budget`` is set.
+    options there. The default method. Every choice fills its budget: 90-100% of ``rate``/``target_tokens``
+    (tests/test_auto.py checks each shape), never more.
 
     Args:
-        fill_budget: Make a chosen method whose budget is a ceiling fill it (its own ``fill_budget`` option), so the
-            result is as close to the asked size as the other methods'.
+        adaptive: Keep fewer tokens than asked when fewer suffice: run `acc_rag` with ``adaptive=True``, which stops
+            once the question is covered (the budget becomes a ceiling; ``details["stop_reason"]`` says why).
     """
 
     name = "auto"
     summary = (
         "The default: chooses the method by input (question or not, passages or plain text; table in "
-        "benchmarks/README). Rate may be a ceiling; fill_budget=True fills it."
+        "benchmarks/README); fills the budget. adaptive=True stops early once the question is covered (ACC-RAG)."
     )
     uses_question = True
-    budget_is_ceiling = True  # some CHOICES are (acc_rag); tests/test_auto.py keeps this in step with CHOICES
+    budget_is_ceiling = False  # no choice is (tests/test_auto.py keeps this in step with CHOICES); adaptive=True is
 
     unit: str | None = field(default="sentence", init=False)
-    fill_budget: bool = False
+    adaptive: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        flag("fill_budget", self.fill_budget)
+        flag("adaptive", self.adaptive)
 
     def choose(self, question: str | None, passages: Sequence[Passage] | None) -> tuple[str, Compressor]:
         from ..api import get_compressor
 
-        method, options = CHOICES[input_shape(question, passages)]
-        extra = {"fill_budget": True} if self.fill_budget and get_method(method).budget_is_ceiling else {}
-        return method, get_compressor(method, **dict(options), **extra)
+        method, options = ADAPTIVE if self.adaptive else CHOICES[input_shape(question, passages)]
+        return method, get_compressor(method, **dict(options))
 
     def compress(self, request: CompressionRequest) -> CompressionResult:
         shape = input_shape(request.question, None)
