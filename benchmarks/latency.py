@@ -4,13 +4,15 @@
 warm-up call on the first 200 words (model loading), then timed calls on the whole article until ``--repeats``
 calls or ``--cap-s`` seconds (at least one call). `--pair A B` instead times A and B in alternation (``--repeats``
 rounds, no cap, optionally with ``--question``), so a machine whose load drifts slows both alike; it prints each
-round's wall and CPU ratio B/A.
+round's wall and CPU ratio B/A and each method's median. ``--tokens N`` cuts the input to its first N cl100k tokens
+(at a sentence end), e.g. the default's target: ``--pair tfidf auto --tokens 2000 --question "..."``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -34,12 +36,21 @@ def measure(method: str, text: str, rate: float, repeats: int, cap_s: float) -> 
     return timings
 
 
+def first_tokens(text: str, tokens: int) -> str:
+    """The longest prefix of ``text`` that ends a sentence and has at most ``tokens`` cl100k tokens."""
+    tok = promptshrink.get_tokenizer()
+    ends = [m.end() for m in re.finditer(r"[.!?]\]?(?=\s)", text)] or [len(text)]
+    fitting = [e for e in ends if tok.count(text[:e]) <= tokens]
+    return text[: fitting[-1]] if fitting else text
+
+
 def paired(first: str, second: str, text: str, rate: float, rounds: int, question: str | None = None) -> None:
     """Alternate the two methods on ``text`` (with ``question``) after a warm-up of each; print wall and CPU
     seconds and their ratios per round (CPU time is what a loaded machine does not distort)."""
     for name in (first, second):
         promptshrink.compress(" ".join(text.split()[:200]), name, rate=rate, question=question)
     totals = [[0.0, 0.0], [0.0, 0.0]]  # per method: wall, CPU
+    rows: list[list[tuple[float, float]]] = [[], []]
     for k in range(rounds):
         spent = []
         for name in (first, second):
@@ -47,6 +58,8 @@ def paired(first: str, second: str, text: str, rate: float, rounds: int, questio
             promptshrink.compress(text, name, rate=rate, question=question)
             spent.append((time.perf_counter() - wall, time.process_time() - cpu))
         totals = [[t + x for t, x in zip(total, pair)] for total, pair in zip(totals, spent)]
+        for row, pair in zip(rows, spent):
+            row.append(pair)
         (wa, ca), (wb, cb) = spent
         print(
             f"round {k + 1}: {first} {wa:.2f} s (CPU {ca:.2f}), {second} {wb:.2f} s (CPU {cb:.2f}), "
@@ -58,6 +71,9 @@ def paired(first: str, second: str, text: str, rate: float, rounds: int, questio
         f"total: {first} {wa:.1f} s (CPU {ca:.1f}), {second} {wb:.1f} s (CPU {cb:.1f}), {second}/{first} "
         f"{wb / wa:.1f}x wall, {cb / ca:.1f}x CPU"
     )
+    for name, row in zip((first, second), rows):
+        walls, cpus = sorted(w for w, _ in row), sorted(c for _, c in row)
+        print(f"{name}: p50 {1000 * walls[len(walls) // 2]:.0f} ms wall, {1000 * cpus[len(cpus) // 2]:.0f} ms CPU")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,10 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file", type=Path, default=ARTICLE)
     parser.add_argument("--pair", nargs=2, metavar=("A", "B"), help="time A and B in alternation instead")
     parser.add_argument("--question", help="with --pair: compress with this question")
+    parser.add_argument("--tokens", type=int, help="cut the input to about this many cl100k tokens")
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     text = args.file.read_text()
+    if args.tokens:
+        text = first_tokens(text, args.tokens)
     if args.pair:
+        print(f"{args.file.name}: {promptshrink.get_tokenizer().count(text)} tokens (cl100k_base), rate={args.rate}")
         paired(*args.pair, text, args.rate, args.repeats, args.question)
         return 0
     names = args.methods or [m["name"] for m in promptshrink.describe_methods()]

@@ -38,7 +38,7 @@ class Settings:
     batch_max_items: int = 64
     request_timeout_s: float = 60.0
     retry_after_s: int = 1
-    allowed_options: frozenset[str] = frozenset({"unit"})
+    allowed_options: frozenset[str] = frozenset({"unit", "adaptive"})  # adaptive: the budget as a ceiling
     allow_hf_tokenizers: bool = False
     warmup: bool = True
     upstream_base_url: str | None = None

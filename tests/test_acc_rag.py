@@ -1,4 +1,5 @@
-"""ACC-RAG: relevance-ordered selection that stops when the question is covered; passages keep ids/metadata."""
+"""ACC-RAG: relevance-ordered selection that fills the budget, or (adaptive=True) stops when the question is
+covered; passages keep ids/metadata."""
 
 from __future__ import annotations
 
@@ -42,12 +43,12 @@ COMPLEX = (
 
 @pytest.fixture(scope="module")
 def simple():
-    return ps.compress_passages(PASSAGES, SIMPLE, "acc_rag", rate=0.9)
+    return ps.compress_passages(PASSAGES, SIMPLE, "acc_rag", rate=0.9, adaptive=True)
 
 
 @pytest.fixture(scope="module")
 def complex_():
-    return ps.compress_passages(PASSAGES, COMPLEX, "acc_rag", rate=0.9)
+    return ps.compress_passages(PASSAGES, COMPLEX, "acc_rag", rate=0.9, adaptive=True)
 
 
 def test_simple_question_is_compressed_harder_than_a_complex_one(simple, complex_):
@@ -121,20 +122,21 @@ def test_query_terms_and_coverage():
     assert covered(["name", "open", "cat"], "The cat is named Biscuit; it opened late.") == {"name", "open", "cat"}
 
 
-def test_fill_budget_honours_the_budget_that_the_default_only_caps(simple):
-    tok = ps.get_tokenizer("cl100k_base")
-    filled = ps.compress_passages(PASSAGES, SIMPLE, "acc_rag", rate=0.6, fill_budget=True)
-    limit = int(0.6 * filled.original_tokens)
-    longest = max(tok.count(s) for p in PASSAGES for s in p["text"].split(". "))
-    assert simple.ratio < 0.4  # the default stops once the question is covered
-    assert limit - longest - 2 <= filled.compressed_tokens <= limit
-    assert filled.result.details["stop_reason"] == "budget"
+@pytest.mark.parametrize("rate", [0.6, 0.3, 0.1])
+def test_the_default_fills_the_budget_that_adaptive_only_caps(simple, rate):
+    filled = ps.compress_passages(PASSAGES, SIMPLE, "acc_rag", rate=rate)
+    limit = int(rate * filled.original_tokens)
+    assert simple.ratio < 0.4  # adaptive=True stops once the question is covered
+    assert 0.9 * limit <= filled.compressed_tokens <= limit
+    details = filled.result.details
+    assert details["stop_reason"] == "budget" and not details["adaptive"]
+    assert details["budget_tokens"] == limit and details["filled"] == round(filled.compressed_tokens / limit, 4)
     assert "Biscuit" in filled.passages[0]["text"]
 
 
 def test_an_invalid_flag_is_refused_even_after_a_valid_one_was_cached():
     from promptshrink.api import get_compressor
 
-    assert get_compressor("acc_rag", fill_budget=True).fill_budget is True
-    with pytest.raises(ps.InvalidInputError, match="fill_budget"):
-        get_compressor("acc_rag", fill_budget=1)  # 1 == True: the instance cache must not hand it over
+    assert get_compressor("acc_rag", adaptive=True).adaptive is True
+    with pytest.raises(ps.InvalidInputError, match="adaptive"):
+        get_compressor("acc_rag", adaptive=1)  # 1 == True: the instance cache must not hand it over

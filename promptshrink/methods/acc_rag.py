@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import BudgetError
+from ..fill import top_up
 from ..params import flag, integer, number
 from ..passages import Passage, paragraphs
 from ..registry import register
@@ -62,11 +63,13 @@ class AccRagCompressor(Compressor):
     selector adds sentences in that order and stops when the question is judged sufficiently covered: all of
     its content terms are present and the marginal gain in embedding similarity of the selected set falls
     below ``min_gain`` (or ``patience`` additions in a row brought neither new terms nor gain, or the next
-    score is ``gap`` below the best). The budget is only a ceiling: simple questions stop earlier than
-    multi-part ones, so the achieved ratio is often far below ``rate``. ``fill_budget=True`` turns the stopping
-    rules off and reads every passage, so the selector fills the budget in relevance order (use it when the
-    caller wants exactly that size). Without a question there is nothing to be sufficient for, so it fills the
-    budget by similarity to the document centroid (all of it when the budget holds the whole input).
+    score is ``gap`` below the best). These stopping rules apply only with ``adaptive=True``: then the budget is
+    only a ceiling (simple questions stop earlier than multi-part ones, so the achieved ratio is often far below
+    ``rate``). By default every passage is read and the budget is filled in relevance order, topped up to at least
+    90% with the best sentence left out cut at a word boundary (`promptshrink.fill.top_up`), so the caller gets the
+    size asked for. Without a question there is nothing to be sufficient for, so it fills the budget by similarity
+    to the document centroid (all of it when the budget holds the whole input). ``details`` says how much was kept
+    (``budget_tokens``, ``filled``) and why it stopped (``stop_reason``).
     Reference: ACC-RAG (adaptive context compression for retrieval-augmented generation), 2025.
 
     Args:
@@ -76,17 +79,17 @@ class AccRagCompressor(Compressor):
         min_gain: Once every question term is covered, stop when the similarity gain falls below this.
         gap: Once every question term is covered, stop at a sentence scoring this much (>= 0) below the best.
         patience: Stop after this many additions in a row that brought neither new terms nor gain.
-        fill_budget: Turn the stopping rules off and read every passage, so the budget is filled.
+        adaptive: Stop once the question is covered (ACC-RAG's adaptive rate): the budget becomes a ceiling.
     """
 
     name = "acc_rag"
     summary = (
-        "Adaptive RAG compression: passage+sentence embeddings; add relevant sentences until the query is covered "
-        "(rate is a ceiling: it stops early; fill_budget=True fills it)."
+        "RAG compression: passage+sentence embeddings, relevant sentences fill the budget; adaptive=True stops "
+        "once the query is covered (rate is then a ceiling)."
     )
     uses_question = True
     default_unit = "sentence"
-    budget_is_ceiling = True  # unless fill_budget=True
+    budget_is_ceiling = False  # True only with adaptive=True
 
     unit: str | None = field(default="sentence", init=False)
     doc_weight: float = 0.3
@@ -95,7 +98,7 @@ class AccRagCompressor(Compressor):
     min_gain: float = 0.02
     gap: float = 0.45
     patience: int = 2
-    fill_budget: bool = False
+    adaptive: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -105,7 +108,7 @@ class AccRagCompressor(Compressor):
         number("min_gain", self.min_gain)
         number("gap", self.gap, 0.0)
         integer("patience", self.patience)
-        flag("fill_budget", self.fill_budget)
+        flag("adaptive", self.adaptive)
 
     def compress(self, request: CompressionRequest) -> CompressionResult:
         """Plain text: its paragraphs are the passages."""
@@ -159,7 +162,7 @@ class AccRagCompressor(Compressor):
             )
         readable = (
             doc_sim >= doc_sim.max() - self.doc_margin
-            if question and not self.fill_budget
+            if question and self.adaptive
             else np.ones(len(passages), dtype=bool)
         )
         if question or not request.budget.keeps_everything(original):
@@ -171,6 +174,10 @@ class AccRagCompressor(Compressor):
             weakest = min((i for i, k in enumerate(keep) if k and not units[i].forced), key=lambda i: scores[i])
             keep[weakest] = False
             kept_text = render(units, keep)
+        if not self.adaptive:
+            units, scores, keep, _ = top_up(units, scores, keep, limit, tok)
+            owners, kept_text = passage_owners(units, passages), render(units, keep)
+        kept_tokens = tok.count(kept_text)
         end = time.perf_counter()
         segments = [
             SegmentDecision(u.text, u.start, u.end, float(s), bool(k), u.forced) for u, s, k in zip(units, scores, keep)
@@ -181,6 +188,8 @@ class AccRagCompressor(Compressor):
             "query_terms": terms,
             "uncovered_terms": [t for t in terms if t not in selected_terms],
             "budget_tokens": limit,
+            "filled": round(kept_tokens / limit, 4),
+            "adaptive": self.adaptive,
             "selection": trace,
             "passages": [
                 {
@@ -196,7 +205,7 @@ class AccRagCompressor(Compressor):
         return CompressionResult(
             kept_text,
             original,
-            tok.count(kept_text),
+            kept_tokens,
             self.name,
             tok.name,
             request.budget.describe(),
@@ -230,7 +239,7 @@ class AccRagCompressor(Compressor):
         trace: list[dict[str, Any]] = []
         stale, best, full = 0, None, False
         for i in order:
-            stop = best is not None and bool(terms) and len(have) == len(terms) and not self.fill_budget
+            stop = best is not None and bool(terms) and len(have) == len(terms) and self.adaptive
             if stop and scores[i] < best - self.gap:
                 return trace, "score_gap"
             if used + costs[i] > limit:
@@ -251,7 +260,7 @@ class AccRagCompressor(Compressor):
                     "coverage": round(len(have) / len(terms), 4) if terms else None,
                 }
             )
-            if not terms or self.fill_budget:
+            if not terms or not self.adaptive:
                 continue
             if len(have) == len(terms) and gain < self.min_gain:
                 return trace, "sufficient"

@@ -13,19 +13,23 @@ from typing import Any
 
 import numpy as np
 
+from ..fill import FILL_SHARE, top_up
 from ..params import flag
 from ..passages import Passage, PassageAwareCompressor
-from ..registry import get_method, register
-from ..result import CompressionResult
+from ..registry import register
+from ..result import CompressionResult, SegmentDecision
 from ..segmentation import Unit
+from ..selection import render
 from .base import CompressionRequest, Compressor
 
 # input shape -> (method, options); see benchmarks/README.md "auto" for the measurements behind each line
+# (reader_quick.json, 10 items per task, mean score at achieved ratios 0.5/0.25/0.1; acc_rag filling its budget)
 CHOICES: dict[str, tuple[str, tuple[tuple[str, Any], ...]]] = {
-    "passages+question": ("acc_rag", ()),  # multidoc+gsm: 0.19 vs tfidf 0.17, distilled 0.14; rate is its ceiling
-    "text+question": ("acc_rag", ()),  # qa+needle: 0.72 vs tfidf 0.71, distilled 0.63, selective_context 0.51
-    "no question": ("acc_rag", ()),  # summary: 0.36 vs distilled 0.34, selective_context 0.30, tfidf 0.27
+    "passages+question": ("acc_rag", ()),  # multidoc+gsm: 0.154 vs tfidf 0.128, rerank 0.128
+    "text+question": ("tfidf", ()),  # qa+needle: 0.635 vs acc_rag 0.600, distilled 0.590, rerank 0.586
+    "no question": ("rerank", ()),  # summary: 0.459 vs acc_rag 0.369, tfidf 0.341, distilled 0.291
 }
+ADAPTIVE = ("acc_rag", (("adaptive", True),))  # auto(adaptive=True), whatever the input shape
 
 
 def input_shape(question: str | None, passages: Sequence[Passage] | None) -> str:
@@ -39,40 +43,40 @@ def input_shape(question: str | None, passages: Sequence[Passage] | None) -> str
 @dataclass
 class AutoCompressor(Compressor):
     """Delegates to the method the benchmark found best for this kind of input (see `CHOICES`), run with the
-    options there. The default method. When the choice's budget is only a ceiling (`acc_rag` stops once the
-    question is covered), fewer tokens than asked may come back unless ``fill_budget`` is set.
+    options there. The default method. The result fills its budget: 90-100% of ``rate``/``target_tokens``, never
+    more (a choice's whole-unit selection below 90% is topped up with the best unit left out, cut at a word
+    boundary: `promptshrink.fill.top_up`; tests/test_auto.py checks every shape).
 
     Args:
-        fill_budget: Make a chosen method whose budget is a ceiling fill it (its own ``fill_budget`` option), so the
-            result is as close to the asked size as the other methods'.
+        adaptive: Keep fewer tokens than asked when fewer suffice: run `acc_rag` with ``adaptive=True``, which stops
+            once the question is covered (the budget becomes a ceiling; ``details["stop_reason"]`` says why).
     """
 
     name = "auto"
     summary = (
         "The default: chooses the method by input (question or not, passages or plain text; table in "
-        "benchmarks/README). Rate may be a ceiling; fill_budget=True fills it."
+        "benchmarks/README); fills the budget. adaptive=True stops early once the question is covered (ACC-RAG)."
     )
     uses_question = True
-    budget_is_ceiling = True  # some CHOICES are (acc_rag); tests/test_auto.py keeps this in step with CHOICES
+    budget_is_ceiling = False  # no choice is (tests/test_auto.py keeps this in step with CHOICES); adaptive=True is
 
     unit: str | None = field(default="sentence", init=False)
-    fill_budget: bool = False
+    adaptive: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        flag("fill_budget", self.fill_budget)
+        flag("adaptive", self.adaptive)
 
     def choose(self, question: str | None, passages: Sequence[Passage] | None) -> tuple[str, Compressor]:
         from ..api import get_compressor
 
-        method, options = CHOICES[input_shape(question, passages)]
-        extra = {"fill_budget": True} if self.fill_budget and get_method(method).budget_is_ceiling else {}
-        return method, get_compressor(method, **dict(options), **extra)
+        method, options = ADAPTIVE if self.adaptive else CHOICES[input_shape(question, passages)]
+        return method, get_compressor(method, **dict(options))
 
     def compress(self, request: CompressionRequest) -> CompressionResult:
         shape = input_shape(request.question, None)
         method, compressor = self.choose(request.question, None)
-        return _tagged(compressor.compress(request), shape, method)
+        return _tagged(self._filled(compressor.compress(request), request), shape, method)
 
     def compress_passages(
         self, question: str | None, passages: list[Passage], request: CompressionRequest
@@ -83,7 +87,24 @@ class AutoCompressor(Compressor):
             result = compressor.compress_passages(question, passages, request)
         else:
             result = compressor.compress(request)
-        return _tagged(result, shape, method)
+        return _tagged(self._filled(result, request), shape, method)
+
+    def _filled(self, result: CompressionResult, request: CompressionRequest) -> CompressionResult:
+        """``result`` topped up to 90% of its budget when its whole units fall short (not with ``adaptive``)."""
+        limit = request.budget.limit(result.original_tokens)
+        segments = result.segments
+        if self.adaptive or result.compressed_tokens >= FILL_SHARE * limit or any(s.rewritten for s in segments):
+            return result
+        units = [Unit(s.text, s.start, s.end, s.forced) for s in segments]
+        scores = np.asarray([-np.inf if s.score is None else s.score for s in segments], dtype=float)
+        keep = [s.kept for s in segments]
+        units, scores, keep, kept = top_up(units, scores, keep, limit, request.tokenizer, result.compressed_tokens)
+        result.text, result.compressed_tokens = render(units, keep), kept
+        result.segments = [
+            SegmentDecision(u.text, u.start, u.end, float(v) if np.isfinite(v) else None, k, u.forced)
+            for u, v, k in zip(units, scores, keep)
+        ]
+        return result
 
     def score_units(self, request: CompressionRequest, units: Sequence[Unit]) -> np.ndarray:
         raise NotImplementedError("auto delegates whole requests; it never scores units itself")

@@ -24,19 +24,19 @@ from .base import CompressionRequest, Compressor
 class RerankCompressor(Compressor):
     """Query-aware sentence and passage selection with a cross-encoder; fills the budget with whole sentences.
 
-    With a question, each sentence is read together with the question by the cross-encoder
-    cross-encoder/ms-marco-MiniLM-L-12-v2 (MS MARCO passage ranking, Nguyen et al. 2016; the Sentence-BERT
-    cross-encoders of Reimers & Gurevych), bundled as INT8 ONNX. A sentence's score is its logit, plus
-    ``passage_weight`` times the best logit of its passage (a passage is a blank-line paragraph, or one of the
-    passages of `compress_passages`), plus ``neighbour_weight`` times the better of its neighbours' logits in the
-    same passage (the sentence before or after the answering one often carries its subject). Long inputs are
-    pre-ranked by TF-IDF and only the best ``candidates`` sentences are read by the cross-encoder (the others keep
-    a score below every read one), which bounds the time. Without a question the score is centrality: cosine
-    similarity of the sentence's bge-small-en-v1.5 vector (Xiao et al. 2023, "C-Pack") to the document's mean
-    vector, plus ``lead_weight`` times a position prior that favours the first sentences (news and reports put
-    the gist first). The budget is filled greedily with whole sentences, best first, kept in text order; when
-    whole sentences leave more than a tenth of the budget unused, the best sentence left out is added cut at a
-    word boundary, so the result holds 90-100% of the budget.
+    With a question, each sentence is read together with the question by the cross-encoder cross-encoder/ms-marco-
+    MiniLM-L-12-v2 (MS MARCO passage ranking, Nguyen et al. 2016; the Sentence-BERT cross-encoders of Reimers &
+    Gurevych), bundled as INT8 ONNX. A sentence's score is its logit, plus ``passage_weight`` times the best logit
+    of its passage (a passage is a blank-line paragraph, or one of the passages of `compress_passages`), plus
+    ``neighbour_weight`` times the better of its neighbours' logits in the same passage (the sentence before or
+    after the answering one often carries its subject). Long inputs are pre-ranked by TF-IDF and only the best
+    ``candidates`` sentences are read by the cross-encoder (the others keep a score below every read one), which
+    bounds the time. Without a question the score is centrality: the cosine similarity of the sentence's bge-small-
+    en-v1.5 vector (Xiao et al. 2023, "C-Pack") to the document's mean vector, standardised over the document, plus
+    ``lead_weight`` times a position prior that favours the first sentences (news and reports put the gist first).
+    The budget is filled greedily with whole sentences, best first, kept in text order; when whole sentences leave
+    more than a tenth of the budget unused, the best sentence left out is added cut at a word boundary, so the
+    result holds 90-100% of the budget.
 
     Args:
         passage_weight: Weight (>= 0) of the passage's best sentence logit in each sentence's score.
@@ -56,8 +56,8 @@ class RerankCompressor(Compressor):
     unit: str | None = field(default="sentence", init=False)
     passage_weight: float = 0.3
     neighbour_weight: float = 0.0
-    candidates: int = 96
-    lead_weight: float = 0.1
+    candidates: int = 32
+    lead_weight: float = 0.5
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -93,8 +93,9 @@ class RerankCompressor(Compressor):
         vectors = embed_onnx(texts, progress=request.report)
         centroid = vectors.mean(axis=0)
         centroid /= np.linalg.norm(centroid) or 1.0
-        position = np.arange(len(texts), dtype=float)
-        return vectors @ centroid + self.lead_weight / (1.0 + position / 3.0)
+        similarity = vectors @ centroid
+        similarity = (similarity - similarity.mean()) / (similarity.std() or 1.0)
+        return similarity + self.lead_weight / (1.0 + np.arange(len(texts)) / 3.0)
 
     def build_result(
         self,
