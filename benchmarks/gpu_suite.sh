@@ -3,7 +3,7 @@
 # Run in the repository root there after the parts of `.gpu/` (benchmarks/gpu_pack.sh) were carried, one per call.
 # Each call: unpack and install once per machine, then `benchmarks.suite` until about $LIMIT seconds after the call
 # began, then copy the cache and the results to $OUT (copy them back into benchmarks/results/ to resume later).
-# Extra arguments go to benchmarks.suite (e.g. --extra rerank, --tasks multidoc, --limit 2).
+# Extra arguments go to benchmarks.suite (e.g. --tasks multidoc, --limit 2, --retry-errors).
 set -uo pipefail
 LIMIT=${LIMIT:-540}
 WORKERS=${WORKERS:-14}

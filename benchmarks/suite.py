@@ -49,18 +49,19 @@ RATES = (0.5, 0.25, 0.1)
 PEER_RATES = (*RATES, 0.05)
 AT_RATIOS = (0.5, 0.25, 0.1)
 PEERS = ("peer:llmlingua", "peer:longllmlingua")
-DECISIVE = ["auto", "tfidf", *PEERS, "ehpc", "longllmlingua", "dspc:large_model=null"]
-REST = [
-    "auto:fill_budget=true",
-    "distilled",
-    "selective_context",
-    "llmlingua",
-    "acc_rag",
-    "keep_first",
-    "keep_last",
-    "random",
-    'scope:rewriter="extractive"',
-]
+DECISIVE = ["auto", "tfidf", *PEERS, "ehpc", "longllmlingua", "dspc:large_model=null", "rerank"]
+# run as these variants: the 0.5B model (dspc's cross-model loss, scope's rewriter) does not travel to the GPU
+VARIANTS = {"dspc": "dspc:large_model=null", "scope": 'scope:rewriter="extractive"'}
+EXTRA_VARIANTS = ["auto:adaptive=true"]  # ACC-RAG's early stop, the default before issue 19
+
+
+def registered() -> list[str]:
+    """Every registered method as the suite runs it (`VARIANTS`), so a new method joins without a change here."""
+    import promptshrink
+
+    return [VARIANTS.get(m["name"], m["name"]) for m in promptshrink.describe_methods()]
+
+
 LONG_TASKS = ("multidoc", "needle", "narrative")
 SHORT_TASKS = ("qa", "korean", "summary")
 DEFAULT_CACHE = RESULTS / "suite_cache"
@@ -77,8 +78,10 @@ class DeadlineReached(Exception):
 def stages(extra: Sequence[str] = ()) -> list[tuple[tuple[str, ...], list[str]]]:
     """(tasks, systems) in the order they are run: the systems that decide issue 19 (plus ``extra``, e.g. a new
     method) on the long-context tasks, then on the other tasks, then every other system everywhere."""
-    decisive = [*DECISIVE, *extra]
-    return [(LONG_TASKS, decisive), (SHORT_TASKS, decisive), (LONG_TASKS + SHORT_TASKS, REST)]
+    names = registered()
+    decisive = [s for s in [*DECISIVE, *extra] if s.startswith("peer:") or s in names or s in extra]
+    rest = [s for s in [*names, *EXTRA_VARIANTS] if s not in decisive]
+    return [(LONG_TASKS, decisive), (SHORT_TASKS, decisive), (LONG_TASKS + SHORT_TASKS, rest)]
 
 
 def rates_for(system: str) -> tuple[float, ...]:

@@ -103,8 +103,9 @@ def test_paired_latency_passes_the_question_and_reports_wall_and_cpu_ratios(tmp_
     args = ["--pair", "keep_first", "tfidf", "--repeats", "2", "--file", str(text), "--question", "x?"]
     assert latency.main(args) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split(":")[0] for line in lines] == ["round 1", "round 2", "total"]
-    assert all("x wall" in line and "x CPU" in line for line in lines)
+    assert [line.split(":")[0] for line in lines] == ["t.txt", "round 1", "round 2", "total", "keep_first", "tfidf"]
+    assert all("x wall" in line and "x CPU" in line for line in lines[1:4])
+    assert all(" ms wall, " in line for line in lines[4:])  # each method's median
 
 
 def test_systems_can_be_method_variants_and_bad_specs_fail_before_any_work() -> None:
@@ -380,3 +381,15 @@ def test_suite_resumes_from_its_cache_and_stops_at_its_deadline(tmp_path) -> Non
     again = json.loads((tmp_path / "suite_full.json").read_text())
     assert again["reader_calls"]["generated"] == 0 and len(suite.done_compressions(cache)) == 6
     assert again["records"] == first["records"]
+
+
+def test_suite_stages_cover_every_registered_method_once_and_the_baselines_first() -> None:
+    import promptshrink
+    from benchmarks import suite
+
+    (long, first), (short, again), (everywhere, rest) = suite.stages()
+    assert first == again and set(long) | set(short) == set(everywhere) == set(suite.TASKS)
+    assert {"auto", "tfidf", *suite.PEERS} <= set(first)
+    methods = [s.partition(":")[0] for s in first + rest if not s.startswith("peer:") and s not in suite.EXTRA_VARIANTS]
+    assert sorted(methods) == sorted(m["name"] for m in promptshrink.describe_methods())
+    assert suite.rates_for("peer:llmlingua") == (0.5, 0.25, 0.1, 0.05) and suite.rates_for("tfidf") == suite.RATES
