@@ -58,13 +58,15 @@ def _bundled_tiktoken() -> None:
 @lru_cache(maxsize=1)
 def _llmlingua_compressor() -> Any:
     """One llmlingua `PromptCompressor` on promptshrink's bundled default LM, same device and dtype as the methods
-    (``$PROMPTSHRINK_DEVICE``: CPU unless a GPU is asked for)."""
+    (``$PROMPTSHRINK_DEVICE``: CPU unless a GPU is asked for; ``$PROMPTSHRINK_PEER_DEVICE`` overrides it)."""
     from llmlingua import PromptCompressor
 
     from promptshrink.model_loading import default_dtype, resolve, resolve_device
 
     _bundled_tiktoken()
-    device = resolve_device(os.environ.get("PROMPTSHRINK_DEVICE") or "cpu")
+    device = resolve_device(
+        os.environ.get("PROMPTSHRINK_PEER_DEVICE") or os.environ.get("PROMPTSHRINK_DEVICE") or "cpu"
+    )
     compressor = PromptCompressor(
         model_name=resolve("default-lm")[0], device_map=device, model_config={"torch_dtype": default_dtype(device)}
     )
