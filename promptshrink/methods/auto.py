@@ -8,7 +8,7 @@ its length; `result.details["auto"]` says which method ran and why.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,7 +16,7 @@ import numpy as np
 from ..fill import FILL_SHARE, top_up
 from ..params import flag
 from ..passages import Passage, PassageAwareCompressor
-from ..registry import register
+from ..registry import get_compressor, register
 from ..result import CompressionResult, SegmentDecision
 from ..segmentation import Unit
 from ..selection import render
@@ -60,7 +60,6 @@ class AutoCompressor(Compressor):
     uses_question = True
     budget_is_ceiling = False  # no choice is (tests/test_auto.py keeps this in step with CHOICES); adaptive=True is
 
-    unit: str | None = field(default="sentence", init=False)
     adaptive: bool = False
 
     def __post_init__(self) -> None:
@@ -68,8 +67,6 @@ class AutoCompressor(Compressor):
         flag("adaptive", self.adaptive)
 
     def choose(self, question: str | None, passages: Sequence[Passage] | None) -> tuple[str, Compressor]:
-        from ..api import get_compressor
-
         method, options = ADAPTIVE if self.adaptive else CHOICES[input_shape(question, passages)]
         return method, get_compressor(method, **dict(options))
 
@@ -105,9 +102,6 @@ class AutoCompressor(Compressor):
             for u, v, k in zip(units, scores, keep)
         ]
         return result
-
-    def score_units(self, request: CompressionRequest, units: Sequence[Unit]) -> np.ndarray:
-        raise NotImplementedError("auto delegates whole requests; it never scores units itself")
 
 
 def _tagged(result: CompressionResult, shape: str, method: str) -> CompressionResult:

@@ -16,12 +16,12 @@ from ..scoring.cross_encoder import embed_onnx, rerank_scores
 from ..scoring.tfidf import tfidf_relevance
 from ..segmentation import Unit
 from .acc_rag import passage_owners
-from .base import CompressionRequest, Compressor
+from .base import CompressionRequest, ExtractiveCompressor
 
 
 @register
 @dataclass
-class RerankCompressor(Compressor):
+class RerankCompressor(ExtractiveCompressor):
     """Query-aware sentence and passage selection with a cross-encoder; fills the budget with whole sentences.
 
     With a question, each sentence is read together with the question by the cross-encoder cross-encoder/ms-marco-
