@@ -9,6 +9,7 @@ from typing import Any
 from .api import DEFAULT_METHOD, build_request, check_unicode, deadline_after, get_compressor
 from .budget import Budget, make_budget
 from .errors import BudgetError, InvalidInputError
+from .formats import compress_conversation
 from .json_splice import compress_request
 from .methods.base import CompressionRequest
 from .model_loading import use_device
@@ -59,14 +60,33 @@ def compress_messages(
     min_tokens: int = 32,
     device: str | None = None,
     timeout_s: float | None = None,
+    format: str | None = None,
     **options: Any,
 ) -> MessagesResult:
     """Compress each message whose role is in ``roles`` (system excluded by default); roles and order are kept.
 
     The last user message is the query and is left alone unless ``skip_last_user`` is False; it also serves as
     the question for question-aware methods. ``target_tokens`` is a total over all message texts; ``timeout_s``
-    bounds the whole call and ``device`` is as in `promptshrink.compress`.
+    bounds the whole call and ``device`` is as in `promptshrink.compress`. ``format`` (``openai``,
+    ``anthropic``, ``responses``) reads the messages in that API's shape, shrinks tool outputs by their
+    structure and older turns harder: see `promptshrink.formats.compress_conversation` (its extra options go
+    in ``options``).
     """
+    if format is not None:
+        common = {"rate": rate, "target_tokens": target_tokens, "tokenizer": tokenizer, "roles": roles}
+        return compress_conversation(
+            messages,
+            method,
+            format=format,
+            skip_last_user=skip_last_user,
+            question=question,
+            keep=keep,
+            min_tokens=min_tokens,
+            device=device,
+            timeout_s=timeout_s,
+            **common,
+            **options,
+        )
     deadline = deadline_after(timeout_s)
     _validate_messages(messages)
     out = copy.deepcopy(messages)
