@@ -78,8 +78,6 @@ def add_gateway_routes(
     constant-time service key check."""
     settings = state.settings
     gauges = GatewayMetrics(state.metrics)
-    Auth = Annotated[str | None, Depends(caller_key)]
-    JsonBody = Annotated[dict[str, Any], Body()]
 
     def anthropic_headers(request: Request) -> dict[str, str]:
         """Upstream headers for an Anthropic call: the caller's credential (never a service key), or the server's
@@ -139,44 +137,48 @@ def add_gateway_routes(
         return await state.upstream.respond(upstream, False, {})
 
     @app.post("/v1/messages")
-    async def messages(request: Request, body: JsonBody) -> Response:
+    async def messages(request: Request, body: Annotated[dict[str, Any], Body()]) -> Response:
         """Anthropic Messages: compress text and tool results per the gateway policy, forward, relay."""
         return await forward("/v1/messages", "messages", request, body, anthropic_headers(request), MESSAGES_JOB, True)
 
     @app.post("/v1/messages/count_tokens")
-    async def count_tokens(request: Request, body: JsonBody) -> Response:
+    async def count_tokens(request: Request, body: Annotated[dict[str, Any], Body()]) -> Response:
         """Anthropic token counting, of the body as the proxy would send it (compressed the same way)."""
         headers = anthropic_headers(request)
         return await forward("/v1/messages", "messages/count_tokens", request, body, headers, MESSAGES_JOB)
 
     @app.post("/v1/responses")
-    async def responses(request: Request, body: JsonBody, key: Auth) -> Response:
+    async def responses(
+        request: Request, body: Annotated[dict[str, Any], Body()], key: str | None = Depends(caller_key)
+    ) -> Response:
         """OpenAI Responses: compress ``input`` items per the gateway policy, forward, relay (typed SSE events)."""
         headers = state.upstream.headers(request.headers, key)
         return await forward("/v1/responses", "responses", request, body, headers, RESPONSES_JOB)
 
     @app.get("/v1/responses/{response_id}")
-    async def get_response(request: Request, response_id: str, key: Auth) -> Response:
+    async def get_response(request: Request, response_id: str, key: str | None = Depends(caller_key)) -> Response:
         """Pass-through: a stored response."""
         return await passthrough(request, f"responses/{response_id}", key, "GET")
 
     @app.delete("/v1/responses/{response_id}")
-    async def delete_response(request: Request, response_id: str, key: Auth) -> Response:
+    async def delete_response(request: Request, response_id: str, key: str | None = Depends(caller_key)) -> Response:
         """Pass-through: delete a stored response."""
         return await passthrough(request, f"responses/{response_id}", key, "DELETE")
 
     @app.get("/v1/responses/{response_id}/input_items")
-    async def input_items(request: Request, response_id: str, key: Auth) -> Response:
+    async def input_items(request: Request, response_id: str, key: str | None = Depends(caller_key)) -> Response:
         """Pass-through: the input items of a stored response (query parameters relayed)."""
         return await passthrough(request, f"responses/{response_id}/input_items", key, "GET")
 
     @app.get("/v1/models")
-    async def models(request: Request, key: Auth) -> Response:
+    async def models(request: Request, key: str | None = Depends(caller_key)) -> Response:
         """Pass-through: the upstream's model list."""
         return await passthrough(request, "models", key, "GET")
 
     @app.post("/v1/embeddings")
-    async def embeddings(request: Request, body: JsonBody, key: Auth) -> Response:
+    async def embeddings(
+        request: Request, body: Annotated[dict[str, Any], Body()], key: str | None = Depends(caller_key)
+    ) -> Response:
         """Pass-through, never compressed: embeddings of the exact input."""
         check_unicode_body(body)
         assert state.upstream is not None
