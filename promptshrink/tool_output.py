@@ -34,7 +34,7 @@ _LOG_LINE = re.compile(
 )
 _IMPORTANT = re.compile(r"\b(error|exception|fail(ed|ure)?|fatal|panic|traceback|warn(ing)?|critical|denied)\b", re.I)
 _NUMBERS = re.compile(r"0x[0-9a-f]+|\d+(\.\d+)?", re.I)
-_WORD = re.compile(r"[a-z0-9_]{3,}", re.I)
+_WORD = re.compile(r"\d+|[a-z]{3,}", re.I)
 MIN_ITEMS = 2
 MIN_STRING_TOKENS = 24
 
