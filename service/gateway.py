@@ -96,12 +96,12 @@ def add_gateway_routes(
                 message = "missing or wrong API key: send the service key as 'X-API-Key' or 'Authorization: Bearer'"
                 raise ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
             given = {h: v for h, v in given.items() if h not in service}
-        if given["x-api-key"]:
+        if given.get("x-api-key"):
             out["x-api-key"] = given["x-api-key"]
-        if given["authorization"]:
+        if given.get("authorization"):
             out["authorization"] = f"Bearer {given['authorization']}"
         server_key = settings.upstream_api_key if keys or settings.allow_anonymous_upstream_key else None
-        if not given["x-api-key"] and not given["authorization"] and server_key:
+        if not given.get("x-api-key") and not given.get("authorization") and server_key:
             out["x-api-key"] = server_key
         return out
 
