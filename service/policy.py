@@ -33,8 +33,8 @@ from .errors import ApiError, from_library
 from .metrics import LATENCY_BUCKETS, Metrics
 from .proxy import HEADER_PREFIX, POLICY_FIELD, ProxyPolicy, policy_from
 
-# Measured with benchmarks/proxy_overhead.py (docs/proxy.md): tfidf on a 20 KB tool output takes ~60 ms on
-# these 2 cores; 200 ms leaves room for a busy pool and still costs less than one decoded token of most LLMs.
+# Measured with benchmarks/proxy_overhead.py (docs/proxy.md): tfidf on a 9.9 KB tool output takes 8 ms at p50
+# on 2 cores (33 ms with the cores shared); 200 ms fails open only on a stuck or overloaded pool.
 DEFAULT_BUDGET_MS = 200.0
 MAX_MODEL_LABELS = 64
 

@@ -182,6 +182,7 @@ def _compress_chat(body: dict[str, Any], policy: ProxyPolicy, method: str, kwarg
         skip_last_user=policy.skip_last_user,
         question=policy.question,
         min_tokens=policy.min_tokens,
+        format="openai",  # role: tool outputs by their structure, older turns harder (promptshrink.formats)
         **kwargs,
     )
     out = result.messages

@@ -303,3 +303,23 @@ def test_pass_through_routes(proxy: str, stub: Upstream) -> None:
     httpx.post(f"{proxy}/v1/embeddings", json={"model": "e", "input": long_input}, timeout=10).raise_for_status()
     assert stub.last()["body"] == {"model": "e", "input": long_input}
     assert httpx.get(f"{proxy}/v1/responses/..%2F..%2Fadmin", timeout=10).status_code in (404, 422)
+
+
+def test_chat_tool_message_is_shrunk_by_its_structure(proxy: str, stub: Upstream) -> None:
+    """The OpenAI chat route reads messages as ``format="openai"``: a long JSON tool output stays valid JSON."""
+    messages = [
+        {"role": "user", "content": "What is the temperature in city 42?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}],
+        },  # fmt: skip
+        {"role": "tool", "tool_call_id": "c1", "content": TOOL_JSON},
+    ]
+    openai.OpenAI(base_url=f"{proxy}/v1", api_key="sk", max_retries=0).chat.completions.create(
+        model="m", messages=messages
+    )
+    sent = stub.last()["body"]["messages"]
+    assert sent[:2] == messages[:2] and sent[2]["tool_call_id"] == "c1"
+    data = json.loads(sent[2]["content"])
+    assert "items dropped" in data["results"][-1] and any(r.get("id") == 42 for r in data["results"][:-1])
