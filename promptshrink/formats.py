@@ -26,14 +26,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .api import DEFAULT_METHOD, check_unicode, deadline_after, get_compressor
-from .budget import Budget, make_budget
+from .budget import Budget
 from .errors import BudgetError, InvalidInputError
-from .json_splice import compress_request
-from .methods.base import CompressionRequest
-from .model_loading import use_device
+from .pipeline import plan
+from .question_split import split_trailing_question
+from .request import DEFAULT_METHOD, CompressOptions, check_unicode
 from .result import CompressionResult, MessagesResult
-from .target_tokenizer import DEFAULT_TOKENIZER, get_tokenizer
 from .tool_output import shrink_tool_output
 
 FORMATS = ("openai", "anthropic", "responses")
@@ -143,50 +141,52 @@ def compress_conversation(
     method: str = DEFAULT_METHOD,
     *,
     format: str = "openai",
-    rate: float | None = None,
-    target_tokens: int | None = None,
-    tokenizer: str = DEFAULT_TOKENIZER,
     roles: Sequence[str] = ("user", "assistant", "tool"),
     parts: Sequence[str] | None = None,
     skip_last_user: bool = True,
-    question: str | None = None,
-    keep: Sequence[str] = (),
     min_tokens: int = 32,
     tool_min_chars: int = TOOL_MIN_CHARS,
     schedule: Sequence[tuple[int, float]] = DEFAULT_SCHEDULE,
     ranges: Sequence[tuple[int, int, float]] | None = None,
-    device: str | None = None,
-    timeout_s: float | None = None,
     **options: Any,
 ) -> MessagesResult:
     """Compress the text and tool outputs of a conversation in ``format``; everything else is kept as it was.
 
     Parameters: ``roles`` and ``parts`` (text, tool, tool_result, function_call_output; None: all) select what
     is compressed; text under ``min_tokens`` tokens and tool outputs under ``tool_min_chars`` characters are left
-    alone; ``rate``/``target_tokens`` is the budget (``target_tokens`` a total over all pieces), scaled by
-    ``schedule`` for older turns; ``ranges`` ``(min_tokens, max_tokens, rate)`` replaces the rate by size.
-    The other parameters are as in `promptshrink.compress_messages`. A Responses ``input`` string comes back as
-    a string.
+    alone; the budget (``rate``/``target_tokens``, the latter a total over all pieces) is scaled by ``schedule``
+    for older turns; ``ranges`` ``(min_tokens, max_tokens, rate)`` replaces the rate by size. Other keywords
+    are those of `promptshrink.compress` (``split_question`` splits the latest user text). A Responses
+    ``input`` string comes back as a string.
     """
-    deadline = deadline_after(timeout_s)
+    opts = CompressOptions.from_kwargs(method=method, **options)
     _validate(messages, format)
     box: dict[str, Any] = {"input": copy.deepcopy(messages)}
     pieces = _pieces(box, format)
     user_turns = sorted({p.at for p in pieces if p.role == "user" and not p.tool})
     last_user = user_turns[-1] if user_turns else None
+    query = [i for i, p in enumerate(pieces) if skip_last_user and p.at == last_user and not p.tool]
+    question = opts.question
     if question is None and last_user is not None:
         question = " ".join(p.text for p in pieces if p.at == last_user and not p.tool).strip() or None
+    one = opts.split_question and len(query) == 1
+    split = split_trailing_question(pieces[query[0]].text, opts.question_markers) if one else None
+    if split is not None:  # the context before the trailing question is compressible
+        whole = pieces[query[0]]
+        pieces[query[0]] = Piece(whole.at, "user", "text", split.context, lambda t, w=whole, s=split: w.put(t + s.tail))
+        pieces.append(Piece(whole.at, "user", "text", split.tail, lambda _: None))
+        query = [len(pieces) - 1]
+        question = opts.question or split.question
     for p in pieces:
         check_unicode(f"messages[{p.at}]", p.text)
     check_unicode("question", question or "")
-    budget, target = make_budget(rate, target_tokens), get_tokenizer(tokenizer)
+    run = plan(opts)
+    target, target_tokens, budget = run.tokenizer, opts.target_tokens, opts.budget
     counts = target.count_many([p.text for p in pieces])
-    total = sum(counts)
 
-    def rate_of(p: Piece, n: int) -> float | None:
+    def rate_of(k: int, p: Piece, n: int) -> float | None:
         """The kept fraction for ``p`` (None: leave it alone)."""
-        query = skip_last_user and p.at == last_user and not p.tool
-        if query or p.role not in roles or (parts is not None and p.part not in parts) or not p.text.strip():
+        if k in query or p.role not in roles or (parts is not None and p.part not in parts) or not p.text.strip():
             return None
         if (len(p.text) < tool_min_chars) if p.tool else (n < min_tokens):
             return None
@@ -196,40 +196,39 @@ def compress_conversation(
         age = sum(1 for t in user_turns if t > p.at)
         return max(MIN_RATE, min(1.0, base * _factor(age, schedule)))
 
-    rates = [rate_of(p, n) for p, n in zip(pieces, counts)]
+    rates = [rate_of(k, p, n) for k, (p, n) in enumerate(zip(pieces, counts))]
     weight = sum(n * r for n, r in zip(counts, rates) if r is not None)
     fixed = sum(n for n, r in zip(counts, rates) if r is None)
     if target_tokens is not None and ranges is None and weight and fixed + 1 > target_tokens:
         raise BudgetError(f"the messages that are not compressed already need {fixed} tokens; budget {target_tokens}")
-    compressor = get_compressor(method, **options)
 
-    def run(text: str, share: Budget) -> CompressionResult:
-        request = CompressionRequest(text, share, target, question, tuple(keep), deadline=deadline)
-        with use_device(device):
-            return compress_request(compressor, request)
+    def method_run(text: str, limit: int) -> CompressionResult:
+        return run.run([run.request(text, question=question, budget=Budget(target_tokens=limit))])[0]
 
     per_message: list[CompressionResult | None] = [None] * (len(messages) if isinstance(messages, list) else 1)
+    texts: list[tuple[Piece, int]] = []
     for p, n, r in zip(pieces, counts, rates):
         if r is None:
             continue
-        if target_tokens is not None and ranges is None:
-            limit = max(1, int((target_tokens - fixed) * n * r / weight))
-        else:
-            limit = max(1, int(n * r))
+        by_target = target_tokens is not None and ranges is None
+        limit = max(1, int((target_tokens - fixed) * n * r / weight)) if by_target else max(1, int(n * r))
         if limit >= n:
             continue
-        if p.tool:
-            text, shape = shrink_tool_output(
-                p.text, limit, target, question, lambda t, k: run(t, Budget(target_tokens=k)).text
-            )
-            result = CompressionResult(text, n, target.count(text), method, target.name, f"target_tokens={limit}")
-            result.details["shape"] = shape
-        else:
-            result = run(p.text, Budget(target_tokens=limit))
+        if not p.tool:
+            texts.append((p, limit))
+            continue
+        text, shape = shrink_tool_output(p.text, limit, target, question, lambda t, k: method_run(t, k).text)
+        result = CompressionResult(text, n, target.count(text), run.method, target.name, f"target_tokens={limit}")
+        result.details["shape"] = shape
+        p.put(text)
+        per_message[p.at] = result
+    requests = [run.request(p.text, question=question, budget=Budget(target_tokens=k)) for p, k in texts]
+    for (p, _), result in zip(texts, run.run(requests)):
         p.put(result.text)
         per_message[p.at] = result
+    total = sum(counts)
     compressed = sum(target.count_many([p.text for p in _pieces(box, format)]))
-    return MessagesResult(box["input"], total, compressed, method, per_message)
+    return MessagesResult(box["input"], total, compressed, run.method, per_message)
 
 
 def _pieces(box: dict[str, Any], format: str) -> list[Piece]:
