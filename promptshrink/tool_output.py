@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from .json_splice import _parses
 from .target_tokenizer import TargetTokenizer
 
 Shrink = Callable[[str, int], str]  # (text, token limit) -> compressed text, the method's job for prose
@@ -71,14 +72,6 @@ def shrink_tool_output(
     if kind == "code":
         return _shrink_code(text), kind
     return shrink(text, limit), kind
-
-
-def _parses(text: str) -> bool:
-    try:
-        json.loads(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _terms(question: str | None) -> set[str]:

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.real_upstream import RealUpstream, _free_port
+from tests.real_upstream import RealUpstream, _free_port, running
 
 START_TIMEOUT_S = 180
 MODEL = "smollm2"  # the name callers use; LiteLLM maps it to the local server's model
@@ -59,28 +56,6 @@ def anthropic_upstream(
         "NO_DOCS": "True",
         "DISABLE_SCHEMA_UPDATE": "True",
     }
-    log_path = folder / "litellm.log"
-    with open(log_path, "wb") as log:
-        command = [litellm, "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=folder)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"litellm exited ({proc.returncode}): {log_path.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health/liveliness", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"litellm not up after {START_TIMEOUT_S}s: {log_path.read_text()[-2000:]}")
-            time.sleep(0.5)
+    command = [litellm, "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"]
+    with running("litellm", command, env, f"http://127.0.0.1:{port}/health/liveliness", folder / "litellm.log"):
         yield AnthropicUpstream(f"http://127.0.0.1:{port}", MODEL)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

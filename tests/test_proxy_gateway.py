@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from tests.service_fixtures import ServerThread, Upstream, base_settings, serve
-from tests.test_tool_output import LOG, TOOL_JSON
+from tests.test_tool_output import LOG, TOOL_JSON, TOOLS_ANTHROPIC
 
 REQUEST_ID = "req_stub_529"
 OVERLOADED = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
@@ -87,29 +87,10 @@ def client(url: str, **kwargs: Any) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=url, api_key=kwargs.pop("api_key", "sk-ant-caller"), max_retries=0, **kwargs)
 
 
-CONVERSATION: list[dict[str, Any]] = [
-    {"role": "user", "content": [{"type": "text", "text": "What is the temperature in city 42?"}]},
-    {
-        "role": "assistant",
-        "content": [
-            {"type": "thinking", "thinking": "Call the tool.", "signature": "c2ln"},
-            {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "city 42"}},
-        ],
-    },
-    {
-        "role": "user",
-        "content": [
-            {
-                "type": "tool_result",
-                "tool_use_id": "toolu_1",
-                "content": TOOL_JSON,
-                "cache_control": {"type": "ephemeral"},
-            },
-            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
-            {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "a doc"}},
-        ],
-    },
-]
+CONVERSATION: list[dict[str, Any]] = copy.deepcopy(TOOLS_ANTHROPIC)
+CONVERSATION[2]["content"].append(
+    {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "a"}}
+)
 TOOLS = [{"name": "weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
 SYSTEM = [{"type": "text", "text": "You are terse. " * 50, "cache_control": {"type": "ephemeral"}}]
 

@@ -181,3 +181,12 @@ def test_parts_and_roles_select_what_is_compressed() -> None:
 def test_bad_conversations_are_clear_errors(messages: object, format: str, match: str) -> None:
     with pytest.raises(ps.InvalidInputError, match=match):
         ps.compress_messages(messages, "keep_first", format=format)  # type: ignore[arg-type]
+
+
+def test_split_question_compresses_the_context_of_the_latest_user_turn() -> None:
+    messages = [{"role": "user", "content": PROSE + "\n\nQuestion: which harbour is it?"}]
+    kept = ps.compress_messages(messages, "keep_first", rate=0.3, format="anthropic")
+    assert kept.messages == messages
+    split = ps.compress_messages(messages, "keep_first", rate=0.3, format="anthropic", split_question=True)
+    text = split.messages[0]["content"]
+    assert text.endswith("\n\nQuestion: which harbour is it?") and len(text) < len(PROSE) / 2
