@@ -36,8 +36,8 @@ _LOG_LINE = re.compile(
 _IMPORTANT = re.compile(r"\b(error|exception|fail(ed|ure)?|fatal|panic|traceback|warn(ing)?|critical|denied)\b", re.I)
 _NUMBERS = re.compile(r"0x[0-9a-f]+|\d+(\.\d+)?", re.I)
 _WORD = re.compile(r"\d+|[a-z]{3,}", re.I)
-MIN_ITEMS = 2
-MIN_STRING_TOKENS = 24
+MIN_ITEMS = 0  # an array can shrink to its note alone
+MIN_STRING_TOKENS = 8
 
 
 def kind_of(text: str) -> str:
@@ -94,8 +94,9 @@ def _shrink_json(text: str, limit: int, tokenizer: TargetTokenizer, terms: set[s
     data = json.loads(text)
     indent = 2 if "\n" in text.strip() else None
     separators = None if indent else (",", ":") if ", " not in text and ": " not in text else None
-    items, string_tokens = _longest_array(data), max(MIN_STRING_TOKENS, limit // 4)
+    items, string_tokens = _longest_array(data), max(MIN_STRING_TOKENS, min(limit // 4, 256))
     cache: dict[tuple[str, int], str] = {}
+    # the floor, past which the limit is exceeded rather than the JSON broken: keys, numbers, 8-token strings
     while True:
         shrunk = _json_node(data, max(MIN_ITEMS, items), string_tokens, tokenizer, terms, shrink, cache)
         out = json.dumps(shrunk, ensure_ascii=False, indent=indent, separators=separators)
@@ -147,7 +148,7 @@ def _dropped_note(node: list[Any], kept: list[int]) -> str:
         shape = f"objects with keys {', '.join(sorted(keys))}" if keys else "objects"
     else:
         shape = "/".join(sorted({type(v).__name__ for v in node}))
-    positions = ", ".join(str(i) for i in kept)
+    positions = ", ".join(str(i) for i in kept) or "none"
     return f"[promptshrink: {dropped} of {len(node)} items dropped ({shape}); kept items {positions}]"
 
 

@@ -82,15 +82,32 @@ def gateway_policy(
     route: str, body: dict[str, Any], headers: Mapping[str, str], settings: Settings
 ) -> tuple[ProxyPolicy, GatewayOptions]:
     """The request's policy for ``route``; removes the ``promptshrink`` field from ``body``."""
-    merged = _json_object(settings.proxy_policies, "PROMPTSHRINK_PROXY_POLICIES").get(route) or {}
-    merged = {**merged, **_json_object(headers.get(HEADER_PREFIX + "policy"), "the x-promptshrink-policy header")}
-    for name in ("budget-ms", "stop-on-error"):
-        if (value := headers.get(HEADER_PREFIX + name)) is not None:
-            merged[name.replace("-", "_")] = value
+    route_policy = _json_object(settings.proxy_policies, "PROMPTSHRINK_PROXY_POLICIES").get(route) or {}
+    if not isinstance(route_policy, dict):
+        raise ApiError(422, "invalid_input", f"the PROMPTSHRINK_PROXY_POLICIES entry of {route} is not an object")
+    given_headers = {
+        "enabled" if name == "compress" else name.replace("-", "_")
+        for name in ("method", "rate", "target-tokens", "tokenizer", "compress")
+        if headers.get(HEADER_PREFIX + name) is not None
+    }
+    merged: dict[str, Any] = {}
     field = body.get(POLICY_FIELD)
     if field is not None and not isinstance(field, dict):
         raise ApiError(422, "invalid_input", f"'{POLICY_FIELD}' must be an object")
-    merged.update(field or {})
+    budget = {"rate", "target_tokens"}
+    policy_header = _json_object(headers.get(HEADER_PREFIX + "policy"), "the x-promptshrink-policy header")
+    later = [
+        {k: v for k, v in route_policy.items() if k not in given_headers},  # single-field headers win over both
+        {k: v for k, v in policy_header.items() if k not in given_headers},
+        {n.replace("-", "_"): v for n in ("budget-ms", "stop-on-error") if (v := headers.get(HEADER_PREFIX + n))},
+        field or {},
+    ]
+    for source in later:
+        if budget & set(source):  # a later budget replaces an earlier one (rate and target_tokens exclude)
+            merged.pop("rate", None), merged.pop("target_tokens", None)
+        merged.update(source)
+    if given_headers & budget and not budget & set(field or {}):
+        merged.pop("rate", None), merged.pop("target_tokens", None)
     own = {k: merged.pop(k) for k in list(merged) if k in GatewayOptions.model_fields}
     body[POLICY_FIELD] = merged
     try:

@@ -304,3 +304,23 @@ def test_chat_tool_message_is_shrunk_by_its_structure(proxy: str, stub: Upstream
     assert sent[:2] == messages[:2] and sent[2]["tool_call_id"] == "c1"
     data = json.loads(sent[2]["content"])
     assert "items dropped" in data["results"][-1] and any(r.get("id") == 42 for r in data["results"][:-1])
+
+
+def test_policy_precedence_route_then_headers_then_body(stub: Upstream) -> None:
+    """A route's rate is overridden by the rate header, and a body target_tokens replaces either budget."""
+    items = [
+        {"role": "user", "content": "Why did the job fail?"},
+        {"type": "function_call_output", "call_id": "c1", "output": TOOL_JSON},
+    ]
+    policies = {"/v1/responses": {"rate": 0.9, "schedule": []}}
+    for url in serve(base_settings(stub, proxy_policies=json.dumps(policies), max_body_bytes=1 << 20)):
+        sdk = openai.OpenAI(base_url=f"{url}/v1", api_key="sk", max_retries=0)
+        sizes = []
+        for extra in ({}, {"extra_headers": {"x-promptshrink-rate": "0.2"}}):
+            raw = sdk.responses.with_raw_response.create(model="m", input=items, **extra)
+            sizes.append(int(raw.headers["x-promptshrink-compressed-tokens"]))
+        assert sizes[1] < sizes[0] / 2
+        raw = sdk.responses.with_raw_response.create(
+            model="m", input=items, extra_body={"promptshrink": {"target_tokens": 60}}
+        )
+        assert int(raw.headers["x-promptshrink-compressed-tokens"]) <= 60 + 12  # the question is never cut

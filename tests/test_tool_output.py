@@ -34,7 +34,7 @@ def test_shape_is_recognised(text: str, kind: str) -> None:
     assert kind_of(text) == kind
 
 
-@pytest.mark.parametrize("limit", [40, 150, 400])
+@pytest.mark.parametrize("limit", [100, 150, 400])
 def test_json_stays_valid_and_notes_what_was_dropped(limit: int) -> None:
     out, kind = shrink_tool_output(TOOL_JSON, limit, TOK, "What is the temperature in city 42?", keep_first)
     data = json.loads(out)
@@ -46,6 +46,13 @@ def test_json_stays_valid_and_notes_what_was_dropped(limit: int) -> None:
     assert all(item in ROWS for item in kept) and [r["id"] for r in kept] == sorted(r["id"] for r in kept)
     assert any(r["id"] == 42 for r in kept), "the item the question names is kept"
     assert len(data["summary"]) < len(json.loads(TOOL_JSON)["summary"])
+
+
+def test_json_floor_is_its_keys_and_notes() -> None:
+    out, _ = shrink_tool_output(TOOL_JSON, 10, TOK, None, keep_first)
+    data = json.loads(out)
+    assert data["status"] == "ok" and data["results"] == [data["results"][0]] and "kept items none" in out
+    assert TOK.count(out) < 60
 
 
 def test_output_within_limit_is_unchanged() -> None:
