@@ -31,6 +31,7 @@ from .batching import MicroBatcher, batchable
 from .compression import check_options, check_unicode_body, run_compress, runs_inline
 from .config import Settings
 from .errors import ApiError, busy, from_library
+from .gateway import add_gateway_routes
 from .limits import WorkPool
 from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, MetricsMiddleware, scrub_access_log
@@ -168,6 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ],
         )
     _add_routes(app, state)
+    add_gateway_routes(app, state, caller_upstream_key, key_matches)
     return app
 
 
