@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--methods",
         nargs="*",
-        help="promptshrink methods, or variants such as auto:fill_budget=true (default: quick's list; full: all)",
+        help="promptshrink methods, or variants such as auto:adaptive=true (default: quick's list; full: all)",
     )
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--seed", type=int, default=0)

@@ -57,7 +57,7 @@ def measured(item: Item, text: str, start: float) -> Output:
 
 
 class PromptshrinkMethod:
-    """A registered method, optionally with options (a variant such as ``auto:fill_budget=true``); list-shaped items
+    """A registered method, optionally with options (a variant such as ``auto:adaptive=true``); list-shaped items
     (documents, demonstrations) go through `compress_passages`."""
 
     kind = "promptshrink"

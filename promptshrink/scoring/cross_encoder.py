@@ -92,13 +92,15 @@ def rerank_scores(
     question: str,
     texts: Sequence[str],
     model: str = RERANKER,
-    batch_size: int = 4,
+    batch_size: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Cross-encoder relevance logit of each text to ``question`` (higher = more relevant; about -11 to +10).
 
-    Small batches are faster on CPU here: 32 pairs of a 2K-token speech took 170-180 ms of CPU in batches of 2-4,
-    210-230 in 8s and 560 in one batch of 32 (padding and cache misses)."""
+    One pair per run by default: the INT8 graph quantises its activations with one scale per batch, so a pair's
+    logit moved by up to 0.6 with its batch mates (batch 1 vs 4 vs 32); alone, a sentence's score depends only on
+    the question and the sentence. It is also about as fast on this CPU: 32 pairs of a 2K-token speech took 190-200
+    ms of CPU one by one, 170-180 in batches of 2-4, 210-230 in 8s and 560 in one batch of 32."""
     if not texts:
         return np.zeros(0, dtype=np.float32)
     pairs = [(question, t.strip() or ".") for t in texts]
