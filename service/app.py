@@ -31,6 +31,7 @@ from .batching import MicroBatcher, batchable
 from .compression import check_options, check_unicode_body, run_compress, runs_inline
 from .config import Settings
 from .errors import ApiError, busy, from_library
+from .guards import GuardMiddleware, allowed_hosts
 from .limits import WorkPool
 from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, MetricsMiddleware, scrub_access_log
@@ -155,6 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_errors(app, state)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, metrics=state.metrics)
+    app.add_middleware(GuardMiddleware, hosts=allowed_hosts(settings))
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -197,10 +199,9 @@ async def caller_upstream_key(request: Request) -> str | None:
     x_key = request.headers.get("x-api-key")
     if not keys:
         return bearer or (settings.upstream_api_key if settings.allow_anonymous_upstream_key else None)
-    if key_matches(x_key, keys):
-        return bearer or settings.upstream_api_key
-    if key_matches(bearer, keys):
-        return settings.upstream_api_key
+    bearer_is_service_key = key_matches(bearer, keys)
+    if bearer_is_service_key or key_matches(x_key, keys):  # a service key is never forwarded upstream
+        return settings.upstream_api_key if bearer_is_service_key or not bearer else bearer
     raise ApiError(
         401,
         "unauthorized",

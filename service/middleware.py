@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -10,18 +9,30 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .guards import send_error
 from .metrics import Metrics
 
 log = logging.getLogger("promptshrink.service")
-SECRET_PARAM = re.compile(r"([?&][^=&#]*(?:key|token|secret|password|auth|sig)[^=&#]*=)[^&#]*", re.IGNORECASE)
+QUERY = re.compile(r"\?[^\s\"]*")  # the query of a request line or path, up to the next space or quote
+
+
+def scrub_query(text: str) -> str:
+    """Blank every query value (``/v1/x?api_key=s&jwt=t`` -> ``/v1/x?api_key=***&jwt=***``): a credential can sit
+    in any parameter, under any (percent-encoded) name, so none is trusted; names without a value go too."""
+
+    def blank(match: re.Match[str]) -> str:
+        parts = re.split(r"([&;])", match.group(0)[1:])
+        return "?" + "".join(p if p in "&;" else p.split("=", 1)[0] + "=***" if "=" in p else "***" for p in parts)
+
+    return QUERY.sub(blank, text)
 
 
 class QueryScrubber(logging.Filter):
-    """Blanks credential-like query parameters (``?api_key=...``, ``&token=...``) in uvicorn's access log."""
+    """Blanks every query value in uvicorn's access log lines (see `scrub_query`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(SECRET_PARAM.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
+            record.args = tuple(scrub_query(a) if isinstance(a, str) else a for a in record.args)
         return True
 
 
@@ -69,12 +80,7 @@ class BodyLimitMiddleware:
 
     async def _refuse(self, send: Send) -> None:
         self.metrics.errors.labels("body_too_large").inc()
-        body = json.dumps(
-            {"error": {"code": "body_too_large", "message": f"request body over {self.max_bytes} bytes"}}
-        ).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, 413, "body_too_large", f"request body over {self.max_bytes} bytes")
 
 
 class MetricsMiddleware:
