@@ -8,6 +8,7 @@ from typing import Any
 
 from .api import DEFAULT_METHOD, build_request, check_unicode, deadline_after, get_compressor
 from .budget import Budget, make_budget
+from .depth import check_depth
 from .errors import BudgetError, InvalidInputError
 from .json_splice import compress_request
 from .methods.base import CompressionRequest
@@ -68,6 +69,7 @@ def compress_messages(
     bounds the whole call and ``device`` is as in `promptshrink.compress`.
     """
     deadline = deadline_after(timeout_s)
+    check_depth(messages, "messages")
     _validate_messages(messages)
     out = copy.deepcopy(messages)
     last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
@@ -128,6 +130,7 @@ def compress_passages(
     """
     if isinstance(passages, (str, bytes)) or not isinstance(passages, Sequence) or not passages:
         raise InvalidInputError("passages must be a non-empty list of strings or {id, text, metadata} objects")
+    check_depth(passages, "passages")
     items = []
     for i, p in enumerate(passages):
         if isinstance(p, str):

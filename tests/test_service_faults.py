@@ -337,3 +337,56 @@ def test_a_body_that_is_not_json_is_415(server: str) -> None:
     assert r.status_code == 415
     r = httpx.post(f"{server}/v1/compress", json={"text": LONG_TEXT, "rate": 0.5})
     assert r.status_code == 200
+
+
+# --- 10: nesting depth --------------------------------------------------------------------------------------------
+
+
+def _nest(n: int) -> str:
+    return "[" * n + "1" + "]" * n
+
+
+def _depth_bodies(n: int) -> dict[str, tuple[str, str]]:
+    text = json.dumps(LONG_TEXT)
+    return {
+        "message field": (
+            "/v1/compress",
+            f'{{"messages": [{{"role": "user", "content": {text}, "x": {_nest(n)}}}, '
+            '{"role": "user", "content": "Which region?"}], "rate": 0.5}',
+        ),
+        "content part": (
+            "/v1/compress",
+            f'{{"messages": [{{"role": "user", "content": [{{"type": "text", "text": {text}, "x": {_nest(n)}}}]}}, '
+            '{"role": "user", "content": "Which region?"}], "rate": 0.5}',
+        ),
+        "passage metadata": (
+            "/v1/compress",
+            f'{{"passages": [{{"text": {text}, "metadata": {{"a": {_nest(n)}}}}}], "question": "Which?", "rate": 0.5}}',
+        ),
+        "proxy chat body": (
+            "/v1/chat/completions",
+            f'{{"model": "gpt-4o", "messages": [{{"role": "user", "content": {text}, "x": {_nest(n)}}}]}}',
+        ),
+    }
+
+
+@pytest.mark.parametrize("depth", [256, 600, 5000, 300_000])
+def test_deep_json_is_422_not_500(server: str, depth: int) -> None:
+    for where, (path, body) in _depth_bodies(depth).items():
+        r = httpx.post(f"{server}{path}", content=body, headers={"content-type": "application/json"})
+        assert r.status_code in (413, 422), (where, r.status_code, r.text[:300])
+        if r.status_code == 422:
+            assert r.json()["error"]["code"] == "too_deep" and "64 levels" in r.json()["error"]["message"], where
+
+
+def test_json_nested_within_the_limit_goes_through(server: str, upstream: Upstream) -> None:
+    for where, (path, body) in _depth_bodies(58).items():
+        r = httpx.post(f"{server}{path}", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 200, (where, r.text[:300])
+    r = httpx.post(
+        f"{server}/v1/compress", json={"passages": [{"text": LONG_TEXT, "metadata": {"a": json.loads(_nest(58))}}]}
+    )
+    assert r.json()["passages"][0]["metadata"] == {"a": json.loads(_nest(58))}
+    brackets = '[[[{{{"\\"[[[' * 200  # brackets and escaped quotes inside a string do not nest
+    r = httpx.post(f"{server}/v1/compress", json={"text": LONG_TEXT + brackets, "rate": 0.5})
+    assert r.status_code == 200
