@@ -156,13 +156,15 @@ def compress_batch(
     keep: Sequence[str] = (),
     protect_numbers: bool = False,
     seed: int = 0,
+    progress: ProgressFn | None = None,
     device: str | None = None,
     timeout_s: float | None = None,
     **method_options: Any,
 ) -> list[CompressionResult]:
     """`compress` of many texts (``questions[i]`` goes with ``texts[i]``), with the LM passes of all of them run
     together (windows length-sorted and packed into padded batches); each result equals compressing one by one.
-    ``timeout_s`` bounds each text's work, as in `compress`.
+    ``timeout_s`` bounds each text's work, as in `compress`; ``progress`` is every text's progress callback (it
+    may raise to stop the whole batch, e.g. once its callers have gone).
     """
     if isinstance(texts, str) or not isinstance(texts, Sequence):
         raise InvalidInputError("texts must be a list of strings")
@@ -179,6 +181,7 @@ def compress_batch(
             keep=keep,
             protect_numbers=protect_numbers,
             seed=seed,
+            progress=progress,
             timeout_s=timeout_s,
         )
         for text, question in zip(texts, questions)
