@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from functools import partial
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Body, Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -37,6 +37,7 @@ from .limits import WorkPool
 from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, MetricsMiddleware, scrub_access_log
 from .proxy import Upstream, check_upstream_key, compress_body, policy_from
+from .proxy_schemas import ChatCompletionsBody, CompletionsBody
 from .schemas import BatchRequest, BatchResponse, CompressRequest, CompressResponse, ErrorBody, Health, MethodsResponse
 
 log = logging.getLogger("promptshrink.service")
@@ -323,14 +324,14 @@ def _add_routes(app: FastAPI, state: State) -> None:
         return await state.upstream.respond(upstream, bool(body.get("stream")), headers)
 
     @app.post("/v1/chat/completions", responses=PROXY_ERRORS)
-    async def chat_completions(request: Request, body: Annotated[dict[str, Any], Body()], key: Auth) -> Response:
+    async def chat_completions(request: Request, _: ChatCompletionsBody, key: Auth) -> Response:
         """OpenAI-compatible: compress the messages, forward upstream, relay the answer (streams unchanged)."""
-        return await proxied("chat/completions", request, body, key)
+        return await proxied("chat/completions", request, await request.json(), key)
 
     @app.post("/v1/completions", responses=PROXY_ERRORS)
-    async def completions(request: Request, body: Annotated[dict[str, Any], Body()], key: Auth) -> Response:
+    async def completions(request: Request, _: CompletionsBody, key: Auth) -> Response:
         """OpenAI-compatible legacy completions: compress the prompt, forward upstream, relay the answer."""
-        return await proxied("completions", request, body, key)
+        return await proxied("completions", request, await request.json(), key)
 
     @app.get("/v1/methods", response_model=MethodsResponse)
     async def methods(_: Auth) -> dict[str, Any]:
