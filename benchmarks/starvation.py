@@ -1,7 +1,7 @@
 """Starvation benchmark: a small model-free request while two large LM requests run into the request timeout.
 
-    python benchmarks/starvation.py                      # starts `promptshrink serve` on a free loopback port
-    python benchmarks/starvation.py --rounds 5 --timeout 10 --big-chars 1000000
+    python -m benchmarks.starvation                      # starts `promptshrink serve` on a free loopback port
+    python -m benchmarks.starvation --rounds 5 --timeout 10 --big-chars 1000000
 
 Each round sends two large `selective_context` texts (50 ms apart: two jobs, so both compression threads are busy)
 and, one second later, a small `tfidf` text (54 K characters, as in issue 20). It reports the small request's
@@ -27,6 +27,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from .load_test import wait_ready
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "starvation.json"
 SENTENCE = "The committee reviewed budget line {i} and found that spending on item {i} rose by {j} percent. "
@@ -51,17 +53,7 @@ def start_server(timeout_s: float) -> tuple[subprocess.Popen[bytes], str]:
     }
     cmd = [sys.executable, "-m", "promptshrink.cli", "serve", "--port", str(port), "--method", "selective_context"]
     proc = subprocess.Popen([*cmd, "--log-level", "warning"], env=env, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    proc.terminate()
-    raise SystemExit("the server did not become ready in 300 s")
+    return proc, wait_ready(proc, f"http://127.0.0.1:{port}", 300)  # with the models' warm-up
 
 
 def slots_used(url: str) -> float:
