@@ -17,7 +17,6 @@ from typing import Any
 
 import promptshrink
 from promptshrink.errors import CompressionTimeoutError
-from promptshrink.methods.base import Compressor
 from promptshrink.result import CompressionResult
 
 from .compression import text_response
@@ -45,9 +44,8 @@ class _Group:
 
 
 def batchable(req: CompressRequest, method: str) -> bool:
-    """Text requests for a method whose LM passes batch (it overrides `Compressor.score_many`)."""
-    cls = promptshrink.registry.get_method(method)
-    return isinstance(req, TextRequest) and cls.score_many is not Compressor.score_many
+    """Text requests for a method whose LM passes batch (it declares `Compressor.batches`)."""
+    return isinstance(req, TextRequest) and promptshrink.registry.get_method(method).batches
 
 
 class MicroBatcher:
