@@ -444,12 +444,12 @@ def test_replica_killed_mid_load_is_replaced(server: str) -> None:
 
 
 def proxy_rss() -> int:
-    """Resident memory of Ray Serve's HTTP proxy actor (bytes)."""
+    """Resident memory of Ray Serve's HTTP proxy actor processes (bytes; Ray titles them ``ray::ProxyActor``)."""
     import psutil
-    from ray.util.state import list_actors
 
-    proxies = list_actors(filters=[("class_name", "=", "ProxyActor"), ("state", "=", "ALIVE")])
-    return sum(psutil.Process(p.pid).memory_info().rss for p in proxies)
+    proxies = [p for p in psutil.process_iter(["cmdline"]) if "ray::ProxyActor" in " ".join(p.info["cmdline"] or ())]
+    assert proxies, "no Ray Serve proxy process found"
+    return sum(p.memory_info().rss for p in proxies)
 
 
 def test_a_huge_chunked_body_is_refused_in_the_proxy_before_it_is_read(server: str) -> None:
@@ -486,5 +486,5 @@ def test_a_huge_chunked_body_is_refused_in_the_proxy_before_it_is_read(server: s
     finally:
         sock.close()
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
-    assert sent < 16 << 20, f"{sent} bytes went in before the 413"
-    assert proxy_rss() - before < 50 << 20
+    assert sent < 12 << 20, f"{sent} bytes went in before the 413"  # the replica-only check: 20 MB
+    assert proxy_rss() - before < 16 << 20  # the replica-only check: +26 MB
