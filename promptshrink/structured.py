@@ -9,6 +9,7 @@ from typing import Any
 from .budget import Budget
 from .depth import check_depth
 from .errors import BudgetError, InvalidInputError
+from .formats import compress_conversation
 from .json_splice import json_regions
 from .passages import Passage, PassageAwareCompressor
 from .pipeline import plan
@@ -54,6 +55,7 @@ def compress_messages(
     roles: Sequence[str] = DEFAULT_ROLES,
     skip_last_user: bool = True,
     min_tokens: int = 32,
+    format: str | None = None,
     **options: Any,
 ) -> MessagesResult:
     """Compress each message whose role is in ``roles`` (system excluded by default); roles and order are kept.
@@ -61,8 +63,14 @@ def compress_messages(
     The last user message is the query and is left alone unless ``skip_last_user`` is False; it also serves as
     the question for question-aware methods (with ``split_question``, only its trailing question is left alone
     and the context before it is compressed). ``target_tokens`` is a total over all message texts; ``timeout_s``
-    bounds the whole call; the other keywords are those of `promptshrink.compress`.
+    bounds the whole call; the other keywords are those of `promptshrink.compress`. ``format`` (``openai``,
+    ``anthropic``, ``responses``) reads the messages in that API's shape, shrinks tool outputs by their
+    structure and older turns harder: `promptshrink.formats.compress_conversation`, whose own keywords
+    (``parts``, ``tool_min_chars``, ``schedule``, ``ranges``) are accepted then.
     """
+    if format is not None:
+        common = {"roles": roles, "skip_last_user": skip_last_user, "min_tokens": min_tokens}
+        return compress_conversation(messages, method, format=format, **common, **options)
     opts = CompressOptions.from_kwargs(method=method, **options)
     return messages_with(messages, opts, roles=roles, skip_last_user=skip_last_user, min_tokens=min_tokens)
 

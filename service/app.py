@@ -32,6 +32,7 @@ from .compression import check_options, check_unicode_body, is_light, run_compre
 from .config import Settings
 from .deadlines import Callers, unless_disconnected
 from .errors import ApiError, busy, from_library
+from .gateway import add_gateway_routes
 from .guards import GuardMiddleware, allowed_hosts
 from .limits import WorkPool
 from .metrics import Metrics
@@ -173,6 +174,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ],
         )
     _add_routes(app, state)
+    add_gateway_routes(app, state, caller_upstream_key, key_matches)
     return app
 
 

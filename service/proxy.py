@@ -29,8 +29,15 @@ POLICY_FIELD = "promptshrink"
 HEADER_PREFIX = "x-promptshrink-"
 FORWARDED_HEADERS = ("openai-organization", "openai-project", "openai-beta", "accept")
 # Upstream response headers SDKs act on (retries, rate limits, support ids); nothing else, never Set-Cookie.
-RELAYED_HEADERS = ("retry-after", "retry-after-ms", "x-request-id", "x-should-retry", "openai-processing-ms")
-RELAYED_PREFIXES = ("x-ratelimit-",)
+RELAYED_HEADERS = (
+    "retry-after",
+    "retry-after-ms",
+    "x-request-id",
+    "request-id",
+    "x-should-retry",
+    "openai-processing-ms",
+)
+RELAYED_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
 RETRY = {"x-should-retry": "true"}
 
 
@@ -189,6 +196,7 @@ def _compress_chat(body: dict[str, Any], policy: ProxyPolicy, method: str, kwarg
         skip_last_user=policy.skip_last_user,
         question=policy.question,
         min_tokens=policy.min_tokens,
+        format="openai",  # role: tool outputs by their structure, older turns harder (promptshrink.formats)
         **kwargs,
     )
     out = result.messages
@@ -227,14 +235,19 @@ class Upstream:
             out["authorization"] = f"Bearer {upstream_key}"
         return out
 
-    async def open(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> httpx.Response:
-        """Send the request and return the (streaming) response; unreachable or slow upstreams become 502/504."""
+    async def open(
+        self, path: str, body: dict[str, Any] | None, headers: dict[str, str], verb: str = "POST", query: str = ""
+    ) -> httpx.Response:
+        """Send the request and return the (streaming) response; unreachable or slow upstreams become 502/504.
+
+        ``verb`` and ``query`` (a raw query string) serve the pass-through routes (GET /v1/models...)."""
         if not self.base_url:
             message = "no upstream configured: set PROMPTSHRINK_UPSTREAM_BASE_URL"
             raise ApiError(503, "upstream_not_configured", message, headers={"x-should-retry": "false"})
         if not self.slots.take():
             raise busy(self.retry_after, "the upstream connection pool")
-        request = self.client.build_request("POST", f"{self.base_url}/{path}", json=body, headers=headers)
+        url = f"{self.base_url}/{path}" + (f"?{query}" if query else "")
+        request = self.client.build_request(verb, url, json=body, headers=headers)
         try:
             response = await self._send(request)
         except BaseException:

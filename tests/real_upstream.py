@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,24 +53,29 @@ def real_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealUpst
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "transformers.cli.transformers", "serve", model_dir]
     command += ["--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--dtype", "float32"]
+    with running("transformers serve", command, env, f"http://127.0.0.1:{port}/health", log_path):
+        yield RealUpstream(f"http://127.0.0.1:{port}/v1", model_dir)
+
+
+@contextmanager
+def running(name: str, command: list[str], env: dict[str, str], health: str, log_path: Path) -> Iterator[None]:
+    """Run ``command`` (output to ``log_path``) until the block ends, once ``health`` answers 200."""
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=log_path.parent)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"transformers serve exited ({proc.returncode}): {log_path.read_text()[-2000:]}")
+                raise RuntimeError(f"{name} exited ({proc.returncode}): {log_path.read_text()[-2000:]}")
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                if httpx.get(health, timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"transformers serve not up after {START_TIMEOUT_S}s: {log_path.read_text()[-2000:]}"
-                )
+                raise RuntimeError(f"{name} not up after {START_TIMEOUT_S}s: {log_path.read_text()[-2000:]}")
             time.sleep(0.5)
-        yield RealUpstream(f"http://127.0.0.1:{port}/v1", model_dir)
+        yield
     finally:
         proc.terminate()
         try:
