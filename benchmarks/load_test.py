@@ -158,16 +158,20 @@ def start_server(max_queue: int, workers: int = 1, method: str = "keep_first") -
     cmd = [sys.executable, "-m", "promptshrink.cli", "serve", "--port", str(port), "--method", method]
     cmd += ["--log-level", "warning", "--workers", str(workers)]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    return proc, wait_ready(proc, f"http://127.0.0.1:{port}", 60)
+
+
+def wait_ready(proc: subprocess.Popen[bytes], url: str, seconds: float) -> str:
+    """``url`` once its /readyz answers 200; the server is stopped and the script exits after ``seconds``."""
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{url}/readyz").status_code == 200:
-                return proc, url
+                return url
         except httpx.HTTPError:
             time.sleep(0.1)
     proc.terminate()
-    raise SystemExit("the server did not become ready in 60 s")
+    raise SystemExit(f"the server did not become ready in {seconds:g} s")
 
 
 def main() -> int:

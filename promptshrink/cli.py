@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=None, help="default $PROMPTSHRINK_PORT or 8000")
     s.add_argument("--workers", type=int, default=None, help="uvicorn worker processes")
     s.add_argument("--method", default=None, help="default compression method")
-    s.add_argument("--log-level", default="info")
+    s.add_argument("--log-level", default=None, help="default $PROMPTSHRINK_LOG_LEVEL or info")
     s.add_argument("--ray", action="store_true", help="serve on Ray Serve (replicas, autoscaling: PROMPTSHRINK_RAY_*)")
     s.add_argument(
         "--replicas", type=int, default=None, help="with --ray: replicas (default $PROMPTSHRINK_RAY_REPLICAS)"

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .budget import Budget
+from .depth import check_depth
 from .errors import BudgetError, InvalidInputError
 from .formats import compress_conversation
 from .json_splice import json_regions
@@ -83,6 +84,7 @@ def messages_with(
     min_tokens: int = 32,
 ) -> MessagesResult:
     """`compress_messages` with validated options."""
+    check_depth(messages, "messages")
     _validate_messages(messages)
     last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
     split = None
@@ -158,6 +160,7 @@ def passages_with(passages: Sequence[dict[str, Any] | str], options: CompressOpt
     """`compress_passages` with validated options."""
     if isinstance(passages, (str, bytes)) or not isinstance(passages, Sequence) or not passages:
         raise InvalidInputError("passages must be a non-empty list of strings or {id, text, metadata} objects")
+    check_depth(passages, "passages")
     items = []
     for i, p in enumerate(passages):
         if isinstance(p, str):

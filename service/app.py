@@ -8,13 +8,13 @@ import hmac
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass, field, fields
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Body, Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -28,14 +28,17 @@ from promptshrink.model_loading import set_torch_threads
 from promptshrink.segmentation import LEVELS
 
 from .batching import MicroBatcher, batchable
-from .compression import check_options, check_unicode_body, run_compress, runs_inline
+from .compression import check_options, check_unicode_body, is_light, run_compress, runs_inline
 from .config import Settings
+from .deadlines import Callers, unless_disconnected
 from .errors import ApiError, busy, from_library
 from .gateway import add_gateway_routes
+from .guards import GuardMiddleware, allowed_hosts
 from .limits import WorkPool
 from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, MetricsMiddleware, scrub_access_log
 from .proxy import Upstream, check_upstream_key, compress_body, policy_from
+from .proxy_schemas import ChatCompletionsBody, CompletionsBody
 from .schemas import BatchRequest, BatchResponse, CompressRequest, CompressResponse, ErrorBody, Health, MethodsResponse
 
 log = logging.getLogger("promptshrink.service")
@@ -43,6 +46,7 @@ WARMUP_TEXT = "Prompt compression keeps the informative parts of a prompt. The r
 WARMUP_QUESTION = "What does prompt compression keep?"
 LOADING_RETRY_AFTER_S = 5  # a model load takes seconds: a sooner retry would only meet another 503
 ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (400, 401, 413, 422, 503, 504)}
+T = TypeVar("T")
 PROXY_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, 502: {"model": ErrorBody}}
 
 
@@ -156,6 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _install_errors(app, state)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, metrics=state.metrics)
+    app.add_middleware(GuardMiddleware, hosts=allowed_hosts(settings))
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -199,10 +204,9 @@ async def caller_upstream_key(request: Request) -> str | None:
     x_key = request.headers.get("x-api-key")
     if not keys:
         return bearer or (settings.upstream_api_key if settings.allow_anonymous_upstream_key else None)
-    if key_matches(x_key, keys):
-        return bearer or settings.upstream_api_key
-    if key_matches(bearer, keys):
-        return settings.upstream_api_key
+    bearer_is_service_key = key_matches(bearer, keys)
+    if bearer_is_service_key or key_matches(x_key, keys):  # a service key is never forwarded upstream
+        return settings.upstream_api_key if bearer_is_service_key or not bearer else bearer
     raise ApiError(
         401,
         "unauthorized",
@@ -223,7 +227,7 @@ Auth = Annotated[str | None, Depends(caller_upstream_key)]
 def _add_routes(app: FastAPI, state: State) -> None:
     settings, metrics = state.settings, state.metrics
 
-    async def compress_one(req: CompressRequest) -> dict[str, Any]:
+    async def compress_one(req: CompressRequest, request: Request) -> dict[str, Any]:
         queued_at = time.perf_counter()
         method, options = check_options(req, settings)
         await state.wait_loaded(method)
@@ -239,18 +243,21 @@ def _add_routes(app: FastAPI, state: State) -> None:
         try:
             if state.batcher is not None and batchable(req, method):
                 batched = state.batcher.respond(req, method, options, lease, queued_at)
-                return await asyncio.wait_for(batched, settings.request_timeout_s)
-            job = partial(run_compress, req, settings, metrics, queued_at, queued_at + settings.request_timeout_s)
-            return await asyncio.wait_for(state.pool.run(lease, job), settings.request_timeout_s)
+                return await unless_disconnected(request, batched, settings.request_timeout_s)
+            waiting = asyncio.get_running_loop().create_future()  # cancelled when this caller goes
+            deadline = queued_at + settings.request_timeout_s
+            job = partial(run_compress, req, settings, metrics, queued_at, deadline, Callers([waiting]).progress)
+            work = state.pool.run(lease, job, light=is_light(method))
+            return await unless_disconnected(request, _tied(work, waiting), settings.request_timeout_s)
         except TimeoutError as exc:
             raise _timeout() from exc
         finally:
             lease.close()
 
     @app.post("/v1/compress", response_model=CompressResponse, response_model_exclude_none=True, responses=ERRORS)
-    async def compress(req: CompressRequest, _: Auth) -> dict[str, Any]:
+    async def compress(req: CompressRequest, request: Request, _: Auth) -> dict[str, Any]:
         """Compress a text, a list of chat messages, or passages for a question."""
-        return await compress_one(req)
+        return await compress_one(req, request)
 
     @app.post("/v1/compress/batch", response_model=BatchResponse, response_model_exclude_none=True, responses=ERRORS)
     async def compress_batch(batch: BatchRequest, _: Auth) -> dict[str, Any]:
@@ -272,7 +279,8 @@ def _add_routes(app: FastAPI, state: State) -> None:
                     await state.wait_loaded(method)
                     deadline = start + settings.request_timeout_s
                     job = partial(run_compress, req, settings, metrics, time.perf_counter(), deadline)
-                    return {"ok": True, "result": await state.pool.run(lease, job)}  # type: ignore[union-attr]
+                    done = await state.pool.run(lease, job, light=is_light(method))  # type: ignore[union-attr]
+                    return {"ok": True, "result": done}
                 except (ApiError, PromptShrinkError) as exc:
                     err = exc if isinstance(exc, ApiError) else from_library(exc)
                     metrics.errors.labels(err.code).inc()
@@ -301,7 +309,8 @@ def _add_routes(app: FastAPI, state: State) -> None:
                 started = time.perf_counter()
                 limited = {**options, "timeout_s": settings.request_timeout_s}  # stops, freeing the thread, on 504
                 job = partial(compress_body, path, body, policy, method, limited)
-                before, after = await asyncio.wait_for(state.pool.run(lease, job), settings.request_timeout_s)
+                work = state.pool.run(lease, job, light=is_light(method))
+                before, after = await asyncio.wait_for(work, settings.request_timeout_s)
             except TimeoutError as exc:
                 raise _timeout() from exc
             finally:
@@ -317,14 +326,14 @@ def _add_routes(app: FastAPI, state: State) -> None:
         return await state.upstream.respond(upstream, bool(body.get("stream")), headers)
 
     @app.post("/v1/chat/completions", responses=PROXY_ERRORS)
-    async def chat_completions(request: Request, body: Annotated[dict[str, Any], Body()], key: Auth) -> Response:
+    async def chat_completions(request: Request, _: ChatCompletionsBody, key: Auth) -> Response:
         """OpenAI-compatible: compress the messages, forward upstream, relay the answer (streams unchanged)."""
-        return await proxied("chat/completions", request, body, key)
+        return await proxied("chat/completions", request, await request.json(), key)
 
     @app.post("/v1/completions", responses=PROXY_ERRORS)
-    async def completions(request: Request, body: Annotated[dict[str, Any], Body()], key: Auth) -> Response:
+    async def completions(request: Request, _: CompletionsBody, key: Auth) -> Response:
         """OpenAI-compatible legacy completions: compress the prompt, forward upstream, relay the answer."""
-        return await proxied("completions", request, body, key)
+        return await proxied("completions", request, await request.json(), key)
 
     @app.get("/v1/methods", response_model=MethodsResponse)
     async def methods(_: Auth) -> dict[str, Any]:
@@ -389,6 +398,15 @@ def this_server(schema: dict[str, Any], settings: Settings) -> dict[str, Any]:
 
 def _plain(value: Any) -> Any:
     return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
+
+
+async def _tied(work: Awaitable[T], waiting: asyncio.Future[None]) -> T:
+    """``work``'s result; ``waiting`` is cancelled when this coroutine ends, however it ends (the job's `Callers`
+    then see that its caller has gone)."""
+    try:
+        return await work
+    finally:
+        waiting.cancel()
 
 
 def _timeout() -> ApiError:

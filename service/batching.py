@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import promptshrink
+from promptshrink.errors import CompressionTimeoutError
 from promptshrink.result import CompressionResult
 
 from .compression import text_response
 from .config import Settings
+from .deadlines import Callers
 from .limits import Lease, WorkPool
 from .metrics import Metrics
 from .schemas import CompressRequest, TextRequest
@@ -109,26 +111,56 @@ class MicroBatcher:
             "seed": first.seed,
             "device": self.settings.device,
         }
+        callers = Callers(i.future for i in group.items)
 
         def batch() -> list[CompressionResult]:
+            callers.progress()  # all gone while queued: nothing to start
             texts = [i.req.text for i in group.items]
             questions = [i.req.question for i in group.items]
-            return promptshrink.compress_batch(texts, group.method, questions=questions, **common, **group.options)
+            return promptshrink.compress_batch(
+                texts,
+                group.method,
+                questions=questions,
+                progress=callers.progress,  # stops once every caller has gone
+                timeout_s=self._left(group.items),  # and at the last caller's deadline
+                **common,
+                **group.options,
+            )
 
         try:
             results = await pool.run(lease, batch)
+        except CompressionTimeoutError as exc:  # every caller timed out or went: nobody to retry for
+            for item in group.items:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            return
         except Exception:  # one bad item must not fail its neighbours: retry them one by one
             for item in group.items:
-                await self._one(item, group, common, pool, lease)
+                if not item.future.done():
+                    await self._one(item, group, common, pool, lease)
             return
         for item, result in zip(group.items, results):
             if not item.future.done():
                 item.future.set_result(result)
 
+    def _left(self, items: list[_Pending]) -> float:
+        """Seconds until the last of ``items``' deadlines (their callers stop waiting then); at least 1 ms."""
+        deadline = max(i.queued_at for i in items) + self.settings.request_timeout_s
+        return max(deadline - time.perf_counter(), 1e-3)
+
     async def _one(self, item: _Pending, group: _Group, common: dict[str, Any], pool: WorkPool, lease: Lease) -> None:
+        caller = Callers([item.future])
+
         def one() -> CompressionResult:
+            caller.progress()
             return promptshrink.compress(
-                item.req.text, group.method, question=item.req.question, **common, **group.options
+                item.req.text,
+                group.method,
+                question=item.req.question,
+                progress=caller.progress,
+                timeout_s=self._left([item]),
+                **common,
+                **group.options,
             )
 
         try:

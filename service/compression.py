@@ -9,6 +9,7 @@ import promptshrink
 from promptshrink.api import check_unicode
 from promptshrink.budget import make_budget
 from promptshrink.errors import CompressionTimeoutError
+from promptshrink.methods.base import ProgressFn
 from promptshrink.result import CompressionResult
 
 from .config import Settings
@@ -47,6 +48,11 @@ def check_options(req: CompressOptions, settings: Settings) -> tuple[str, dict[s
 INLINE_CHARS = 32_000  # model-free work on ~8K tokens takes a few ms: less than a hop to a worker thread costs
 
 
+def is_light(method: str) -> bool:
+    """Whether ``method`` is model-free (runs on the pool's light threads, never behind LM jobs)."""
+    return not promptshrink.registry.get_method(method).requires_lm
+
+
 def runs_inline(req: CompressRequest, method: str) -> bool:
     """Whether to run ``req`` on the event loop rather than a worker thread: a short text for a method marked
     ``linear_time`` (model-free: tokenizer passes and a slice, cheaper than a thread hop and the GIL hand-over)."""
@@ -83,10 +89,16 @@ def _segments(result: CompressionResult, include: bool) -> list[dict[str, Any]] 
 
 
 def run_compress(
-    req: CompressRequest, settings: Settings, metrics: Metrics, queued_at: float, deadline: float
+    req: CompressRequest,
+    settings: Settings,
+    metrics: Metrics,
+    queued_at: float,
+    deadline: float,
+    progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """Compress one item before ``deadline`` (a `time.perf_counter` value); library errors propagate (the caller
-    maps them; `CompressionTimeoutError` frees this thread once the deadline has passed)."""
+    maps them; `CompressionTimeoutError` frees this thread once the deadline has passed, or once ``progress``, the
+    text's progress callback, raises it because the caller has gone)."""
     method, options = check_options(req, settings)
     start = time.perf_counter()
     left = deadline - start
@@ -100,6 +112,7 @@ def run_compress(
             question=req.question,
             protect_numbers=req.protect_numbers,
             seed=req.seed,
+            progress=progress,
             **_common(req, settings),
             **options,
         )

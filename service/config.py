@@ -37,6 +37,11 @@ class Settings:
     batch_max_tokens: int = 65536
     batch_max_items: int = 64
     request_timeout_s: float = 60.0
+    # slow senders (service/timeouts.py): request headers, then the whole body, must arrive within these
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keep_alive_s: int = 5
+    allowed_hosts: frozenset[str] = field(default_factory=frozenset)  # empty: loopback names when bound to loopback
     retry_after_s: int = 1
     allowed_options: frozenset[str] = frozenset({"unit", "adaptive"})  # adaptive: the budget as a ceiling
     allow_hf_tokenizers: bool = False

@@ -61,10 +61,16 @@ class Lease:
 
 
 class WorkPool:
-    """Thread pool for compression; a job that times out keeps its slot until its thread really finishes."""
+    """Thread pool for compression; a job that times out keeps its slot until its thread really finishes.
+
+    Model-free work (``light``: tokenizer passes, no LM) runs on threads of its own, so a few long LM jobs holding
+    every compression thread cannot make a 20 ms request wait for them.
+    """
 
     def __init__(self, threads: int, max_queue: int) -> None:
         self.executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="promptshrink")
+        light = max(1, threads // 2)
+        self.light_executor = ThreadPoolExecutor(max_workers=light, thread_name_prefix="promptshrink-light")
         self.slots = Slots(threads + max_queue)
         self.threads = threads
 
@@ -72,8 +78,8 @@ class WorkPool:
         """``n`` slots, or None when the pool and its queue are full."""
         return Lease(self.slots, n) if self.slots.take(n) else None
 
-    async def run(self, lease: Lease, fn: Callable[[], T]) -> T:
-        future = self.executor.submit(fn)
+    async def run(self, lease: Lease, fn: Callable[[], T], light: bool = False) -> T:
+        future = (self.light_executor if light else self.executor).submit(fn)
         lease.track(future)  # type: ignore[arg-type]
         try:
             return await asyncio.wrap_future(future)
@@ -83,3 +89,4 @@ class WorkPool:
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.light_executor.shutdown(wait=False, cancel_futures=True)

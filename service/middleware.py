@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -10,18 +9,32 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from promptshrink.depth import JsonDepthScanner, too_deep
+
+from .guards import send_error
 from .metrics import Metrics
 
 log = logging.getLogger("promptshrink.service")
-SECRET_PARAM = re.compile(r"([?&][^=&#]*(?:key|token|secret|password|auth|sig)[^=&#]*=)[^&#]*", re.IGNORECASE)
+QUERY = re.compile(r"\?[^\s\"]*")  # the query of a request line or path, up to the next space or quote
+
+
+def scrub_query(text: str) -> str:
+    """Blank every query value (``/v1/x?api_key=s&jwt=t`` -> ``/v1/x?api_key=***&jwt=***``): a credential can sit
+    in any parameter, under any (percent-encoded) name, so none is trusted; names without a value go too."""
+
+    def blank(match: re.Match[str]) -> str:
+        parts = re.split(r"([&;])", match.group(0)[1:])
+        return "?" + "".join(p if p in "&;" else p.split("=", 1)[0] + "=***" if "=" in p else "***" for p in parts)
+
+    return QUERY.sub(blank, text)
 
 
 class QueryScrubber(logging.Filter):
-    """Blanks credential-like query parameters (``?api_key=...``, ``&token=...``) in uvicorn's access log."""
+    """Blanks every query value in uvicorn's access log lines (see `scrub_query`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(SECRET_PARAM.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
+            record.args = tuple(scrub_query(a) if isinstance(a, str) else a for a in record.args)
         return True
 
 
@@ -33,7 +46,8 @@ def scrub_access_log() -> None:
 
 
 class BodyLimitMiddleware:
-    """Refuse bodies over ``max_bytes`` with 413, by Content-Length or while reading a chunked body."""
+    """Refuse bodies over ``max_bytes`` with 413, by Content-Length or while reading a chunked body, and JSON
+    nested deeper than `promptshrink.depth.MAX_DEPTH` with 422, while reading (before any parser recurses)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, metrics: Metrics) -> None:
         self.app, self.max_bytes, self.metrics = app, max_bytes, metrics
@@ -44,20 +58,25 @@ class BodyLimitMiddleware:
             return
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._refuse(send)
+            await self._refuse(send, *self._too_large())
             return
         seen = 0
         refused = False
+        depth = JsonDepthScanner()
 
         async def limited_receive() -> Message:
             nonlocal seen, refused
             if refused:
                 return {"type": "http.disconnect"}
             message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:  # a chunked body: answer 413 now, the app sees a disconnect
+            body = message.get("body", b"")
+            seen += len(body)
+            problem = self._too_large() if seen > self.max_bytes else None
+            if problem is None and not depth.feed(body):
+                problem = (422, "too_deep", str(too_deep("the request body")))
+            if problem is not None:  # answer now; the app sees a disconnect
                 refused = True
-                await self._refuse(send)
+                await self._refuse(send, *problem)
                 return {"type": "http.disconnect"}
             return message
 
@@ -67,14 +86,12 @@ class BodyLimitMiddleware:
 
         await self.app(scope, limited_receive, guarded_send)
 
-    async def _refuse(self, send: Send) -> None:
-        self.metrics.errors.labels("body_too_large").inc()
-        body = json.dumps(
-            {"error": {"code": "body_too_large", "message": f"request body over {self.max_bytes} bytes"}}
-        ).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+    def _too_large(self) -> tuple[int, str, str]:
+        return 413, "body_too_large", f"request body over {self.max_bytes} bytes"
+
+    async def _refuse(self, send: Send, status: int, code: str, message: str) -> None:
+        self.metrics.errors.labels(code).inc()
+        await send_error(send, status, code, message)
 
 
 class MetricsMiddleware:

@@ -22,6 +22,7 @@ from .errors import ApiError, busy
 from .limits import Slots
 from .metrics import Metrics
 from .schemas import CompressOptions
+from .sse import EventBuffer
 
 log = logging.getLogger("promptshrink.service")
 POLICY_FIELD = "promptshrink"
@@ -66,7 +67,7 @@ def policy_from(body: dict[str, Any], headers: Mapping[str, str], settings: Sett
         value = headers.get(HEADER_PREFIX + name)
         if value is not None:
             key = "enabled" if name == "compress" else name.replace("-", "_")
-            given[key] = value
+            given[key] = _header_number(value, float if name == "rate" else int) if name in NUMBERS else value
     field = body.pop(POLICY_FIELD, None)
     if field is not None and not isinstance(field, dict):
         raise ApiError(422, "invalid_input", f"'{POLICY_FIELD}' must be an object")
@@ -87,6 +88,19 @@ def policy_from(body: dict[str, Any], headers: Mapping[str, str], settings: Sett
     if policy.question_markers is None:
         policy.question_markers = list(settings.proxy_question_markers)
     return policy
+
+
+NUMBERS = ("rate", "target-tokens")
+
+
+def _header_number(value: str, kind: type[float] | type[int]) -> float | int | str:
+    """A numeric header as a number (headers are text; the body field must send JSON numbers), else as sent,
+    for the policy's validation to refuse."""
+    try:
+        number = kind(value)
+    except ValueError:
+        return value
+    return value if number != number else number  # NaN stays text: refused as not a number
 
 
 def _tokenizer_for(model: Any) -> str:
@@ -274,27 +288,26 @@ class Upstream:
         logged once and counted in ``/metrics``.
         """
         sse = response.headers.get("content-type", "").startswith("text/event-stream")
-        pending = b""
+        events = EventBuffer()
+        broken = None
         try:
             async for chunk in response.aiter_raw():
                 if not sse:
                     yield chunk
-                    continue
-                pending += chunk
-                cut = _event_end(pending)
-                if cut:
-                    yield pending[:cut]
-                    pending = pending[cut:]
-            if pending:
-                yield pending
+                elif complete := events.feed(chunk):
+                    yield complete
+            if sse and events.incomplete:  # the upstream closed the connection mid-event (HTTP/1.0 framing)
+                broken = "the connection closed inside an event"
         except httpx.HTTPError as exc:
+            broken = f"{type(exc).__name__}: {exc}"
+        finally:
+            await self.close(response)
+        if broken is not None:
             self.metrics.errors.labels("upstream_stream_broken").inc()
-            log.warning("upstream stream broke off: %s: %s", type(exc).__name__, exc)
+            log.warning("upstream stream broke off: %s", broken)
             if sse:
                 error = {"code": "upstream_stream_broken", "message": "the upstream stream broke off"}
                 yield f"data: {json.dumps({'error': error})}\n\n".encode()
-        finally:
-            await self.close(response)
 
     async def close(self, response: httpx.Response) -> None:
         await response.aclose()
@@ -312,12 +325,6 @@ class Upstream:
 
     async def aclose(self) -> None:
         await self.client.aclose()
-
-
-def _event_end(buffer: bytes) -> int:
-    """Length of the prefix of ``buffer`` that holds complete server-sent events (0 if none)."""
-    ends = [i + len(sep) for sep in (b"\n\n", b"\r\n\r\n") if (i := buffer.rfind(sep)) >= 0]
-    return max(ends, default=0)
 
 
 def relayed_headers(headers: Mapping[str, str]) -> dict[str, str]:

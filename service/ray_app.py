@@ -31,6 +31,8 @@ from promptshrink.model_loading import set_torch_threads
 from .app import create_app
 from .config import ENV_PREFIX, Settings
 from .errors import ApiError
+from .metrics import Metrics
+from .middleware import BodyLimitMiddleware
 
 log = logging.getLogger("promptshrink.service.ray")
 DEPLOYMENT = "promptshrink"
@@ -90,8 +92,14 @@ async def _send_error(send: Send, status: int, retry_after: bytes | None) -> Non
 
 
 def proxy_middlewares() -> list[Middleware]:
-    """Ray Serve HTTP proxy callback (``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH``): JSON errors from the proxy."""
-    return [Middleware(ProxyErrorsAsJson)]
+    """Ray Serve HTTP proxy callback (``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH``): JSON errors from the proxy,
+    and the body cap and depth limit enforced in the proxy while it reads the body (by Content-Length up front,
+    else by counting a chunked body's bytes as they arrive), so an oversized body is refused there instead of
+    being read whole and shipped to a replica that refuses it. The cap is ``PROMPTSHRINK_MAX_BODY_BYTES`` of the
+    proxy's environment (`run` exports the settings before Ray starts)."""
+    settings = Settings.from_env()
+    limit = Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, metrics=Metrics())
+    return [Middleware(ProxyErrorsAsJson), limit]
 
 
 @serve.ingress()
@@ -187,6 +195,7 @@ def run(settings: Settings) -> None:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     application = build(settings)
     os.environ.setdefault(PROXY_CALLBACK_VARIABLE, PROXY_CALLBACK)  # reaches the proxies of a Ray started here
+    os.environ.update(settings.to_env())  # and so do the settings (the proxy's body cap)
     ray.init(address=settings.ray_address)
     serve.start(http_options={"host": settings.host, "port": settings.port})
     serve.run(application, name=DEPLOYMENT, route_prefix="/", blocking=True)

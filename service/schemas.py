@@ -28,13 +28,16 @@ class CompressOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     method: str | None = Field(None, description="compression method; default: the server's")
-    rate: float | None = Field(None, gt=0, le=1, description="kept fraction of target tokens")
-    target_tokens: int | None = Field(None, gt=0, description="most target tokens to keep")
+    # strict: a string, a boolean or NaN is refused, not coerced ("0.5", true -> 1)
+    rate: float | None = Field(
+        None, gt=0, le=1, strict=True, allow_inf_nan=False, description="kept fraction of target tokens"
+    )
+    target_tokens: int | None = Field(None, gt=0, strict=True, description="most target tokens to keep")
     tokenizer: str = Field("cl100k_base", description="tiktoken encoding or OpenAI model name")
     question: str | None = None
     keep: list[str] = Field(default_factory=list, description="strings that must survive")
     protect_numbers: bool = False
-    seed: int = Field(0, ge=0, le=SEED_MAX)
+    seed: int = Field(0, ge=0, le=SEED_MAX, strict=True)
     options: dict[str, Any] = Field(default_factory=dict, description="method options the server allows")
 
 

@@ -10,11 +10,14 @@ import uvicorn
 from .app import create_app
 from .config import Settings
 from .proxy import check_upstream_key
+from .timeouts import configure, uvicorn_options
 
 
 def app_from_env() -> object:
     """uvicorn factory for worker processes (settings travel in the environment)."""
-    return create_app(Settings.from_env())
+    settings = Settings.from_env()
+    configure(settings)
+    return create_app(settings)
 
 
 def run(
@@ -38,6 +41,8 @@ def run(
             port=settings.port,
             workers=settings.workers,
             log_level=level,
+            **uvicorn_options(settings),
         )
     else:
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=level)
+        app = create_app(settings)
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level=level, **uvicorn_options(settings))

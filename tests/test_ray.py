@@ -441,3 +441,50 @@ def test_replica_killed_mid_load_is_replaced(server: str) -> None:
     assert victim not in now and len(now) == REPLICAS and running_replicas() == REPLICAS
     answers = [httpx.post(f"{server}/v1/compress", json={"text": LONG_TEXT, "rate": 0.5}, timeout=30) for _ in range(6)]
     assert all(a.status_code == 200 and a.json()["text"] == want[0.5] for a in answers)
+
+
+def proxy_rss() -> int:
+    """Resident memory of Ray Serve's HTTP proxy actor processes (bytes; Ray titles them ``ray::ProxyActor``)."""
+    import psutil
+
+    proxies = [p for p in psutil.process_iter(["cmdline"]) if "ray::ProxyActor" in " ".join(p.info["cmdline"] or ())]
+    assert proxies, "no Ray Serve proxy process found"
+    return sum(p.memory_info().rss for p in proxies)
+
+
+def test_a_huge_chunked_body_is_refused_in_the_proxy_before_it_is_read(server: str) -> None:
+    """100 MB sent chunked: the 413 comes after about the cap, not after the whole body, and Ray's proxy does not
+    hold the body (before the fix it read all 100 MB into its queue: RSS 212 -> 428 MB, and it stayed)."""
+    host, port = server.removeprefix("http://").split(":")
+    before = proxy_rss()
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    head = b"POST /v1/compress HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+    sock.sendall(head + b"transfer-encoding: chunked\r\n\r\n")
+    piece = b'{"text": "' + b"a" * (1 << 20)
+    chunk = b"%x\r\n%s\r\n" % (len(piece), piece)
+    sent, offset, answer = 0, 0, b""
+    sock.setblocking(False)
+    try:
+        while sent < 100 << 20 and b"\r\n\r\n" not in answer:
+            try:
+                answer += sock.recv(65536)
+            except BlockingIOError:
+                pass
+            except OSError:
+                break
+            try:
+                n = sock.send(chunk[offset:])
+            except BlockingIOError:
+                time.sleep(0.01)
+                continue
+            except OSError:
+                break
+            sent, offset = sent + n, (offset + n) % len(chunk)
+        sock.settimeout(10)
+        while b"\r\n\r\n" not in answer:
+            answer += sock.recv(65536)
+    finally:
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert sent < 12 << 20, f"{sent} bytes went in before the 413"  # the replica-only check: 20 MB
+    assert proxy_rss() - before < 16 << 20  # the replica-only check: +26 MB

@@ -14,7 +14,7 @@ each token's score is raised by the question relevance of its sentence (Jiang et
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -79,14 +79,19 @@ def chunks(offsets: np.ndarray, words: Sequence[Unit], size: int) -> list[tuple[
 
 
 def token_features(
-    text: str, question: str | None, meta: dict[str, Any], encoder: str = DEFAULT_EMBEDDER
+    text: str,
+    question: str | None,
+    meta: dict[str, Any],
+    encoder: str = DEFAULT_EMBEDDER,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[Any, np.ndarray]:
     """(head input per encoder token of ``text``, token character offsets); the training script uses it too.
 
     Each chunk of the text is encoded after the question (at most ``meta["question_tokens"]`` of its tokens);
     a token's features are its hidden states at ``meta["layers"]`` then `QUESTION_FEATURES` numbers: the
     largest cosine similarity of its last hidden state to a question token's, whether its id occurs in the
-    question, and 1 (all three are 0 without a question).
+    question, and 1 (all three are 0 without a question). ``progress(done, total)`` after each chunk (it may
+    raise to stop, as `CompressionRequest.report` does past the deadline).
     """
     torch, _ = lm_stack()
     model, tokenizer = load_encoder(encoder)
@@ -99,7 +104,8 @@ def token_features(
     room = min(int(meta["chunk_tokens"]), POSITIONS - len(head_ids) - 1)
     in_question = torch.tensor(np.isin(ids, q_ids), dtype=torch.float32)
     parts = []
-    for begin, end in chunks(offsets, segment(text, "word"), room):
+    spans = chunks(offsets, segment(text, "word"), room)
+    for done, (begin, end) in enumerate(spans, 1):
         batch = torch.tensor([[*head_ids, *ids[begin:end], tokenizer.sep_token_id]], device=model.device)
         feats, last = encoder_features(model, batch, meta["layers"])
         feats, last = feats[0].float().cpu(), last[0].float().cpu()
@@ -111,18 +117,26 @@ def token_features(
             extra[:, 1] = in_question[begin:end]
             extra[:, 2] = 1.0
         parts.append(torch.cat([feats[body], extra], dim=-1))
+        if progress is not None:
+            progress(done, len(spans))
     empty = torch.zeros(0, len(meta["layers"]) * model.config.hidden_size + QUESTION_FEATURES)
     return (torch.cat(parts) if parts else empty), offsets
 
 
-def sentence_relevance(text: str, question: str, offsets: np.ndarray, encoder: str = DEFAULT_EMBEDDER) -> np.ndarray:
+def sentence_relevance(
+    text: str,
+    question: str,
+    offsets: np.ndarray,
+    encoder: str = DEFAULT_EMBEDDER,
+    progress: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
     """Per token (by its first character): the question relevance of its sentence, the cosine of their mean-pooled
     ``encoder`` embeddings min-max scaled over the text's sentences to [0, 1] (all 0 for fewer than two sentences
-    or equal relevance)."""
+    or equal relevance); ``progress`` as in `token_features`, after each embedding batch."""
     sentences = segment(text, "sentence")
     if len(sentences) < 2 or not len(offsets):
         return np.zeros(len(offsets))
-    vectors = embed([question, *(s.text for s in sentences)], encoder)
+    vectors = embed([question, *(s.text for s in sentences)], encoder, progress=progress)
     sims = vectors[1:] @ vectors[0]
     spread = float(sims.max() - sims.min())
     scaled = (sims - sims.min()) / spread if spread > 1e-6 else np.zeros(len(sims))
@@ -169,17 +183,20 @@ class DistilledCompressor(ExtractiveCompressor):
         number("question_weight", self.question_weight, 0.0)
 
     def score_units(self, request: CompressionRequest, units: Sequence[Unit]) -> np.ndarray:
-        return to_units(self.token_scores(request.text, request.question), units, "mean")
+        return to_units(self.token_scores(request.text, request.question, request.report), units, "mean")
 
-    def token_scores(self, text: str, question: str | None = None) -> TokenScores:
+    def token_scores(
+        self, text: str, question: str | None = None, progress: Callable[[int, int], None] | None = None
+    ) -> TokenScores:
         """Keep score of every encoder token of ``text`` with its character offsets: the head's probability, plus
-        ``question_weight`` x its sentence's relevance when ``question`` is given."""
+        ``question_weight`` x its sentence's relevance when ``question`` is given; ``progress`` between chunks
+        and batches (`CompressionRequest.report` stops the work there past the deadline)."""
         torch, _ = lm_stack()
         head, meta = load_head(self.head)
-        feats, offsets = token_features(text, question, meta, self.encoder)
+        feats, offsets = token_features(text, question, meta, self.encoder, progress)
         with torch.inference_mode():
             values = torch.sigmoid(head(feats)).squeeze(-1).numpy() if len(feats) else np.zeros(0)
         values = values.astype(np.float64)
         if question and question.strip() and self.question_weight:
-            values += self.question_weight * sentence_relevance(text, question, offsets, self.encoder)
+            values += self.question_weight * sentence_relevance(text, question, offsets, self.encoder, progress)
         return TokenScores(offsets, values)
