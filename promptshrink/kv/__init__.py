@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from .base import BasePress, ScorerPress
 from .chunkkv import ChunkKVPress
+from .decoding import DecodingPress
+from .headwise import HeadwisePress
 from .pipeline import decode, generate, greedy, prefill, prefill_logits
 from .pyramidinfer import PyramidInferPress
 from .qfilters import QFiltersPress, compute_qfilters, save_qfilters
@@ -24,6 +26,8 @@ from .zeromerge import ZeroMergePress
 __all__ = [
     "BasePress",
     "ChunkKVPress",
+    "DecodingPress",
+    "HeadwisePress",
     "PyramidInferPress",
     "QFiltersPress",
     "SageKVPress",
