@@ -8,46 +8,39 @@ guaranteed ``floor`` of the uniform budget (the paper's safeguard).
 Storage stays one [batch, kv_heads, n_keep, head_dim] tensor per layer: the kept entries form a pool of
 ``kv_heads x n_keep`` slots, each owned by one head (a head's entries need not sit in its own row). The cache layer
 becomes a :class:`HeadwiseLayer` that carries the owner of every slot; tokens appended while decoding stay in their
-head's row after the pool. Attention over such a layer runs through :func:`headwise_attention` (plain PyTorch, CPU
-or CUDA): each query head sees the pool slots its KV head owns and its own appended entries. Memory is what
-``n_keep`` says; the pool's attention costs ``kv_heads`` times a uniform cache's (every head scores every slot and
-masks the others), which matters only for the short decode steps it serves. Models must use SDPA or flash
-attention (not ``eager``), batches must not be padded.
+head's row after the pool. Attention over such a layer is routed (`promptshrink.kv.routing`) to
+:func:`headwise_attention` (plain PyTorch, CPU or CUDA): each query head sees the pool slots its KV head owns and
+its own appended entries. Memory is what ``n_keep`` says; the pool's attention costs ``kv_heads`` times a uniform
+cache's (every head scores every slot and masks the others), which matters only for the short decode steps it
+serves. Models must use SDPA or flash attention (not ``eager``), batches must not be padded.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
-from transformers.cache_utils import DynamicLayer
-from transformers.modeling_utils import AttentionInterface
 
-from ..errors import InvalidInputError
 from ..params import number
 from .registry import register_press
+from .routing import RoutedLayer, refuse_eager
 from .wrapper import ScorerWrapper
 
-_PENDING = threading.local()  # the layout of the cache layer whose update() the next attention call reads
 
-
-class HeadwiseLayer(DynamicLayer):
+class HeadwiseLayer(RoutedLayer):
     """A cache layer whose first ``pool`` entries per row are slots of a shared pool, ``owner`` [batch,
     kv_heads x pool] naming the KV head each slot (row-major over [kv_heads, pool]) belongs to."""
 
     def __init__(self, keys: torch.Tensor, values: torch.Tensor, owner: torch.Tensor, pool: int) -> None:
-        super().__init__()
-        self.lazy_initialization(keys, values)
-        self.keys, self.values, self.owner, self.pool = keys, values, owner, pool
+        super().__init__(keys, values)
+        self.owner, self.pool = owner, pool
 
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        keys, values = super().update(key_states, value_states, *args, **kwargs)
-        _PENDING.layout = (keys, self.owner, self.pool)
-        return keys, values
+    def attend(
+        self, module: nn.Module, query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, scaling: float
+    ) -> torch.Tensor:
+        return headwise_attention(query, keys, values, self.owner, self.pool, scaling)
 
 
 def headwise_attention(
@@ -79,27 +72,6 @@ def headwise_attention(
     out = torch.einsum("bhqs,bsd->bhqd", weights[..., : kv_heads * pool], pool_v)
     out = out + torch.einsum("bhqt,bhtd->bhqd", weights[..., kv_heads * pool :], tail_v)
     return out.to(query.dtype).transpose(1, 2).contiguous()
-
-
-def _route(original: Callable) -> Callable:
-    """``original`` (an attention implementation of transformers), except over a :class:`HeadwiseLayer`."""
-    if getattr(original, "headwise_routed", False):
-        return original
-
-    def attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args: Any, **kw):  # noqa: ANN202
-        layout = getattr(_PENDING, "layout", None)
-        _PENDING.layout = None
-        if layout is None or layout[0] is not key:
-            return original(module, query, key, value, *args, **kw)
-        scaling = kw.get("scaling") or module.scaling
-        return headwise_attention(query, key, value, layout[1], layout[2], scaling), None
-
-    attention.headwise_routed = True  # type: ignore[attr-defined]
-    return attention
-
-
-for _name, _fn in list(AttentionInterface._global_mapping.items()):
-    AttentionInterface.register(_name, _route(_fn))
 
 
 @register_press
@@ -169,8 +141,7 @@ class HeadwisePress(ScorerWrapper):
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
             output = at_prefill(module, args, kwargs, output)
             if layer in self._owners:
-                if module.config._attn_implementation == "eager":
-                    raise InvalidInputError("the headwise press needs SDPA or flash attention, not eager")
+                refuse_eager(module, self.name)
                 owner, pool = self._owners.pop(layer)
                 cache = kwargs.get("cache", kwargs.get("past_key_values"))
                 cache.layers[layer] = HeadwiseLayer(cache.layers[layer].keys, cache.layers[layer].values, owner, pool)
