@@ -18,6 +18,7 @@ from .pipeline import decode, generate, greedy, prefill, prefill_logits
 from .pyramidinfer import PyramidInferPress
 from .qfilters import QFiltersPress, compute_qfilters, save_qfilters
 from .registry import describe_presses, get_press, make_press, press_names, register_press
+from .retro import RetroAttentionPress
 from .sagekv import SageKVPress
 from .snapkv import SnapKVPress
 from .streaming_llm import StreamingLLMPress
@@ -30,6 +31,7 @@ __all__ = [
     "HeadwisePress",
     "PyramidInferPress",
     "QFiltersPress",
+    "RetroAttentionPress",
     "SageKVPress",
     "ScorerPress",
     "SnapKVPress",
