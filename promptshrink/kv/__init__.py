@@ -13,6 +13,7 @@ from __future__ import annotations
 from .base import BasePress, ScorerPress
 from .chunkkv import ChunkKVPress
 from .decoding import DecodingPress
+from .freqkv import FreqKVPress
 from .headwise import HeadwisePress
 from .pipeline import decode, generate, greedy, prefill, prefill_logits
 from .pyramidinfer import PyramidInferPress
@@ -28,6 +29,7 @@ __all__ = [
     "BasePress",
     "ChunkKVPress",
     "DecodingPress",
+    "FreqKVPress",
     "HeadwisePress",
     "PyramidInferPress",
     "QFiltersPress",
