@@ -16,6 +16,7 @@ from .decoding import DecodingPress
 from .freqkv import FreqKVPress
 from .headwise import HeadwisePress
 from .pipeline import decode, generate, greedy, prefill, prefill_logits
+from .pod import PoDPress, find_layer_groups, layer_similarity
 from .pyramidinfer import PyramidInferPress
 from .qfilters import QFiltersPress, compute_qfilters, save_qfilters
 from .registry import describe_presses, get_press, make_press, press_names, register_press
@@ -31,6 +32,7 @@ __all__ = [
     "DecodingPress",
     "FreqKVPress",
     "HeadwisePress",
+    "PoDPress",
     "PyramidInferPress",
     "QFiltersPress",
     "RetroAttentionPress",
@@ -42,9 +44,11 @@ __all__ = [
     "compute_qfilters",
     "decode",
     "describe_presses",
+    "find_layer_groups",
     "generate",
     "get_press",
     "greedy",
+    "layer_similarity",
     "make_press",
     "prefill",
     "prefill_logits",
