@@ -19,6 +19,7 @@ from .pipeline import decode, generate, greedy, prefill, prefill_logits
 from .pod import PoDPress, find_layer_groups, layer_similarity
 from .pyramidinfer import PyramidInferPress
 from .qfilters import QFiltersPress, compute_qfilters, save_qfilters
+from .reform import ReformPress
 from .registry import describe_presses, get_press, make_press, press_names, register_press
 from .retro import RetroAttentionPress
 from .sagekv import SageKVPress
@@ -35,6 +36,7 @@ __all__ = [
     "PoDPress",
     "PyramidInferPress",
     "QFiltersPress",
+    "ReformPress",
     "RetroAttentionPress",
     "SageKVPress",
     "ScorerPress",

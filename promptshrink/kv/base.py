@@ -76,6 +76,11 @@ class BasePress:
     def reset(self) -> None:
         """Forget per-prefill state (e.g. indices shared between layers)."""
 
+    def finish(self, model: nn.Module, input_ids: torch.Tensor, cache: Any, question_len: int = 0) -> Any:
+        """The cache after a prefill of ``input_ids`` with this press (``kv.prefill`` calls it; default: as is).
+        A press that rebuilds the kept entries (REFORM's recompute) returns the new cache."""
+        return cache
+
     def compress(
         self,
         layer: int,

@@ -58,6 +58,8 @@ def prefill_logits(
     cache = new_cache()
     with press(model, question_len=question_len) if press is not None else nullcontext():
         out = model(input_ids=input_ids, use_cache=True, logits_to_keep=1, **{cache_kwarg(model): cache})
+    if press is not None:
+        cache = press.finish(model, input_ids, cache, question_len)
     return cache, out.logits
 
 
