@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from promptshrink import kv
-from promptshrink.errors import InvalidInputError
+from promptshrink.errors import InvalidInputError, PromptShrinkError
 from promptshrink.kv.headwise import HeadwiseLayer, headwise_attention
 from tests.test_kv import CUDA, random_ids, tiny_model
 
@@ -109,6 +109,15 @@ def test_eager_attention_is_refused() -> None:
     m = tiny_model("eager")
     with pytest.raises(InvalidInputError, match="eager"):
         kv.prefill(m, random_ids(40), kv.make_press("headwise", ratio=0.5))
+
+
+def test_a_bypassed_routing_is_an_error_not_a_wrong_answer() -> None:
+    """A head-wise cache decoded by eager attention (which transformers calls directly) is refused."""
+    m = tiny_model()
+    cache = kv.prefill(m, random_ids(200), kv.make_press("headwise", ratio=0.25))
+    m.set_attn_implementation("eager")
+    with pytest.raises(PromptShrinkError, match="bypassed"):
+        kv.pipeline.step(m, cache, torch.tensor([[3]]), 200)
 
 
 @pytest.mark.gpu

@@ -17,6 +17,8 @@ from torch import nn
 from transformers.cache_utils import DynamicLayer
 from transformers.modeling_utils import AttentionInterface
 
+from ..errors import InvalidInputError, PromptShrinkError
+
 _PENDING = threading.local()  # (key tensor, layer) of the routed layer whose update() the next attention call reads
 
 
@@ -29,6 +31,12 @@ class RoutedLayer(DynamicLayer):
         self.keys, self.values = keys, values
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        if getattr(_PENDING, "layout", None) is not None:
+            _PENDING.layout = None
+            raise PromptShrinkError(
+                "attention over a head-wise or RetroAttention cache layer bypassed promptshrink's routing (eager "
+                "attention, or an implementation registered after promptshrink.kv was imported): use SDPA or flash"
+            )
         keys, values = self.append(key_states, value_states)
         _PENDING.layout = (keys, self)
         return keys, values
@@ -65,7 +73,5 @@ for _name, _fn in list(AttentionInterface._global_mapping.items()):
 
 
 def refuse_eager(module: nn.Module, press: str) -> None:
-    from ..errors import InvalidInputError
-
     if module.config._attn_implementation == "eager":
         raise InvalidInputError(f"the {press} press needs SDPA or flash attention, not eager")
