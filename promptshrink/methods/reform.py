@@ -13,12 +13,12 @@ from ..params import integer, non_empty, number
 from ..registry import register
 from ..scoring.lm import TokenScores, lm_window, start_ids, to_units, tokenize_with_offsets
 from ..segmentation import Unit
-from .base import CompressionRequest, Compressor
+from .base import CompressionRequest, ExtractiveCompressor
 
 
 @register
 @dataclass
-class ReformCompressor(Compressor):
+class ReformCompressor(ExtractiveCompressor):
     """Run ``model`` only up to the layer at relative ``depth`` (early exit), embed every token by that layer's
     pre-RoPE Q/K/V (all KV heads), score it by cosine similarity to the question's mean embedding (or the text's
     last ``window`` tokens'), max-pool over ``kernel`` tokens, and keep the best units; the first and last
