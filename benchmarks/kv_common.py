@@ -11,6 +11,10 @@ from promptshrink import kv
 from promptshrink.kv.pipeline import new_cache
 
 METHODS = ["streaming_llm", "snapkv", "chunkkv", "qfilters", "sagekv", "pyramidinfer", "zeromerge"]
+# presses of round 2: applied offline like the above (decoding: its prefill step; its decode-time steps are not timed)
+ROUND2 = ["pod", "freqkv", "decoding"]
+# presses whose cache is a layer of their own (routed attention) or rebuilt after prefill: timed inside kv.prefill
+HOOKED = ["headwise", "retro", "reform"]
 
 
 @dataclass
@@ -61,5 +65,8 @@ def kv_bytes(layers: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
     return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in layers)
 
 
-def make_press(name: str, ratio: float, filters: torch.Tensor | None) -> kv.BasePress:
-    return kv.make_press(name, ratio=ratio, filters=filters) if name == "qfilters" else kv.make_press(name, ratio=ratio)
+def make_press(name: str, ratio: float, filters: torch.Tensor | None, model: Any = None) -> kv.BasePress:
+    """A press for the benchmark model (``model``: for presses that read it, e.g. FreqKV's rotary embedding)."""
+    if name == "qfilters":
+        return kv.make_press(name, ratio=ratio, filters=filters)
+    return kv.make_press(name, ratio=ratio, model=model)

@@ -10,21 +10,27 @@ import sys
 from pathlib import Path
 
 
+def _num(value: float | None, fmt: str) -> str:
+    return "–" if value is None else format(value, fmt)
+
+
 def speed_table(data: dict) -> str:
     m = data["meta"]
+    bw = f"measured copy bandwidth {m['copy_bw_GBps']:.0f} GB/s" if m.get("copy_bw_GBps") else "no bandwidth bound"
     lines = [
-        f"Device: {m['device']}, torch {m['torch']}, measured copy bandwidth {m['copy_bw_GBps']:.0f} GB/s.",
+        f"Device: {m['device']}, torch {m['torch']}, {bw}.",
         "",
         "| ctx | method | ratio | prefill s | overhead % | KV GB (saved %) | attn/step ms (full) | KV floor ms"
         " | attn speed-up | HF decode tok/s (full) | HF speed-up | bound tok/s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in data["rows"]:
+        attn = r["attn_ms"]
         lines.append(
-            f"| {r['ctx'] // 1024}K | {r['method']} | {r['ratio']} | {r['prefill_s']:.2f} | {r['overhead_pct']:.1f}"
-            f" | {r['kv_GB']:.2f} ({r['mem_saved_pct']:.0f}) | {r['attn_ms']:.2f} ({r['full_attn_ms']:.2f})"
-            f" | {r['kv_floor_ms']:.2f} | {r['full_attn_ms'] / r['attn_ms']:.2f}x"
-            f" | {r['tok_s']:.1f} ({r['full_tok_s']:.1f}) | {r['speedup']:.2f}x | {r['bound_tok_s']:.0f} |"
+            f"| {r['ctx'] / 1024:g}K | {r['method']} | {r['ratio']} | {r['prefill_s']:.2f} | {r['overhead_pct']:.1f}"
+            f" | {r['kv_GB']:.3f} ({r['mem_saved_pct']:.0f}) | {_num(attn, '.2f')} ({r['full_attn_ms']:.2f})"
+            f" | {_num(r['kv_floor_ms'], '.2f')} | {_num(attn and r['full_attn_ms'] / attn, '.2f')}x"
+            f" | {r['tok_s']:.1f} ({r['full_tok_s']:.1f}) | {r['speedup']:.2f}x | {_num(r['bound_tok_s'], '.0f')} |"
         )
     return "\n".join(lines)
 

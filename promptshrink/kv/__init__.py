@@ -12,10 +12,16 @@ from __future__ import annotations
 
 from .base import BasePress, ScorerPress
 from .chunkkv import ChunkKVPress
+from .decoding import DecodingPress
+from .freqkv import FreqKVPress
+from .headwise import HeadwisePress
 from .pipeline import decode, generate, greedy, prefill, prefill_logits
+from .pod import PoDPress, find_layer_groups, layer_similarity
 from .pyramidinfer import PyramidInferPress
 from .qfilters import QFiltersPress, compute_qfilters, save_qfilters
+from .reform import ReformPress
 from .registry import describe_presses, get_press, make_press, press_names, register_press
+from .retro import RetroAttentionPress
 from .sagekv import SageKVPress
 from .snapkv import SnapKVPress
 from .streaming_llm import StreamingLLMPress
@@ -24,8 +30,14 @@ from .zeromerge import ZeroMergePress
 __all__ = [
     "BasePress",
     "ChunkKVPress",
+    "DecodingPress",
+    "FreqKVPress",
+    "HeadwisePress",
+    "PoDPress",
     "PyramidInferPress",
     "QFiltersPress",
+    "ReformPress",
+    "RetroAttentionPress",
     "SageKVPress",
     "ScorerPress",
     "SnapKVPress",
@@ -34,9 +46,11 @@ __all__ = [
     "compute_qfilters",
     "decode",
     "describe_presses",
+    "find_layer_groups",
     "generate",
     "get_press",
     "greedy",
+    "layer_similarity",
     "make_press",
     "prefill",
     "prefill_logits",

@@ -44,6 +44,7 @@ class BasePress:
     name: ClassVar[str]
     summary: ClassVar[str]
     needs_queries: ClassVar[bool] = True
+    decoding: ClassVar[bool] = False  # acts during decoding too: the pipeline keeps its hooks on while decoding
 
     ratio: float = 0.5
     window: int = 32
@@ -74,6 +75,11 @@ class BasePress:
 
     def reset(self) -> None:
         """Forget per-prefill state (e.g. indices shared between layers)."""
+
+    def finish(self, model: nn.Module, input_ids: torch.Tensor, cache: Any, question_len: int = 0) -> Any:
+        """The cache after a prefill of ``input_ids`` with this press (``kv.prefill`` calls it; default: as is).
+        A press that rebuilds the kept entries (REFORM's recompute) returns the new cache."""
+        return cache
 
     def compress(
         self,
@@ -114,16 +120,25 @@ class BasePress:
         observation window, kept whole); ``ratio`` applies to the context before it.
         """
         integer("question_len", question_len, 0)
-        modules = attention_modules(model)
         self.reset()
         self.question = question_len
+        try:
+            with self.hooked(model):
+                yield
+        finally:
+            self.question = 0
+
+    @contextmanager
+    def hooked(self, model: nn.Module) -> Iterator[None]:
+        """The press's hooks on every attention module, without resetting its state (decoding with a
+        :attr:`decoding` press after its prefill: ``kv.decode``/``kv.greedy`` given the press use this)."""
+        modules = attention_modules(model)
         handles = [
             m.register_forward_hook(self._hook(i, len(modules)), with_kwargs=True) for i, m in enumerate(modules)
         ]
         try:
             yield
         finally:
-            self.question = 0
             for h in handles:
                 h.remove()
 

@@ -44,6 +44,11 @@ def sdpa_attention(model: nn.Module) -> Iterator[None]:
         model.set_attn_implementation(before)
 
 
+def decoding_hooks(model: nn.Module, press: BasePress | None) -> Any:
+    """The hooks of a press that acts during decoding (``press.decoding``), else nothing."""
+    return press.hooked(model) if press is not None and press.decoding else nullcontext()
+
+
 @torch.no_grad()
 def prefill_logits(
     model: nn.Module, input_ids: torch.Tensor, press: BasePress | None = None, question_len: int = 0
@@ -53,6 +58,8 @@ def prefill_logits(
     cache = new_cache()
     with press(model, question_len=question_len) if press is not None else nullcontext():
         out = model(input_ids=input_ids, use_cache=True, logits_to_keep=1, **{cache_kwarg(model): cache})
+    if press is not None:
+        cache = press.finish(model, input_ids, cache, question_len)
     return cache, out.logits
 
 
@@ -86,10 +93,15 @@ def decode(
     start: int,
     max_new_tokens: int,
     eos_token_id: int | None = None,
+    press: BasePress | None = None,
 ) -> list[int]:
-    """Greedy decoding: feed ``prompt_ids`` (one token at a time when layer lengths differ), then generate."""
-    logits = forward_tokens(model, cache, prompt_ids, start)
-    return greedy(model, cache, logits, start + prompt_ids.shape[1], max_new_tokens, eos_token_id)
+    """Greedy decoding: feed ``prompt_ids`` (one token at a time when layer lengths differ), then generate.
+
+    ``press``: the press the cache was prefilled with; one that acts during decoding (``press.decoding``, e.g.
+    ``decoding``) keeps its hooks on while the prompt is fed and the tokens are generated."""
+    with decoding_hooks(model, press):
+        logits = forward_tokens(model, cache, prompt_ids, start)
+    return greedy(model, cache, logits, start + prompt_ids.shape[1], max_new_tokens, eos_token_id, press)
 
 
 @torch.no_grad()
@@ -100,12 +112,14 @@ def greedy(
     start: int,
     max_new_tokens: int,
     eos_token_id: int | None = None,
+    press: BasePress | None = None,
 ) -> list[int]:
     """Greedy tokens from ``logits`` [batch, len, vocab] of the position before ``start``, extending ``cache``.
 
     ``start`` is the absolute position of the next token (the uncompressed prompt length), not the cache length.
+    ``press``: as in :func:`decode`.
     """
-    with nullcontext() if uniform(cache) else sdpa_attention(model):
+    with nullcontext() if uniform(cache) else sdpa_attention(model), decoding_hooks(model, press):
         out: list[int] = []
         for _ in range(max_new_tokens):
             nxt = logits[:, -1].argmax(-1, keepdim=True)
@@ -143,8 +157,8 @@ def generate(
     if question_aware:
         ids = torch.cat([ctx_ids, q_ids], dim=1)
         cache, logits = prefill_logits(model, ids, press, q_ids.shape[1])
-        out = greedy(model, cache, logits, ids.shape[1], max_new_tokens, tokenizer.eos_token_id)
+        out = greedy(model, cache, logits, ids.shape[1], max_new_tokens, tokenizer.eos_token_id, press)
     else:
         cache = prefill(model, ctx_ids, press)
-        out = decode(model, cache, q_ids, ctx_ids.shape[1], max_new_tokens, tokenizer.eos_token_id)
+        out = decode(model, cache, q_ids, ctx_ids.shape[1], max_new_tokens, tokenizer.eos_token_id, press)
     return tokenizer.decode(out, skip_special_tokens=True)
