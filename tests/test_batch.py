@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,10 @@ def read_lines(out: Path) -> list[dict[str, Any]]:
     data = out.read_bytes()
     assert not data or data.endswith(b"\n"), "the output ends in a partial line"
     return [json.loads(line) for line in data.decode("utf-8").split("\n")[:-1]]
+
+
+def lines_in(out: Path) -> int:
+    return out.read_bytes().count(b"\n") if out.exists() else 0
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:
@@ -99,43 +104,59 @@ def expected_output(records: list[Any]) -> dict[str, dict[str, Any]]:
     return expected
 
 
+def _kill_round(source: Path, out: Path, seed: int, full_run_s: float, expected: dict[str, Any]) -> int:
+    """Five kill -9 of the job on ``out`` then a run to completion, checked; returns how many kills landed while
+    records were being written."""
+    rng = random.Random(seed)
+    interrupted = 0
+    for kill in range(5):
+        before = lines_in(out)
+        job = start(source, out)
+        if kill % 2:  # anywhere: starting, claiming the output, dropping a cut line, compressing, writing
+            time.sleep(rng.uniform(0, full_run_s))
+        else:  # while records are being written
+            deadline = time.monotonic() + 60
+            while job.poll() is None and lines_in(out) <= before and time.monotonic() < deadline:
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0, 0.05))
+        job.send_signal(signal.SIGKILL)
+        job.wait(timeout=60)
+        interrupted += job.returncode == -signal.SIGKILL and 0 < lines_in(out) < len(expected)
+    final = batch(source, out, *JOB)
+    assert final.returncode == 1, final.stderr  # finished, with the bad records listed
+    lines = read_lines(out)
+    keys = [line[KEY_FIELD] for line in lines]
+    assert len(keys) == len(set(keys)), "a record was written twice"
+    assert {line[KEY_FIELD]: line for line in lines} == expected
+    failed = [json.loads(x) for x in out.with_name(out.name + ".failed.jsonl").read_text().splitlines()]
+    assert [(f["line"], f["code"]) for f in failed] == [
+        (8, "invalid_input"),
+        (12, "invalid_input"),
+        (14, "duplicate_id"),
+    ]
+    return interrupted
+
+
 def test_kill_9_at_random_moments_never_loses_or_repeats_a_record(tmp_path: Path) -> None:
-    """Rounds of kill -9 at random moments, each round ending with a run to completion: every good record is in
-    the output exactly once, as it was compressed, in a file of whole lines; the bad ones are reported."""
-    records = corpus(180)
+    """Five rounds (run side by side) of five kill -9 at random moments, each round ending with a run to
+    completion: every good record is in the output exactly once, as it was compressed, in a file of whole lines;
+    the bad ones are reported."""
+    records = corpus(150)
     source = write_jsonl(tmp_path / "in.jsonl", records)
     expected = expected_output(records)
     began = time.perf_counter()
     clean = batch(source, tmp_path / "clean.jsonl", *JOB)
     full_run_s = time.perf_counter() - began
-    assert clean.returncode == 1, clean.stderr  # finished, with the bad records listed
+    assert clean.returncode == 1, clean.stderr
     assert {r[KEY_FIELD]: r for r in read_lines(tmp_path / "clean.jsonl")} == expected
-    rng = random.Random(20)
-    interrupted = 0  # kills that left the job between its first and its last record
-    for round_ in range(5):
-        out = tmp_path / f"out-{round_}.jsonl"
-        for _ in range(5):
-            job = start(source, out)
-            time.sleep(rng.uniform(0, full_run_s))
-            job.send_signal(signal.SIGKILL)
-            job.wait(timeout=60)
-            if out.exists():
-                written = out.read_bytes().count(b"\n")
-                interrupted += job.returncode == -signal.SIGKILL and 0 < written < len(expected)
-        final = batch(source, out, *JOB)
-        assert final.returncode == 1, final.stderr
-        lines = read_lines(out)
-        keys = [line[KEY_FIELD] for line in lines]
-        assert len(keys) == len(set(keys)), "a record was written twice"
-        assert {line[KEY_FIELD]: line for line in lines} == expected
-        failed = [json.loads(x) for x in out.with_name(out.name + ".failed.jsonl").read_text().splitlines()]
-        assert [(f["line"], f["code"]) for f in failed] == [
-            (8, "invalid_input"),
-            (12, "invalid_input"),
-            (14, "duplicate_id"),
+    with ThreadPoolExecutor(5) as pool:
+        rounds = [
+            pool.submit(_kill_round, source, tmp_path / f"out-{seed}.jsonl", seed, full_run_s, expected)
+            for seed in range(5)
         ]
+        interrupted = sum(r.result() for r in rounds)
     print(f"{interrupted} of 25 kills landed while records were being written; a full run takes {full_run_s:.2f} s")
-    assert interrupted >= 5, f"only {interrupted} of 25 kills landed while records were being written"
+    assert interrupted >= 10, f"only {interrupted} of 25 kills landed while records were being written"
 
 
 def test_a_resume_never_rewrites_the_output_in_place(tmp_path: Path) -> None:
