@@ -236,11 +236,15 @@ class BatchOutput:
         try:
             self._claim()
             self._take_lock()
+            for name in (self.path.name, failed_path(self.path).name):  # temporary files left by a kill
+                for stale in self.path.parent.glob(f".{name}.tmp-*"):
+                    stale.unlink(missing_ok=True)
             size = self._complete_size()
+            keys = self._keys(size)  # before anything changes: a file with a line not of this job stays as it is
             if self.path.exists() and size < self.path.stat().st_size:
                 write_atomically(self.path, _prefix(self.path, size))
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            return self._keys()
+            return keys
         except OSError as exc:
             self.close()
             raise BatchOutputError(f"cannot use {self.path}: {exc.strerror or exc}") from exc
@@ -249,8 +253,6 @@ class BatchOutput:
             raise
 
     def _claim(self) -> None:
-        for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):  # left by a kill mid-rename
-            stale.unlink(missing_ok=True)
         if self.path.exists() and not self.path.is_file():
             raise BatchOutputError(f"{self.path} is not a regular file")
         if self.marker.exists():
@@ -303,10 +305,16 @@ class BatchOutput:
                 end = start
         return 0
 
-    def _keys(self) -> set[str]:
+    def _keys(self, size: int) -> set[str]:
+        """The record keys of the first ``size`` bytes (whole lines) of ``out``."""
         keys: set[str] = set()
+        if not size:
+            return keys
         with self.path.open("rb") as lines:
             for number, raw in enumerate(lines, 1):
+                size -= len(raw)
+                if size < 0:
+                    break
                 try:
                     keys.add(json.loads(raw.decode("utf-8"))[KEY_FIELD])
                 except (ValueError, KeyError, TypeError) as exc:

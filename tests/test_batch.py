@@ -283,6 +283,11 @@ def test_a_partial_last_line_is_dropped_and_recompressed(tmp_path: Path) -> None
     assert batch(source, out, *JOB).returncode == 0
     assert sorted(out.read_bytes().split(b"\n")) == sorted(complete.split(b"\n"))
     assert not [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    # a line this job did not write (say an edit): refused before anything changes, the cut line included
+    tampered = complete + b"an edited line\n" + lines[0][:10]
+    out.write_bytes(tampered)
+    assert "was not written by this job" in one_line_error(batch(source, out, *JOB))
+    assert out.read_bytes() == tampered
 
 
 def test_the_marker_says_what_the_job_is(tmp_path: Path) -> None:
