@@ -89,7 +89,7 @@ def batch_rows(method: str, n: int, worker_counts: list[int], tmp: Path) -> list
     for workers in worker_counts:
         out = tmp / f"ray_bench_out_{method}_{workers}.jsonl"
         out.unlink(missing_ok=True)
-        summary = run_batch(source, out, spec, workers=workers)
+        summary = run_batch(source, out, spec, ray=True, workers=workers)
         assert summary.written == n and not summary.failed, summary.failed[:3]
         rows.append(
             {

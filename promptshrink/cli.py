@@ -162,8 +162,11 @@ class _BatchProgress:
         if not self.enabled:
             return
         if self.bar is None:
-            from tqdm import tqdm
-
+            try:
+                from tqdm import tqdm
+            except ImportError:  # the bar comes with the `ray` extra; the summary is printed without it
+                self.enabled = False
+                return
             self.bar = tqdm(total=summary.records - summary.skipped, unit="rec", file=sys.stderr)
         self.bar.update(summary.written + len(summary.failed) - self.bar.n)
         self.bar.set_postfix(tokens=f"{summary.tokens_in}->{summary.tokens_out}", failed=len(summary.failed))
@@ -174,10 +177,9 @@ class _BatchProgress:
 
 
 def _batch(args: argparse.Namespace) -> int:
-    try:
-        from .batch import BatchSpec, run_batch
-    except ImportError as exc:
-        raise InvalidInputError(f"batch needs its extras: pip install 'promptshrink[ray]' ({exc})") from exc
+    """Exit status 0: every record done; 1: some records failed (listed); 2: usage or I/O error (one line)."""
+    from .batch import BatchSpec, run_batch
+
     spec = BatchSpec(
         method=args.method,
         rate=args.rate,
@@ -186,18 +188,29 @@ def _batch(args: argparse.Namespace) -> int:
         question_field=args.question_field,
         options=parse_options(args.option or []),
     )
+    ray_options = {
+        "ray_address": args.ray_address,
+        "workers": args.workers,
+        "cpus_per_worker": args.cpus_per_worker,
+        "gpus_per_worker": args.gpus_per_worker,
+    }
+    if not args.ray:
+        given = [f"--{k.replace('_', '-')}" for k, v in ray_options.items() if v is not None]
+        if given:
+            raise InvalidInputError(f"{', '.join(given)} need --ray (the Ray Data path)")
     bar = _BatchProgress(not args.quiet and (args.progress or sys.stderr.isatty()))
     try:
         summary = run_batch(
             Path(args.input),
             Path(args.output),
             spec,
-            ray_address=args.ray_address,
-            workers=args.workers,
-            cpus_per_worker=args.cpus_per_worker,
-            gpus_per_worker=args.gpus_per_worker,
+            ray=args.ray,
+            **{k: v for k, v in ray_options.items() if v is not None},
             progress=bar,
         )
+    except OSError as exc:  # not a traceback: an I/O error is a usage error (exit 2) with a one-line message
+        name = f" {exc.filename}" if exc.filename else ""
+        raise InvalidInputError(f"I/O error{name}: {exc.strerror or exc}") from exc
     finally:
         bar.close()
     if args.json:
@@ -266,16 +279,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ray-address", default=None, help="with --ray: join this Ray cluster (default: start one)")
     s.set_defaults(func=_serve)
 
-    b = sub.add_parser("batch", help="compress a JSONL or Parquet corpus with Ray Data (resumable)")
+    b = sub.add_parser(
+        "batch",
+        help="compress a JSONL or Parquet corpus (resumable; --ray: on Ray Data)",
+        description="Exit status: 0 every record done, 1 some records failed (listed), 2 usage or I/O error. "
+        "See docs/batch.md.",
+    )
     b.add_argument("input", help="JSONL or .parquet file of records with text, messages or passages")
     b.add_argument("output", help="JSONL file the compressed records are appended to (rerun to resume)")
     add_option_flags(b, only=("method", "rate", "target_tokens", "tokenizer"))
     b.add_argument("--question-field", "-q", help="record field holding the question (question-aware methods)")
     b.add_argument("--option", "-o", action="append", help="method option key=value (repeatable)")
-    b.add_argument("--ray-address", default=None, help="Ray cluster to run on ('auto': this machine's); default: local")
-    b.add_argument("--workers", type=int, default=None, help="compression actors (default: CPUs / cpus-per-worker)")
-    b.add_argument("--cpus-per-worker", type=float, default=1.0)
-    b.add_argument("--gpus-per-worker", type=float, default=0.0)
+    b.add_argument("--ray", action="store_true", help="compress on Ray Data actors (default: in this process)")
+    b.add_argument(
+        "--ray-address", default=None, help="with --ray: the cluster ('auto': this machine's); default: local"
+    )
+    b.add_argument("--workers", type=int, default=None, help="with --ray: actors (default: CPUs / cpus-per-worker)")
+    b.add_argument("--cpus-per-worker", type=float, default=None, help="with --ray (default 1)")
+    b.add_argument("--gpus-per-worker", type=float, default=None, help="with --ray (default 0)")
     b.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     b.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
     b.add_argument("--quiet", action="store_true", help="no progress bar or summary on stderr")

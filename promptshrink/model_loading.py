@@ -7,10 +7,13 @@ Every model is loaded once per process and shared.
 
 from __future__ import annotations
 
+import atexit
+import fnmatch
 import hashlib
 import importlib.util
 import inspect
 import json
+import logging
 import os
 import re
 import shutil
@@ -28,12 +31,21 @@ from typing import Any, TypeVar
 from .errors import InvalidInputError, ModelUnavailableError
 from .paths import models_dir
 
+try:
+    import fcntl
+except ImportError:  # Windows: rebuilds are still atomic renames, just not serialised between processes
+    fcntl = None  # type: ignore[assignment]
+
+logger = logging.getLogger(__name__)
+
 DEFAULT_LM = "default-lm"
 LARGE_LM = "large-lm"
 DEFAULT_EMBEDDER = "embedder"
-# A dequantised GGUF cache records its files' sha256 here when it is built; every process checks them before use.
-FILES_RECORD = "promptshrink-files.json"
-CACHE_FORMAT = "v2"  # v2: caches carry FILES_RECORD (older cache folders are left alone and rebuilt once)
+# v3: a dequantised GGUF cache is checked against the sha256 the manifest ships for its files (`converted`); older
+# cache folders (v2 vouched for themselves with a record inside the folder) are left alone.
+CACHE_FORMAT = "v3"
+# Files of an ``hf`` model folder that transformers never reads, so they need no pin.
+INERT_FILES = ("*.md", ".*")
 _LOAD_LOCK = threading.RLock()
 DEVICE_ENV = "PROMPTSHRINK_DEVICE"
 _DEVICE: ContextVar[str | None] = ContextVar("promptshrink_device", default=None)
@@ -49,6 +61,8 @@ class ModelSpec:
     ``format`` is ``hf`` (a transformers directory) or ``gguf`` (a GGUF file, possibly split over several
     packages); a GGUF model is dequantised once and cached as a transformers directory. ``sha256`` pins the GGUF
     file, ``files`` the sha256 of each file of an ``hf`` directory; both are checked before anything is loaded.
+    ``converted`` maps a converter (`converter_version`) to the sha256 of each file the dequantised cache holds:
+    the cache is trusted only as far as these shipped hashes, never by a record of its own.
     """
 
     alias: str
@@ -62,6 +76,7 @@ class ModelSpec:
     parameters: str = ""
     files: dict[str, str] = field(default_factory=dict)
     provenance: str = ""
+    converted: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, alias: str, entry: dict[str, Any]) -> ModelSpec:
@@ -91,22 +106,16 @@ class ModelSpec:
     def locate(self) -> Path:
         """A transformers-loadable directory, its files checked against their sha256 (once per process).
 
-        For GGUF: the dequantised cache, built on first use from the checked GGUF, which records its own files'
-        sha256 then; a cache that no longer matches them is refused.
+        For GGUF: the dequantised cache, checked against the hashes the manifest ships for this converter and
+        rebuilt from the checked GGUF when it differs in any way (see `cached_conversion`).
         """
         paths = self.part_paths()
         if self.format == "hf":
             if not self.files:
                 raise ModelUnavailableError(f"{self.alias}: the manifest pins no file hashes; refusing to load it")
-            verify_files(paths[0], self.files, f"reinstall: {self.install_hint()}")
+            verify_files(paths[0], self.files, f"reinstall: {self.install_hint()}", inert=INERT_FILES)
             return paths[0]
-        target = cache_dir() / f"{self.alias}-{self.sha256[:12]}-{CACHE_FORMAT}"
-        with _LOAD_LOCK:
-            if not (target / FILES_RECORD).is_file():
-                _materialise_gguf(self, paths, target)
-        recorded = json.loads((target / FILES_RECORD).read_text())["files"]
-        verify_files(target, recorded, f"delete {target} and it is rebuilt from the checked GGUF")
-        return target
+        return cached_conversion(self, paths)
 
 
 def cache_dir() -> Path:
@@ -121,16 +130,23 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify_files(folder: Path, expected: dict[str, str], remedy: str) -> None:
+def verify_files(folder: Path, expected: dict[str, str], remedy: str, inert: tuple[str, ...] = ()) -> None:
     """Check that each of ``expected`` (relative path -> sha256) in ``folder`` matches, and that ``folder`` holds
-    no weight file beyond them; raises `ModelUnavailableError` naming the remedy. Checked once per process."""
+    no other file except those matching an ``inert`` pattern; raises `ModelUnavailableError` naming the remedy.
+    Checked once per process."""
     key = (folder.resolve(), frozenset(expected.items()))
     if key in _VERIFIED:
         return
-    unlisted = sorted(p.name for p in folder.rglob("*.safetensors") if p.relative_to(folder).as_posix() not in expected)
+    if not folder.is_dir():
+        raise ModelUnavailableError(f"{folder} is missing; {remedy}")
+    unlisted = sorted(
+        rel
+        for rel in (p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir())
+        if rel not in expected and not any(fnmatch.fnmatch(Path(rel).name, pattern) for pattern in inert)
+    )
     if unlisted:
         raise ModelUnavailableError(
-            f"{folder} holds weights its hash list does not pin ({', '.join(unlisted)}); {remedy}"
+            f"{folder} holds files its hash list does not pin ({', '.join(unlisted)}); {remedy}"
         )
     for name, digest in sorted(expected.items()):
         path = folder / name
@@ -141,41 +157,113 @@ def verify_files(folder: Path, expected: dict[str, str], remedy: str) -> None:
     _VERIFIED.add(key)
 
 
-def _record_files(folder: Path) -> None:
-    files = {p.relative_to(folder).as_posix(): _sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
-    (folder / FILES_RECORD).write_text(json.dumps({"files": files}, indent=1) + "\n")
+def converter_version() -> str:
+    """The converter whose output `ModelSpec.converted` pins: the installed transformers (it dequantises)."""
+    _, transformers = lm_stack()
+    return f"transformers=={transformers.__version__}"
 
 
-def _materialise_gguf(spec: ModelSpec, parts: list[Path], target: Path) -> None:
-    """Join the GGUF parts, check the checksum, dequantise with transformers and save as safetensors."""
+def cached_conversion(spec: ModelSpec, parts: list[Path]) -> Path:
+    """The dequantised cache of a GGUF model, trusted only if it matches the sha256 shipped in the manifest.
+
+    A cache that is missing, altered or holds any file the manifest does not list is replaced by a fresh
+    conversion of the checked GGUF (atomically: a reader sees the old folder or the new one). Where the manifest
+    pins no hashes for the installed converter (or its conversion differs from them, say with another tokenizers
+    version), nothing on disk can vouch for a cache, so each process converts the GGUF into a private folder of
+    its own (slower; removed at exit).
+    """
+    target = cache_dir() / f"{spec.alias}-{spec.sha256[:12]}-{CACHE_FORMAT}"
+    expected = spec.converted.get(converter_version())
+    with _LOAD_LOCK, _cache_lock(target):
+        if expected is not None:
+            try:
+                verify_files(target, expected, "rebuilding it")
+                return target
+            except ModelUnavailableError as problem:
+                if target.exists():
+                    logger.warning("model cache refused, rebuilt from the checked GGUF: %s", problem)
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        except OSError as exc:
+            raise ModelUnavailableError(f"cannot build the model cache {target}: {exc}") from exc
+        try:
+            _materialise_gguf(spec, parts, staging)
+            if expected is None or converted_hashes(staging) != expected:
+                logger.warning(
+                    "%s: the manifest pins no hashes for its conversion with %s; using a private conversion for "
+                    "this process",
+                    spec.alias,
+                    converter_version(),
+                )
+                atexit.register(shutil.rmtree, staging, True)
+                return staging
+            _replace_dir(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        verify_files(target, expected, "rebuilding it failed")
+        return target
+
+
+@contextmanager
+def _cache_lock(target: Path) -> Iterator[None]:
+    """Serialise cache rebuilds between processes (an advisory lock file beside the cache folder)."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(target.parent / f".{target.name}.lock", "a")  # noqa: SIM115 (closed below)
+    except OSError:  # a read-only cache (say one built into an image): it can be checked, not rebuilt
+        yield
+        return
+    with handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Put folder ``new`` at ``target``, replacing whatever is there, with renames only."""
+    old = None
+    if target.exists() or target.is_symlink():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}-{os.urandom(4).hex()}")
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink()
+
+
+def _materialise_gguf(spec: ModelSpec, parts: list[Path], out: Path) -> None:
+    """Join the GGUF parts, check the checksum, dequantise with transformers and save as safetensors in ``out``."""
     torch, transformers = lm_stack()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as work:
+    with tempfile.TemporaryDirectory(dir=out.parent) as work:
         gguf = parts[0]
         if len(parts) > 1:
             gguf = Path(work) / "model.gguf"
-            with open(gguf, "wb") as out:
+            with open(gguf, "wb") as joined:
                 for part in parts:
                     with open(part, "rb") as f:
-                        shutil.copyfileobj(f, out, 1 << 24)
+                        shutil.copyfileobj(f, joined, 1 << 24)
         if spec.sha256 and _sha256(gguf) != spec.sha256:
             raise ModelUnavailableError(f"{spec.alias}: the GGUF file is corrupt (sha256 mismatch); reinstall")
-        tokenizer = transformers.AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        # local_files_only is saved into tokenizer_config.json: fixed, so the files do not depend on the env
+        tokenizer = transformers.AutoTokenizer.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, local_files_only=True
+        )
         model = transformers.AutoModelForCausalLM.from_pretrained(
-            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32, local_files_only=True
         )
         model.hf_quantizer = None  # weights are plain float tensors after dequantisation
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
-        staging = Path(work) / "hf"
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        _record_files(staging)
-        try:
-            os.replace(staging, target)
-        except OSError:  # another process finished first
-            if not (target / FILES_RECORD).is_file():
-                raise
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+
+
+def converted_hashes(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder``: what `ModelSpec.converted` records for a fresh conversion."""
+    return {p.relative_to(folder).as_posix(): _sha256(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @lru_cache(maxsize=1)

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 import promptshrink as ps
-from promptshrink.batch import KEY_FIELD, BatchSpec, run_batch
+from promptshrink.batch import KEY_FIELD, BatchOutputError, BatchSpec, run_batch
 from promptshrink.cli import main
 from promptshrink.errors import InvalidInputError
 from promptshrink.service import Settings
@@ -292,7 +292,7 @@ def test_batch_output_equals_compress_record_by_record(ray_local: None, tmp_path
     records = corpus()
     source = write_jsonl(tmp_path / "in.jsonl", [json.dumps(r) for r in records])
     out = tmp_path / "out.jsonl"
-    args = ["batch", str(source), str(out), "-m", "tfidf", "-r", "0.4", "-q", "q", "--workers", "2"]
+    args = ["batch", str(source), str(out), "-m", "tfidf", "-r", "0.4", "-q", "q", "--ray", "--workers", "2"]
     assert main([*args, "--cpus-per-worker", "0.5", "--quiet"]) == 0
     written = read_out(out)
     assert len(written) == len(records)
@@ -312,7 +312,7 @@ def test_batch_reads_parquet_like_jsonl(ray_local: None, tmp_path: Path) -> None
     pa = pytest.importorskip("pyarrow")
     records = [r for r in corpus() if "text" in r][:6]
     pq.write_table(pa.Table.from_pylist(records), tmp_path / "in.parquet")
-    summary = run_batch(tmp_path / "in.parquet", tmp_path / "out.jsonl", SPEC, workers=2, cpus_per_worker=0.5)
+    summary = run_batch(tmp_path / "in.parquet", tmp_path / "out.jsonl", SPEC, ray=True, workers=2, cpus_per_worker=0.5)
     assert (summary.written, summary.failed) == (6, [])
     texts = sorted(w["text"] for w in read_out(tmp_path / "out.jsonl"))
     assert texts == sorted(expected(r)[0] for r in records)
@@ -323,16 +323,16 @@ def test_batch_resumes_without_duplicates(ray_local: None, tmp_path: Path) -> No
     lines = [json.dumps(r) for r in corpus()]
     source = write_jsonl(tmp_path / "in.jsonl", lines)
     out = tmp_path / "out.jsonl"
-    first = run_batch(source, out, SPEC, workers=2, cpus_per_worker=0.5)
+    first = run_batch(source, out, SPEC, ray=True, workers=2, cpus_per_worker=0.5)
     assert first.written == len(lines)
     complete = out.read_text().splitlines(keepends=True)
     # An interrupted run: 5 records written, the 6th cut mid-line.
     out.write_text("".join(complete[:5]) + complete[5][:40])
-    resumed = run_batch(source, out, SPEC, workers=2, cpus_per_worker=0.5)
+    resumed = run_batch(source, out, SPEC, ray=True, workers=2, cpus_per_worker=0.5)
     assert (resumed.skipped, resumed.written, resumed.failed) == (5, len(lines) - 5, [])
     keys = [w[KEY_FIELD] for w in read_out(out)]
     assert len(keys) == len(set(keys)) == len(lines)
-    again = run_batch(source, out, SPEC, workers=2, cpus_per_worker=0.5)
+    again = run_batch(source, out, SPEC, ray=True, workers=2, cpus_per_worker=0.5)
     assert (again.skipped, again.written) == (len(lines), 0)
     assert sorted(read_out(out), key=lambda w: w[KEY_FIELD]) == sorted(
         (json.loads(line) for line in complete), key=lambda w: w[KEY_FIELD]
@@ -340,7 +340,7 @@ def test_batch_resumes_without_duplicates(ray_local: None, tmp_path: Path) -> No
     # A line whose content changed is a new record (no id): it is compressed again, the others are skipped.
     lines[0] = json.dumps({"text": LONG_TEXT[:400], "q": QUESTION})
     write_jsonl(source, lines)
-    changed = run_batch(source, out, SPEC, workers=2, cpus_per_worker=0.5)
+    changed = run_batch(source, out, SPEC, ray=True, workers=2, cpus_per_worker=0.5)
     assert (changed.skipped, changed.written) == (len(lines) - 1, 1)
 
 
@@ -357,7 +357,7 @@ def test_bad_records_are_reported_and_skipped(ray_local: None, tmp_path: Path, c
     with source.open("ab") as f:
         f.write(b'{"id": "latin-1", "text": "caf\xe9"}\n')
     out = tmp_path / "out.jsonl"
-    args = ["batch", str(source), str(out), "-m", "tfidf", "-r", "0.4", "-q", "q", "--cpus-per-worker", "0.5"]
+    args = ["batch", str(source), str(out), "-m", "tfidf", "-r", "0.4", "-q", "q", "--ray", "--cpus-per-worker", "0.5"]
     assert main([*args, "--json"]) == 1  # finished, with failed records
     summary = json.loads(capsys.readouterr().out)
     assert summary["written"] == 4 and summary["records"] == 10
@@ -384,8 +384,9 @@ def test_batch_refuses_a_bad_job_before_starting(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError, match="does not exist"):
         run_batch(tmp_path / "missing.jsonl", tmp_path / "out.jsonl", SPEC)
     (tmp_path / "foreign.jsonl").write_text('{"not": "ours"}\n')
-    with pytest.raises(InvalidInputError, match="did not write"):
-        run_batch(source, tmp_path / "foreign.jsonl", SPEC)
+    with pytest.raises(BatchOutputError, match="not the output of a promptshrink batch job"):
+        run_batch(source, tmp_path / "foreign.jsonl", SPEC, ray=True)
+    assert (tmp_path / "foreign.jsonl").read_text() == '{"not": "ours"}\n'  # untouched
 
 
 # --- last: a replica killed under load -----------------------------------------------------------------------
