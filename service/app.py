@@ -20,7 +20,6 @@ import promptshrink
 from promptshrink.errors import PromptShrinkError
 from promptshrink.model_loading import set_torch_threads
 
-from . import routes_compress, routes_meta, routes_proxy
 from .batching import MicroBatcher
 from .config import Settings
 from .errors import ApiError, from_library
@@ -28,6 +27,12 @@ from .limits import WorkPool
 from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, MetricsMiddleware, scrub_access_log
 from .proxy import Upstream, check_upstream_key
+from .routes_compress import router as compress_router
+from .routes_meta import docs as docs_router
+from .routes_meta import health as health_router
+from .routes_meta import methods as methods_router
+from .routes_meta import metrics as metrics_router
+from .routes_proxy import router as proxy_router
 
 log = logging.getLogger("promptshrink.service")
 WARMUP_TEXT = "Prompt compression keeps the informative parts of a prompt. The rest is dropped to save tokens."
@@ -216,12 +221,12 @@ def key_unless(public: bool) -> Callable[[Request], Awaitable[None]]:
 
 def _add_routes(app: FastAPI, settings: Settings) -> None:
     keyed = [Depends(authenticate)]
-    app.include_router(routes_compress.router, dependencies=keyed)
-    app.include_router(routes_proxy.router, dependencies=keyed)
-    app.include_router(routes_meta.methods, dependencies=keyed)
-    app.include_router(routes_meta.health)
-    app.include_router(routes_meta.metrics, dependencies=[Depends(key_unless(settings.public_metrics))])
-    app.include_router(routes_meta.docs, dependencies=[Depends(key_unless(settings.public_docs))])
+    app.include_router(compress_router, dependencies=keyed)
+    app.include_router(proxy_router, dependencies=keyed)
+    app.include_router(methods_router, dependencies=keyed)
+    app.include_router(health_router)
+    app.include_router(metrics_router, dependencies=[Depends(key_unless(settings.public_metrics))])
+    app.include_router(docs_router, dependencies=[Depends(key_unless(settings.public_docs))])
 
 
 def _install_errors(app: FastAPI, state: State) -> None:
