@@ -24,11 +24,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .api import compress, get_compressor
-from .budget import make_budget
 from .errors import InvalidInputError, PromptShrinkError
-from .registry import get_method
-from .structured import compress_messages, compress_passages
+from .pipeline import compress_text
+from .registry import get_compressor, get_method
+from .request import CompressOptions
+from .structured import messages_with, passages_with
 from .target_tokenizer import DEFAULT_TOKENIZER, get_tokenizer
 
 try:
@@ -61,10 +61,20 @@ class BatchSpec:
     question_field: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
+    def compress_options(self, question: str | None = None) -> CompressOptions:
+        """The library options of a record with ``question``."""
+        return CompressOptions(
+            method=self.method,
+            rate=self.rate,
+            target_tokens=self.target_tokens,
+            tokenizer=self.tokenizer,
+            question=question,
+            options=self.options,
+        )
+
     def check(self) -> None:
         """Fail before any work starts on a bad method, budget or tokenizer."""
-        get_method(self.method)
-        make_budget(self.rate, self.target_tokens)
+        get_method(self.compress_options().method_name)
         get_tokenizer(self.tokenizer)
 
     def settings(self) -> dict[str, Any]:
@@ -105,20 +115,19 @@ def compress_record(record: Any, spec: BatchSpec) -> dict[str, Any]:
         raise InvalidInputError(
             f"a record needs exactly one of {', '.join(CONTENT_FIELDS)}; it has {present or 'none'}"
         )
-    question = record.get(spec.question_field) if spec.question_field else None
-    budget = {"rate": spec.rate, "target_tokens": spec.target_tokens, "tokenizer": spec.tokenizer}
+    options = spec.compress_options(record.get(spec.question_field) if spec.question_field else None)
     content = present[0]
     out = dict(record)
     if content == "text":
-        result = compress(record["text"], spec.method, question=question, **budget, **spec.options)
+        result = compress_text(record["text"], options)
         out["text"] = result.text
         tokens = result.original_tokens, result.compressed_tokens
     elif content == "messages":
-        mres = compress_messages(record["messages"], spec.method, question=question, **budget, **spec.options)
+        mres = messages_with(record["messages"], options)
         out["messages"] = mres.messages
         tokens = mres.original_tokens, mres.compressed_tokens
     else:
-        pres = compress_passages(record["passages"], question, spec.method, **budget, **spec.options)
+        pres = passages_with(record["passages"], options)
         out["passages"] = pres.passages
         tokens = pres.original_tokens, pres.compressed_tokens
     out.update(method=spec.method, original_tokens=tokens[0], compressed_tokens=tokens[1])

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
-from typing import Any
+from collections.abc import Collection
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
 
-from .api import DEFAULT_METHOD
 from .errors import InvalidInputError, PromptShrinkError
 from .params import parse_options
+from .request import DEFAULT_METHOD, CompressOptions
 
 EXIT_USAGE = 2
 
@@ -41,23 +44,48 @@ class _Progress:
             print(f"\rscoring {done}/{total}", end=end, file=sys.stderr, flush=True)
 
 
+def add_option_flags(
+    parser: argparse.ArgumentParser, only: Collection[str] | None = None, cls: type[CompressOptions] = CompressOptions
+) -> None:
+    """A flag per field of ``cls`` (`CompressOptions`; ``only`` those named), from its type and ``metadata``:
+    ``--<name-with-dashes>`` plus the ``cli`` short names, help from ``doc``, budget flags mutually exclusive."""
+    hints = get_type_hints(cls)
+    groups: dict[Any, Any] = {}
+    for f in dataclasses.fields(cls):
+        names = f.metadata.get("cli", ())
+        if names is False or (only is not None and f.name not in only):
+            continue
+        hint = hints[f.name]
+        kind = next((a for a in get_args(hint) if a is not type(None)), hint) if get_origin(hint) else hint
+        default = None if f.default is dataclasses.MISSING else f.default
+        kw: dict[str, Any] = {"dest": f.name, "help": f.metadata["doc"] + (f" (default: {default})" if default else "")}
+        if kind is bool:
+            kw.update(action="store_true")
+        elif get_origin(hint) is tuple:
+            kw.update(action="append", help=kw["help"] + " (repeatable)")
+        else:
+            kw.update(type=kind, default=default)
+        group = f.metadata.get("group")
+        if group is not None and group not in groups:
+            groups[group] = parser.add_mutually_exclusive_group()
+        target = parser if group is None else groups[group]
+        target.add_argument("--" + f.name.replace("_", "-"), *names, **kw)
+    parser.set_defaults(method=DEFAULT_METHOD)
+
+
+def options_from(args: argparse.Namespace, cls: type[CompressOptions] = CompressOptions, **more: Any) -> Any:
+    """The ``cls`` of the parsed flags (those not given keep the field's default) and the ``--option`` pairs."""
+    flags = [f.name for f in dataclasses.fields(cls) if f.metadata.get("cli", ()) is not False]
+    given = {name: getattr(args, name) for name in flags if getattr(args, name, None) is not None}
+    return cls(**given, options=parse_options(getattr(args, "option", None) or []), **more)
+
+
 def _compress(args: argparse.Namespace) -> int:
-    from .api import compress
+    from .pipeline import compress_text
 
     text = _read_input(args.file)
-    result = compress(
-        text,
-        args.method,
-        rate=args.rate,
-        target_tokens=args.target_tokens,
-        tokenizer=args.tokenizer,
-        question=args.question,
-        keep=args.keep or [],
-        protect_numbers=args.protect_numbers,
-        seed=args.seed,
-        progress=_Progress(not args.quiet and (args.progress or sys.stderr.isatty())),
-        **parse_options(args.option or []),
-    )
+    progress = _Progress(not args.quiet and (args.progress or sys.stderr.isatty()))
+    result = compress_text(text, options_from(args, progress=progress))
     if args.json:
         print(json.dumps(result.to_dict(include_segments=args.segments), ensure_ascii=False, indent=2))
     else:
@@ -85,13 +113,27 @@ def _methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def _missing_subpackage(exc: ImportError, extras: str) -> InvalidInputError:
+    """The error for a failed import of ``promptshrink.service`` (or ``.clients``, ``.kernels``): a plain
+    checkout (the folders are mapped into the package only by an install) or a missing extra."""
+    name = (exc.name or "").split(".")
+    checkout = Path(__file__).resolve().parent.parent
+    if name[:1] == ["promptshrink"] and len(name) > 1 and (checkout / name[1] / "__init__.py").exists():
+        return InvalidInputError(
+            f"{checkout} is a plain checkout: its {name[1]}/ folder becomes promptshrink.{name[1]} only when the "
+            f"package is installed (pyproject.toml, [tool.setuptools.package-dir]); run "
+            f"pip install -e '.[{extras}]' in {checkout}, then promptshrink serve (or python -m promptshrink.cli serve)"
+        )
+    return InvalidInputError(f"this needs its extras: pip install 'promptshrink[{extras}]' ({exc})")
+
+
 def _serve(args: argparse.Namespace) -> int:
     if args.ray:
         return _serve_ray(args)
     try:
         from .service.server import run
     except ImportError as exc:
-        raise InvalidInputError(f"the service needs its extras: pip install 'promptshrink[service]' ({exc})") from exc
+        raise _missing_subpackage(exc, "service") from exc
     run(host=args.host, port=args.port, workers=args.workers, method=args.method, log_level=args.log_level)
     return 0
 
@@ -103,7 +145,7 @@ def _serve_ray(args: argparse.Namespace) -> int:
         from .service.config import Settings
         from .service.ray_app import run
     except ImportError as exc:
-        raise InvalidInputError(f"--ray needs its extras: pip install 'promptshrink[service,ray]' ({exc})") from exc
+        raise _missing_subpackage(exc, "service,ray") from exc
     overrides = {"host": args.host, "port": args.port, "method": args.method, "log_level": args.log_level}
     run(Settings.from_env(**overrides, ray_address=args.ray_address, ray_replicas=args.replicas))
     return 0
@@ -136,8 +178,6 @@ class _BatchProgress:
 
 def _batch(args: argparse.Namespace) -> int:
     """Exit status 0: every record done; 1: some records failed (listed); 2: usage or I/O error (one line)."""
-    from pathlib import Path
-
     from .batch import BatchSpec, run_batch
 
     spec = BatchSpec(
@@ -201,26 +241,13 @@ def _calibrate_ehpc(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_method_and_budget(parser: argparse.ArgumentParser, target_help: str) -> None:
-    """--method, --rate | --target-tokens and --tokenizer, shared by `compress` and `batch`."""
-    parser.add_argument("--method", "-m", default=DEFAULT_METHOD, help=f"default: {DEFAULT_METHOD}")
-    budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--rate", "-r", type=float, help="kept fraction of target tokens, in (0, 1]")
-    budget.add_argument("--target-tokens", "-t", type=int, help=target_help)
-    parser.add_argument("--tokenizer", default="cl100k_base", help="tiktoken encoding, OpenAI model or hf:<model>")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="promptshrink", description="Prompt compression for LLM calls.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("compress", help="compress a file or standard input")
     c.add_argument("file", help="path to a UTF-8 text file, or - for standard input")
-    _add_method_and_budget(c, "most tokens to keep, in the target tokenizer")
-    c.add_argument("--question", "-q", help="question the compressed context must answer")
-    c.add_argument("--keep", "-k", action="append", help="a string that must survive (repeatable)")
-    c.add_argument("--protect-numbers", action="store_true", help="never drop numbers")
-    c.add_argument("--seed", type=int, default=0)
+    add_option_flags(c)  # one flag per field of CompressOptions
     c.add_argument("--option", "-o", action="append", help="method option key=value (repeatable)")
     c.add_argument("--json", action="store_true", help="print the full result as JSON")
     c.add_argument("--segments", action="store_true", help="with --json: include per-segment decisions")
@@ -260,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("input", help="JSONL or .parquet file of records with text, messages or passages")
     b.add_argument("output", help="JSONL file the compressed records are appended to (rerun to resume)")
-    _add_method_and_budget(b, "most tokens to keep per record")
+    add_option_flags(b, only=("method", "rate", "target_tokens", "tokenizer"))
     b.add_argument("--question-field", "-q", help="record field holding the question (question-aware methods)")
     b.add_argument("--option", "-o", action="append", help="method option key=value (repeatable)")
     b.add_argument("--ray", action="store_true", help="compress on Ray Data actors (default: in this process)")

@@ -3,51 +3,43 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import hmac
 import logging
 import threading
-import time
-from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager, closing
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
-from functools import partial
-from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import promptshrink
 from promptshrink.errors import PromptShrinkError
 from promptshrink.model_loading import set_torch_threads
-from promptshrink.segmentation import LEVELS
 
-from .batching import MicroBatcher, batchable
-from .compression import check_options, check_unicode_body, is_light, run_compress, runs_inline
+from .batching import MicroBatcher
 from .config import Settings
-from .deadlines import Callers, unless_disconnected
-from .errors import ApiError, busy, from_library
+from .errors import ApiError, from_library
 from .gateway import add_gateway_routes
 from .guards import GuardMiddleware, allowed_hosts
 from .limits import WorkPool
 from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, MetricsMiddleware, scrub_access_log
-from .proxy import Upstream, check_upstream_key, compress_body, policy_from
-from .proxy_schemas import ChatCompletionsBody, CompletionsBody
-from .schemas import BatchRequest, BatchResponse, CompressRequest, CompressResponse, ErrorBody, Health, MethodsResponse
+from .proxy import Upstream, check_upstream_key
+from .routes_compress import router as compress_router
+from .routes_meta import docs as docs_router
+from .routes_meta import health as health_router
+from .routes_meta import methods as methods_router
+from .routes_meta import metrics as metrics_router
+from .routes_proxy import router as proxy_router
 
 log = logging.getLogger("promptshrink.service")
 WARMUP_TEXT = "Prompt compression keeps the informative parts of a prompt. The rest is dropped to save tokens."
 WARMUP_QUESTION = "What does prompt compression keep?"
 LOADING_RETRY_AFTER_S = 5  # a model load takes seconds: a sooner retry would only meet another 503
-ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (400, 401, 413, 422, 503, 504)}
-T = TypeVar("T")
-PROXY_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, 502: {"model": ErrorBody}}
 
 
 @dataclass
@@ -173,7 +165,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "x-promptshrink-compressed-tokens",
             ],
         )
-    _add_routes(app, state)
+    _add_routes(app, settings)
     add_gateway_routes(app, state, caller_upstream_key, key_matches)
     return app
 
@@ -215,202 +207,29 @@ async def caller_upstream_key(request: Request) -> str | None:
     )
 
 
-async def service_key(request: Request, public: bool) -> None:
+async def authenticate(request: Request) -> None:
+    """The key check of the compression, proxy and methods routes; keeps the caller's upstream key for the proxy."""
+    request.state.upstream_key = await caller_upstream_key(request)
+
+
+def key_unless(public: bool) -> Callable[[Request], Awaitable[None]]:
     """For /metrics and the docs: a service key unless keys are off or the endpoint is made public."""
-    if not public and request.app.state.ps.settings.api_keys:
-        await caller_upstream_key(request)
+
+    async def check(request: Request) -> None:
+        if not public and request.app.state.ps.settings.api_keys:
+            await caller_upstream_key(request)
+
+    return check
 
 
-Auth = Annotated[str | None, Depends(caller_upstream_key)]
-
-
-def _add_routes(app: FastAPI, state: State) -> None:
-    settings, metrics = state.settings, state.metrics
-
-    async def compress_one(req: CompressRequest, request: Request) -> dict[str, Any]:
-        queued_at = time.perf_counter()
-        method, options = check_options(req, settings)
-        await state.wait_loaded(method)
-        assert state.pool is not None
-        lease = state.pool.lease(1)  # admission is the same for inline and pooled work
-        if lease is None:
-            raise busy(settings.retry_after_s, "the compression queue")
-        if runs_inline(req, method):
-            with closing(lease):
-                return run_compress(req, settings, metrics, queued_at, queued_at + settings.request_timeout_s)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("compress request: %s", req.model_dump_json()[:2000])
-        try:
-            if state.batcher is not None and batchable(req, method):
-                batched = state.batcher.respond(req, method, options, lease, queued_at)
-                return await unless_disconnected(request, batched, settings.request_timeout_s)
-            waiting = asyncio.get_running_loop().create_future()  # cancelled when this caller goes
-            deadline = queued_at + settings.request_timeout_s
-            job = partial(run_compress, req, settings, metrics, queued_at, deadline, Callers([waiting]).progress)
-            work = state.pool.run(lease, job, light=is_light(method))
-            return await unless_disconnected(request, _tied(work, waiting), settings.request_timeout_s)
-        except TimeoutError as exc:
-            raise _timeout() from exc
-        finally:
-            lease.close()
-
-    @app.post("/v1/compress", response_model=CompressResponse, response_model_exclude_none=True, responses=ERRORS)
-    async def compress(req: CompressRequest, request: Request, _: Auth) -> dict[str, Any]:
-        """Compress a text, a list of chat messages, or passages for a question."""
-        return await compress_one(req, request)
-
-    @app.post("/v1/compress/batch", response_model=BatchResponse, response_model_exclude_none=True, responses=ERRORS)
-    async def compress_batch(batch: BatchRequest, _: Auth) -> dict[str, Any]:
-        """Compress many items concurrently (bounded); each item reports its own result or error."""
-        start = time.perf_counter()
-        if len(batch.items) > settings.max_batch_items:
-            raise ApiError(413, "too_many_items", f"{len(batch.items)} items; at most {settings.max_batch_items}")
-        assert state.pool is not None
-        width = min(len(batch.items), batch.concurrency or state.pool.threads, state.pool.threads)
-        lease = state.pool.lease(width)
-        if lease is None:
-            raise busy(settings.retry_after_s, "the compression queue")
-        gate = asyncio.Semaphore(width)
-
-        async def one(req: CompressRequest) -> dict[str, Any]:
-            async with gate:
-                try:
-                    method, _ = check_options(req, settings)
-                    await state.wait_loaded(method)
-                    deadline = start + settings.request_timeout_s
-                    job = partial(run_compress, req, settings, metrics, time.perf_counter(), deadline)
-                    done = await state.pool.run(lease, job, light=is_light(method))  # type: ignore[union-attr]
-                    return {"ok": True, "result": done}
-                except (ApiError, PromptShrinkError) as exc:
-                    err = exc if isinstance(exc, ApiError) else from_library(exc)
-                    metrics.errors.labels(err.code).inc()
-                    return {"ok": False, "status": err.status, "error": err.body()["error"]}
-
-        try:
-            items = await asyncio.wait_for(asyncio.gather(*(one(r) for r in batch.items)), settings.request_timeout_s)
-        except TimeoutError as exc:
-            raise _timeout() from exc
-        finally:
-            lease.close()
-        return {"items": items, "elapsed_s": time.perf_counter() - start}
-
-    async def proxied(path: str, request: Request, body: dict[str, Any], upstream_key: str | None) -> Response:
-        assert state.pool is not None and state.upstream is not None
-        check_unicode_body(body)
-        policy = policy_from(body, request.headers, settings)
-        headers: dict[str, str] = {}
-        if policy.enabled:
-            method, options = check_options(policy, settings)
-            await state.wait_loaded(method)
-            lease = state.pool.lease(1)
-            if lease is None:
-                raise busy(settings.retry_after_s, "the compression queue")
-            try:
-                started = time.perf_counter()
-                limited = {**options, "timeout_s": settings.request_timeout_s}  # stops, freeing the thread, on 504
-                job = partial(compress_body, path, body, policy, method, limited)
-                work = state.pool.run(lease, job, light=is_light(method))
-                before, after = await asyncio.wait_for(work, settings.request_timeout_s)
-            except TimeoutError as exc:
-                raise _timeout() from exc
-            finally:
-                lease.close()
-            metrics.record_compression(method, time.perf_counter() - started, before, after)
-            headers = {
-                "x-promptshrink-method": method,
-                "x-promptshrink-original-tokens": str(before),
-                "x-promptshrink-compressed-tokens": str(after),
-                "x-promptshrink-tokens-saved": str(before - after),
-            }
-        upstream = await state.upstream.open(path, body, state.upstream.headers(request.headers, upstream_key))
-        return await state.upstream.respond(upstream, bool(body.get("stream")), headers)
-
-    @app.post("/v1/chat/completions", responses=PROXY_ERRORS)
-    async def chat_completions(request: Request, _: ChatCompletionsBody, key: Auth) -> Response:
-        """OpenAI-compatible: compress the messages, forward upstream, relay the answer (streams unchanged)."""
-        return await proxied("chat/completions", request, await request.json(), key)
-
-    @app.post("/v1/completions", responses=PROXY_ERRORS)
-    async def completions(request: Request, _: CompletionsBody, key: Auth) -> Response:
-        """OpenAI-compatible legacy completions: compress the prompt, forward upstream, relay the answer."""
-        return await proxied("completions", request, await request.json(), key)
-
-    @app.get("/v1/methods", response_model=MethodsResponse)
-    async def methods(_: Auth) -> dict[str, Any]:
-        """The compression methods, their parameters, and the options this server lets requests set."""
-        described = promptshrink.describe_methods()
-        for m in described:
-            m["parameters"] = [{**p, "default": _plain(p["default"])} for p in m["parameters"]]
-        return {
-            "default": settings.method,
-            "methods": described,
-            "allowed_methods": sorted(settings.allowed_methods),
-            "allowed_options": sorted(settings.allowed_options),
-        }
-
-    @app.get("/healthz", response_model=Health)
-    async def healthz() -> dict[str, Any]:
-        """Liveness: the process answers."""
-        return {"status": "ok", "method": settings.method}
-
-    @app.get("/readyz", response_model=Health, responses={503: {"model": Health}})
-    async def readyz() -> Response:
-        """Readiness: the models of every allowed method are loaded (503 until then, or with the load error)."""
-        loaded = sorted(m for m, event in state.loaded.items() if event.is_set())
-        if state.ready.is_set():
-            return JSONResponse({"status": "ready", "method": settings.method, "loaded": loaded})
-        status = "failed" if state.ready_error else "loading"
-        body = {"status": status, "method": settings.method, "detail": state.ready_error, "loaded": loaded}
-        return JSONResponse(body, 503)
-
-    @app.get("/metrics", response_class=Response)
-    async def prometheus(request: Request) -> Response:
-        """Prometheus metrics: requests, latency histograms, tokens in/out, errors by code (needs a service key
-        when keys are set, unless PROMPTSHRINK_PUBLIC_METRICS=1)."""
-        await service_key(request, settings.public_metrics)
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/openapi.json", include_in_schema=False)
-    async def openapi(request: Request) -> JSONResponse:
-        await service_key(request, settings.public_docs)
-        return JSONResponse(this_server(app.openapi(), settings))
-
-    @app.get("/docs", include_in_schema=False)
-    async def docs(request: Request) -> Response:
-        await service_key(request, settings.public_docs)
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="promptshrink")
-
-
-def this_server(schema: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """The OpenAPI schema narrowed to this server: ``method`` lists the allowed methods and ``options`` the
-    allowed option names, so generated clients and schema-based fuzzers send what the server accepts."""
-    schema = copy.deepcopy(schema)
-    known = {"unit": {"enum": list(LEVELS)}}
-    options = {"type": "object", "properties": {o: known.get(o, {}) for o in sorted(settings.allowed_options)}}
-    options["additionalProperties"] = False
-    for model in schema.get("components", {}).get("schemas", {}).values():
-        props = model.get("properties", {})
-        if "method" in props and "options" in props:
-            props["method"]["anyOf"] = [{"enum": sorted(settings.allowed_methods)}, {"type": "null"}]
-            props["options"] = {**props["options"], **options}
-    return schema
-
-
-def _plain(value: Any) -> Any:
-    return value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
-
-
-async def _tied(work: Awaitable[T], waiting: asyncio.Future[None]) -> T:
-    """``work``'s result; ``waiting`` is cancelled when this coroutine ends, however it ends (the job's `Callers`
-    then see that its caller has gone)."""
-    try:
-        return await work
-    finally:
-        waiting.cancel()
-
-
-def _timeout() -> ApiError:
-    return ApiError(504, "timeout", "compression took longer than the server's request timeout")
+def _add_routes(app: FastAPI, settings: Settings) -> None:
+    keyed = [Depends(authenticate)]
+    app.include_router(compress_router, dependencies=keyed)
+    app.include_router(proxy_router, dependencies=keyed)
+    app.include_router(methods_router, dependencies=keyed)
+    app.include_router(health_router)
+    app.include_router(metrics_router, dependencies=[Depends(key_unless(settings.public_metrics))])
+    app.include_router(docs_router, dependencies=[Depends(key_unless(settings.public_docs))])
 
 
 def _install_errors(app: FastAPI, state: State) -> None:

@@ -2,7 +2,7 @@
 
 The first request of a group waits at most ``batch_wait_ms`` for others (or until the group holds
 ``batch_max_tokens`` tokens or ``batch_max_items`` requests); the group then runs as one
-`promptshrink.compress_batch` job on the work pool, so the LM passes of all of them share padded batches on one
+`promptshrink.pipeline.compress_texts` job on the work pool, so the LM passes of all of them share padded batches on one
 model copy per device. Results equal one-by-one compression. If the batch fails, its requests are retried one by
 one so that each gets its own result or error.
 """
@@ -15,16 +15,17 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-import promptshrink
 from promptshrink.errors import CompressionTimeoutError
+from promptshrink.pipeline import compress_texts
+from promptshrink.request import CompressOptions
 from promptshrink.result import CompressionResult
 
-from .compression import text_response
+from .compression import Admission, from_result, response
 from .config import Settings
 from .deadlines import Callers
 from .limits import Lease, WorkPool
 from .metrics import Metrics
-from .schemas import CompressRequest, TextRequest
+from .schemas import TextRequest
 
 
 @dataclass
@@ -36,52 +37,39 @@ class _Pending:
 
 @dataclass
 class _Group:
-    method: str
-    options: dict[str, Any]
+    options: CompressOptions  # the options of the group's first request (all but the question are equal)
     items: list[_Pending] = field(default_factory=list)
     tokens: int = 0
     timer: asyncio.TimerHandle | None = None
 
 
-def batchable(req: CompressRequest, method: str) -> bool:
-    """Text requests for a method whose LM passes batch (it declares `Compressor.batches`)."""
-    return isinstance(req, TextRequest) and promptshrink.registry.get_method(method).batches
-
-
 class MicroBatcher:
-    """Gathers batchable requests by (method, options, budget, tokenizer, keep, protect_numbers, seed)."""
+    """Gathers batchable requests whose library options are equal but for the question."""
 
     def __init__(self, settings: Settings, metrics: Metrics, pool: Callable[[], WorkPool | None]) -> None:
         self.settings, self.metrics, self.pool = settings, metrics, pool
         self.groups: dict[Hashable, _Group] = {}
 
-    async def respond(
-        self, req: TextRequest, method: str, options: dict[str, Any], lease: Lease, queued_at: float
-    ) -> dict[str, Any]:
-        """The response body of ``req``, compressed in a batch with the concurrent requests of its group."""
-        result = await self.submit(req, method, options, lease)
-        return text_response(result, req, method, self.metrics, queued_at, queued_at)
-
-    async def submit(self, req: TextRequest, method: str, options: dict[str, Any], lease: Lease) -> CompressionResult:
-        """The request's `CompressionResult`, computed in a batch with the concurrent requests of its group."""
-        loop = asyncio.get_running_loop()
-        key = (
-            method,
-            tuple(sorted(options.items())),
-            req.rate,
-            req.target_tokens,
-            req.tokenizer,
-            tuple(req.keep),
-            req.protect_numbers,
-            req.seed,
+    async def respond(self, adm: Admission, lease: Lease, queued_at: float) -> dict[str, Any]:
+        """The response body of ``adm``, compressed in a batch with the concurrent requests of its group."""
+        assert isinstance(adm.req, TextRequest)
+        result = await self.submit(adm, lease, queued_at)
+        return response(
+            from_result("text", result, adm.req.include_segments), adm.name, self.metrics, queued_at, queued_at
         )
+
+    async def submit(self, adm: Admission, lease: Lease, queued_at: float) -> CompressionResult:
+        """The request's `CompressionResult`, computed in a batch with the concurrent requests of its group."""
+        assert isinstance(adm.req, TextRequest)
+        loop = asyncio.get_running_loop()
+        key = adm.options.replace(question=None).key()
         group = self.groups.get(key)
         if group is None:
-            group = self.groups[key] = _Group(method, options)
+            group = self.groups[key] = _Group(adm.options)
             group.timer = loop.call_later(self.settings.batch_wait_ms / 1000, self._flush, key, lease)
-        pending = _Pending(req, loop.create_future(), time.perf_counter())
+        pending = _Pending(adm.req, loop.create_future(), queued_at)
         group.items.append(pending)
-        group.tokens += len(req.text) // 4  # a cheap estimate: the cap only bounds padding and memory
+        group.tokens += len(adm.req.text) // 4  # a cheap estimate: the cap only bounds padding and memory
         if group.tokens >= self.settings.batch_max_tokens or len(group.items) >= self.settings.batch_max_items:
             self._flush(key, lease)
         return await pending.future
@@ -94,6 +82,11 @@ class MicroBatcher:
             group.timer.cancel()
         asyncio.get_running_loop().create_task(self._run(group, lease))
 
+    def _left(self, items: list[_Pending]) -> float:
+        """Seconds until the last of ``items``' deadlines (their callers stop waiting then); at least 1 ms."""
+        deadline = max(i.queued_at for i in items) + self.settings.request_timeout_s
+        return max(deadline - time.perf_counter(), 1e-3)
+
     async def _run(self, group: _Group, lease: Lease) -> None:
         started = time.perf_counter()
         self.metrics.batch_size.observe(len(group.items))
@@ -101,34 +94,16 @@ class MicroBatcher:
             self.metrics.batch_wait.observe(started - item.queued_at)
         pool = self.pool()
         assert pool is not None
-        first = group.items[0].req
-        common = {
-            "rate": first.rate,
-            "target_tokens": first.target_tokens,
-            "tokenizer": first.tokenizer,
-            "keep": first.keep,
-            "protect_numbers": first.protect_numbers,
-            "seed": first.seed,
-            "device": self.settings.device,
-        }
         callers = Callers(i.future for i in group.items)
 
-        def batch() -> list[CompressionResult]:
-            callers.progress()  # all gone while queued: nothing to start
-            texts = [i.req.text for i in group.items]
-            questions = [i.req.question for i in group.items]
-            return promptshrink.compress_batch(
-                texts,
-                group.method,
-                questions=questions,
-                progress=callers.progress,  # stops once every caller has gone
-                timeout_s=self._left(group.items),  # and at the last caller's deadline
-                **common,
-                **group.options,
-            )
+        def batch(items: list[_Pending], watch: Callers) -> list[CompressionResult]:
+            watch.progress()  # all gone while queued: nothing to start
+            # stops once every caller has gone (progress), and at the last caller's deadline (timeout_s)
+            options = group.options.replace(timeout_s=self._left(items), progress=watch.progress)
+            return compress_texts([i.req.text for i in items], options, [i.req.question for i in items])
 
         try:
-            results = await pool.run(lease, batch)
+            results = await pool.run(lease, lambda: batch(group.items, callers))
         except CompressionTimeoutError as exc:  # every caller timed out or went: nobody to retry for
             for item in group.items:
                 if not item.future.done():
@@ -136,38 +111,18 @@ class MicroBatcher:
             return
         except Exception:  # one bad item must not fail its neighbours: retry them one by one
             for item in group.items:
-                if not item.future.done():
-                    await self._one(item, group, common, pool, lease)
+                if item.future.done():
+                    continue
+                try:
+                    one = Callers([item.future])
+                    result = (await pool.run(lease, lambda item=item, one=one: batch([item], one)))[0]
+                except Exception as exc:
+                    if not item.future.done():
+                        item.future.set_exception(exc)
+                else:
+                    if not item.future.done():
+                        item.future.set_result(result)
             return
         for item, result in zip(group.items, results):
-            if not item.future.done():
-                item.future.set_result(result)
-
-    def _left(self, items: list[_Pending]) -> float:
-        """Seconds until the last of ``items``' deadlines (their callers stop waiting then); at least 1 ms."""
-        deadline = max(i.queued_at for i in items) + self.settings.request_timeout_s
-        return max(deadline - time.perf_counter(), 1e-3)
-
-    async def _one(self, item: _Pending, group: _Group, common: dict[str, Any], pool: WorkPool, lease: Lease) -> None:
-        caller = Callers([item.future])
-
-        def one() -> CompressionResult:
-            caller.progress()
-            return promptshrink.compress(
-                item.req.text,
-                group.method,
-                question=item.req.question,
-                progress=caller.progress,
-                timeout_s=self._left([item]),
-                **common,
-                **group.options,
-            )
-
-        try:
-            result = await pool.run(lease, one)
-        except Exception as exc:
-            if not item.future.done():
-                item.future.set_exception(exc)
-        else:
             if not item.future.done():
                 item.future.set_result(result)

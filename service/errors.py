@@ -4,9 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from promptshrink.errors import PromptShrinkError, library_errors
 
 LIBRARY_STATUS = {code: cls.status for code, cls in library_errors().items()}  # each error class carries its own
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (400, 401, 413, 422, 503, 504)}
+PROXY_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {**ERROR_RESPONSES, 502: {"model": ErrorBody}}
 
 
 class ApiError(Exception):
@@ -43,3 +59,7 @@ def busy(retry_after: int, what: str) -> ApiError:
         f"{what} is full; retry after {retry_after}s",
         headers={"Retry-After": str(retry_after)},
     )
+
+
+def timed_out() -> ApiError:
+    return ApiError(504, "timeout", "compression took longer than the server's request timeout")

@@ -27,7 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from promptshrink.errors import PromptShrinkError
 from promptshrink.formats import DEFAULT_SCHEDULE, TOOL_MIN_CHARS
 
-from .compression import check_options
+from .compression import is_light
+from .compression import library_options as admit_options
 from .config import Settings
 from .errors import ApiError, from_library
 from .metrics import LATENCY_BUCKETS, Metrics
@@ -168,7 +169,8 @@ async def compress_or_forward(
     policy, options = gateway_policy(route, body, headers, settings)
     if not policy.enabled:
         return body, {}
-    method, method_options = check_options(policy, settings)
+    admitted = admit_options(policy, settings)
+    method, method_options = admitted.method_name, dict(admitted.options)
     model = gauges.model_label(body.get("model"))
     started = time.perf_counter()
     work = copy.deepcopy(body)
@@ -181,7 +183,7 @@ async def compress_or_forward(
         try:
             limited = {**method_options, "timeout_s": budget_s}
             run = partial(job, work, policy, options, method, limited)
-            before, after = await asyncio.wait_for(state.pool.run(lease, run), budget_s)
+            before, after = await asyncio.wait_for(state.pool.run(lease, run, light=is_light(method)), budget_s)
         finally:
             lease.close()
     except Exception as exc:  # fail-open is the point: any failure forwards the original body

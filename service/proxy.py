@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping
@@ -12,16 +13,17 @@ import httpx
 from fastapi.responses import Response, StreamingResponse
 from pydantic import ConfigDict, Field, ValidationError
 
-import promptshrink
 from promptshrink.errors import InvalidInputError
-from promptshrink.question_split import QuestionSplit, split_trailing_question
+from promptshrink.formats import compress_conversation
+from promptshrink.pipeline import compress_texts
+from promptshrink.request import MAX_MARKER_CHARS, MAX_MARKERS, CompressOptions
 from promptshrink.target_tokenizer import DEFAULT_TOKENIZER, bundled_encoding_name
 
 from .config import Settings
 from .errors import ApiError, busy
 from .limits import Slots
 from .metrics import Metrics
-from .schemas import CompressOptions
+from .schemas import CompressOptions as OptionsBody
 from .sse import EventBuffer
 
 log = logging.getLogger("promptshrink.service")
@@ -41,7 +43,7 @@ RELAYED_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
 RETRY = {"x-should-retry": "true"}
 
 
-class ProxyPolicy(CompressOptions):
+class ProxyPolicy(OptionsBody):  # type: ignore[misc,valid-type]
     """Per-request compression policy: the ``promptshrink`` body field or ``X-PromptShrink-*`` headers."""
 
     model_config = ConfigDict(extra="forbid")
@@ -55,8 +57,8 @@ class ProxyPolicy(CompressOptions):
         description="keep a trailing question/instruction of the prompt (completions) or of the final user "
         "message (chat) verbatim and compress the context before it for that question",
     )
-    question_markers: list[Annotated[str, Field(max_length=64)]] | None = Field(
-        None, max_length=32, description="what opens that tail; default: the server's"
+    question_markers: list[Annotated[str, Field(max_length=MAX_MARKER_CHARS)]] | None = Field(
+        None, max_length=MAX_MARKERS, description="what opens that tail; default: the server's"
     )
 
 
@@ -125,86 +127,30 @@ def check_upstream_key(settings: Settings) -> None:
     log.warning("the server's upstream key is used for unauthenticated callers (ALLOW_ANONYMOUS_UPSTREAM_KEY)")
 
 
-def _split(text: str, policy: ProxyPolicy) -> QuestionSplit | None:
-    return split_trailing_question(text, policy.question_markers or ()) if policy.split_question else None
-
-
-def compress_body(
-    path: str, body: dict[str, Any], policy: ProxyPolicy, method: str, options: dict[str, Any]
-) -> tuple[int, int]:
-    """Compress the messages (chat) or prompt (completions) of ``body`` in place; returns (tokens in, tokens out)."""
-    common = {"rate": policy.rate, "tokenizer": policy.tokenizer, "keep": policy.keep}
+def compress_body(path: str, body: dict[str, Any], policy: ProxyPolicy, options: CompressOptions) -> tuple[int, int]:
+    """Compress the messages (chat) or prompt (completions) of ``body`` in place with the library ``options``
+    (``split_question`` keeps a trailing question verbatim); returns (tokens in, tokens out)."""
     if path == "chat/completions":
         if not isinstance(body.get("messages"), list):
             raise ApiError(422, "invalid_input", "'messages' must be a list of chat messages")
-        return _compress_chat(body, policy, method, {**common, "target_tokens": policy.target_tokens, **options})
+        kw = {"roles": tuple(policy.roles), "skip_last_user": policy.skip_last_user, "min_tokens": policy.min_tokens}
+        # role: tool outputs by their structure, older turns harder (promptshrink.formats)
+        fields = {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name != "method"}
+        result = compress_conversation(body["messages"], options.method_name, format="openai", **kw, **fields)
+        body["messages"] = result.messages
+        return result.original_tokens, result.compressed_tokens
     prompt = body.get("prompt")
     prompts = [prompt] if isinstance(prompt, str) else prompt if isinstance(prompt, list) else None
     if prompts is None:
         raise ApiError(422, "invalid_input", "'prompt' must be a string or a list of strings")
-    before = after = 0
-    out = []
-    for p in prompts:
-        if not isinstance(p, str) or not p.strip():  # token arrays and empty prompts go through as they are
-            out.append(p)
-            continue
-        split = _split(p, policy)
-        if split is None:
-            r = promptshrink.compress(
-                p, method, question=policy.question, target_tokens=policy.target_tokens, **common, **options
-            )
-            before, after = before + r.original_tokens, after + r.compressed_tokens
-            out.append(r.text)
-            continue
-        tail_tokens = promptshrink.get_tokenizer(policy.tokenizer or DEFAULT_TOKENIZER).count(split.tail)
-        target = policy.target_tokens
-        if target is not None and target - tail_tokens < 1:
-            message = f"the question at the end of the prompt alone needs {tail_tokens} tokens; budget {target}"
-            raise ApiError(422, "budget_unsatisfiable", message)
-        r = promptshrink.compress(
-            split.context,
-            method,
-            question=policy.question or split.question,
-            target_tokens=None if target is None else target - tail_tokens,
-            **common,
-            **options,
-        )
-        before, after = before + r.original_tokens + tail_tokens, after + r.compressed_tokens + tail_tokens
-        out.append(r.text + split.tail)
+    # token arrays and empty prompts go through as they are
+    texts = [i for i, p in enumerate(prompts) if isinstance(p, str) and p.strip()]
+    results = compress_texts([prompts[i] for i in texts], options) if texts else []
+    out = list(prompts)
+    for i, r in zip(texts, results):
+        out[i] = r.text
     body["prompt"] = out[0] if isinstance(prompt, str) else out
-    return before, after
-
-
-def _compress_chat(body: dict[str, Any], policy: ProxyPolicy, method: str, kwargs: dict[str, Any]) -> tuple[int, int]:
-    """Compress the chat messages; a final user message holding context + question is split first.
-
-    The split puts the context and the tail in two user messages for the library (so the tail is the query it
-    leaves alone and scores against) and joins them again afterwards.
-    """
-    messages: list[Any] = body["messages"]
-    users = [i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"]
-    split, at = None, users[-1] if users else None
-    if at is not None and policy.skip_last_user and isinstance(messages[at].get("content"), str):
-        split = _split(messages[at]["content"], policy)
-    if split is not None:
-        context = {**messages[at], "content": split.context}
-        messages = [*messages[:at], context, {"role": "user", "content": split.tail}, *messages[at + 1 :]]
-    result = promptshrink.compress_messages(
-        messages,
-        method,
-        roles=tuple(policy.roles),
-        skip_last_user=policy.skip_last_user,
-        question=policy.question,
-        min_tokens=policy.min_tokens,
-        format="openai",  # role: tool outputs by their structure, older turns harder (promptshrink.formats)
-        **kwargs,
-    )
-    out = result.messages
-    if split is not None:
-        joined = {**out[at], "content": out[at]["content"] + split.tail}
-        out = [*out[:at], joined, *out[at + 2 :]]
-    body["messages"] = out
-    return result.original_tokens, result.compressed_tokens
+    return sum(r.original_tokens for r in results), sum(r.compressed_tokens for r in results)
 
 
 class Upstream:

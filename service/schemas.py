@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping
+from dataclasses import MISSING
+from typing import Annotated, Any, Literal, get_args, get_origin, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, create_model
 
-SEED_MAX = 2**32 - 1
+from promptshrink.request import CompressOptions as LibraryOptions
+from promptshrink.request import wire_fields
+
+from .errors import ErrorDetail
 
 
 class Message(BaseModel):
@@ -23,25 +28,36 @@ class Passage(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-class CompressOptions(BaseModel):
-    """How to compress: method, budget (rate or target_tokens) in the target tokenizer, what must survive."""
+def options_model(cls: type[LibraryOptions] = LibraryOptions, name: str = "CompressOptions") -> type[BaseModel]:
+    """The request-body model of the wire fields of ``cls`` (`promptshrink.request.CompressOptions`): one field
+    each, with its description and constraints, so an option added there is accepted here. Numbers are strict
+    (`_strict_numbers`)."""
+    hints = get_type_hints(cls)
+    fields: dict[str, Any] = {}
+    for f in wire_fields(cls):
+        annotation = hints[f.name]
+        if get_origin(annotation) is Mapping:
+            annotation = dict[str, Any]
+        default = {"default_factory": f.default_factory} if f.default is MISSING else {"default": f.default}
+        schema = {**_strict_numbers(annotation), **f.metadata.get("schema", {})}
+        fields[f.name] = (annotation, Field(**default, description=f.metadata["doc"], **schema))
+    doc = "How to compress: method, budget (rate or target_tokens) in the target tokenizer, what must survive."
+    return create_model(name, __config__=ConfigDict(extra="forbid"), __doc__=doc, **fields)
 
-    model_config = ConfigDict(extra="forbid")
-    method: str | None = Field(None, description="compression method; default: the server's")
-    # strict: a string, a boolean or NaN is refused, not coerced ("0.5", true -> 1)
-    rate: float | None = Field(
-        None, gt=0, le=1, strict=True, allow_inf_nan=False, description="kept fraction of target tokens"
-    )
-    target_tokens: int | None = Field(None, gt=0, strict=True, description="most target tokens to keep")
-    tokenizer: str = Field("cl100k_base", description="tiktoken encoding or OpenAI model name")
-    question: str | None = None
-    keep: list[str] = Field(default_factory=list, description="strings that must survive")
-    protect_numbers: bool = False
-    seed: int = Field(0, ge=0, le=SEED_MAX, strict=True)
-    options: dict[str, Any] = Field(default_factory=dict, description="method options the server allows")
+
+def _strict_numbers(annotation: Any) -> dict[str, Any]:
+    """Constraints that make a numeric field strict: a string, a boolean or NaN is refused, not coerced
+    ("0.5", true -> 1); none for other fields."""
+    kinds = {a for a in get_args(annotation) or (annotation,) if a is not type(None)}
+    if kinds == {float}:
+        return {"strict": True, "allow_inf_nan": False}
+    return {"strict": True} if kinds == {int} else {}
 
 
-class _Compress(CompressOptions):
+CompressOptions = options_model()
+
+
+class _Compress(CompressOptions):  # type: ignore[misc,valid-type]
     include_segments: bool = Field(False, description="return the per-segment keep/drop decisions")
 
 
@@ -139,16 +155,6 @@ class CompressResponse(BaseModel):
 class BatchRequest(BaseModel):
     items: list[CompressRequest] = Field(min_length=1)
     concurrency: int | None = Field(None, ge=1, description="most items compressed at once (capped by the server)")
-
-
-class ErrorDetail(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    code: str
-    message: str
-
-
-class ErrorBody(BaseModel):
-    error: ErrorDetail
 
 
 class BatchItem(BaseModel):
