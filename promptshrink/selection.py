@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from .errors import BudgetError
-from .segmentation import Unit
+from .segmentation import Unit, segment
 from .target_tokenizer import TargetTokenizer
 
 
@@ -87,3 +87,72 @@ def _trim_to_limit(
             freed += max(1, costs[i])
         count = tokenizer.count(render(units, keep))
     return count
+
+
+def select_or_cut(
+    units: Sequence[Unit],
+    scores: Sequence[float],
+    limit: int,
+    tokenizer: TargetTokenizer,
+    costs: Sequence[int] | None = None,
+) -> tuple[list[Unit], np.ndarray, list[bool], int]:
+    """`select_units`, and `cut_best_unit` when the budget holds no whole unit: never an empty output.
+
+    Returns the units (the cut one split in two), their scores, the keep mask and the output's token count.
+    """
+    keep, count = select_units(units, scores, limit, tokenizer, costs)
+    if any(keep):
+        return list(units), np.asarray(scores, dtype=float), keep, count
+    return cut_best_unit(units, scores, limit, tokenizer)
+
+
+def cut_best_unit(
+    units: Sequence[Unit], scores: Sequence[float], limit: int, tokenizer: TargetTokenizer
+) -> tuple[list[Unit], np.ndarray, list[bool], int]:
+    """Keep the longest prefix of the best-scoring unit that fits ``limit`` tokens, cut at a word boundary.
+
+    For a budget smaller than every unit (a 5-token budget for a 19-token sentence): the output is the most
+    relevant unit's first words, still an ordered subsequence of the input. Words are `segment`'s word units
+    (per character in scripts without spaces, slices of long runs such as base64); when not even the first word
+    fits, the cut falls at the last character that fits. Raises `BudgetError` only when no character fits
+    (a budget of 1 token for text whose first character alone costs 2). Units scored -inf are a last resort.
+    """
+    values = np.asarray(scores, dtype=float)
+    values = np.where(np.isfinite(values), values, -np.inf)
+    candidates = [i for i, u in enumerate(units) if u.content] or list(range(len(units)))
+    best = max(candidates, key=lambda i: (values[i], -i))
+    unit = units[best]
+    words = [w.text for w in segment(unit.text, "word")]
+    ends = np.cumsum([len(w) for w in words]).tolist()
+
+    def fits(n: int) -> bool:
+        return tokenizer.count(unit.text[:n].lstrip()) <= limit
+
+    cut = _last_true([0, *ends], fits)
+    if cut == 0:
+        lead = len(unit.text) - len(unit.text.lstrip())
+        cut = _last_true(list(range(lead, ends[0] + 1)), fits)
+        if cut <= lead:
+            raise BudgetError(
+                f"the budget of {limit} tokens holds not even the first character of the text's most relevant "
+                "part; raise the budget"
+            )
+    head = Unit(unit.text[:cut], unit.start, unit.start + cut)
+    parts = [head] if cut == len(unit.text) else [head, Unit(unit.text[cut:], unit.start + cut, unit.end)]
+    out = [*units[:best], *parts, *units[best + 1 :]]
+    given = np.asarray(scores, dtype=float)
+    out_scores = np.concatenate([given[:best], np.repeat(given[best], len(parts)), given[best + 1 :]])
+    keep = [i == best for i in range(len(out))]
+    return out, out_scores, keep, tokenizer.count(render(out, keep))
+
+
+def _last_true(points: Sequence[int], ok: Callable[[int], bool]) -> int:
+    """The largest of the ascending ``points`` where ``ok`` holds, by bisection; ``ok(points[0])`` must hold."""
+    lo, hi = 0, len(points) - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if ok(points[mid]):
+            lo = mid
+        else:
+            hi = mid - 1
+    return points[lo]

@@ -12,7 +12,7 @@ from .errors import BudgetError, InvalidInputError
 from .json_splice import compress_request
 from .methods.base import CompressionRequest
 from .model_loading import use_device
-from .passages import Passage, PassageAwareCompressor
+from .passages import Passage, PassageAwareCompressor, kept_per_passage
 from .result import CompressionResult, MessagesResult, PassagesResult
 from .target_tokenizer import DEFAULT_TOKENIZER, get_tokenizer
 
@@ -64,15 +64,19 @@ def compress_messages(
     """Compress each message whose role is in ``roles`` (system excluded by default); roles and order are kept.
 
     The last user message is the query and is left alone unless ``skip_last_user`` is False; it also serves as
-    the question for question-aware methods. ``target_tokens`` is a total over all message texts; ``timeout_s``
+    the question for question-aware methods. Content given as a list of parts is compressed part by part: text
+    parts only, every other part (images, audio, files) left as it is and where it is; in a last user message
+    with several text parts, only its final text part is the query and the parts before it are compressed (the
+    per-message result then sums the parts, see `CompressionResult.merged`). ``target_tokens`` is a total over all message texts; ``timeout_s``
     bounds the whole call and ``device`` is as in `promptshrink.compress`.
     """
     deadline = deadline_after(timeout_s)
     _validate_messages(messages)
     out = copy.deepcopy(messages)
     last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
-    if question is None and last_user is not None:
-        question = " ".join(t for _, t in _text_parts(messages[last_user])).strip() or None
+    query = _text_parts(messages[last_user])[-1:] if last_user is not None else []
+    if question is None and query:
+        question = query[0][1].strip() or None
     pieces = [(i, loc, text) for i, m in enumerate(messages) for loc, text in _text_parts(m) if text.strip()]
     for i, _, text in pieces:
         check_unicode(f"messages[{i}].content", text)
@@ -81,29 +85,30 @@ def compress_messages(
     counts = target.count_many([t for _, _, t in pieces])
     total = sum(counts)
 
-    def compressible(i: int, n: int) -> bool:
-        in_scope = messages[i]["role"] in roles and not (skip_last_user and i == last_user)
-        return in_scope and n >= min_tokens
+    def compressible(i: int, loc: Any, n: int) -> bool:
+        is_query = skip_last_user and i == last_user and (loc is None or [loc] == [q for q, _ in query])
+        return messages[i]["role"] in roles and not is_query and n >= min_tokens
 
-    movable = sum(n for (i, _, _), n in zip(pieces, counts) if compressible(i, n))
+    movable = sum(n for (i, loc, _), n in zip(pieces, counts) if compressible(i, loc, n))
     fixed = total - movable
     if target_tokens is not None and fixed + 1 > target_tokens and movable:
         raise BudgetError(f"the messages that are not compressed already need {fixed} tokens; budget {target_tokens}")
     compressor = get_compressor(method, **options)
-    per_message: list[CompressionResult | None] = [None] * len(messages)
+    parts: list[list[CompressionResult]] = [[] for _ in messages]
     for (i, loc, text), n in zip(pieces, counts):
-        if not compressible(i, n):
+        if not compressible(i, loc, n):
             continue
         share = Budget(target_tokens=max(1, (target_tokens - fixed) * n // movable)) if target_tokens else budget
         request = CompressionRequest(text, share, target, question, tuple(keep), deadline=deadline)
         with use_device(device):
             result = compress_request(compressor, request)
-        per_message[i] = result
+        parts[i].append(result)
         if loc is None:
             out[i]["content"] = result.text
         else:
             out[i]["content"][loc]["text"] = result.text
     compressed = sum(target.count_many([t for m in out for _, t in _text_parts(m) if t.strip()]))
+    per_message = [None if not r else r[0] if len(r) == 1 else CompressionResult.merged(r) for r in parts]
     return MessagesResult(out, total, compressed, method, per_message)
 
 
@@ -156,21 +161,8 @@ def compress_passages(
             result = compressor.compress_passages(request.question, given, request)
         else:
             result = compressor.compress(request)
-    pieces: list[list[str]] = [[] for _ in items]
-    for seg in result.segments:
-        if not seg.kept:
-            continue
-        anchor = seg.start + len(seg.text) - len(seg.text.lstrip())
-        owner = next((k for k, (s, e) in enumerate(spans) if s <= anchor < e), None)
-        if owner is None:
-            continue
-        if seg.start < spans[owner][0]:  # a unit that starts in the separator
-            body = seg.rewritten if seg.rewritten is not None else seg.text.lstrip()
-        else:
-            body = seg.rewritten if seg.rewritten is not None else seg.text
-        pieces[owner].append(body)
-    out = []
-    for item, kept in zip(items, pieces):
-        text = "".join(kept).strip()
-        out.append({**item, "text": text, "kept": bool(text), "original_text": item["text"]})
+    out = [
+        {**item, "text": text, "kept": bool(text), "original_text": item["text"]}
+        for item, text in zip(items, kept_per_passage(result.segments, spans))
+    ]
     return PassagesResult(out, result.original_tokens, result.compressed_tokens, result.method, result)

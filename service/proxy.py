@@ -155,18 +155,20 @@ def compress_body(
 
 
 def _compress_chat(body: dict[str, Any], policy: ProxyPolicy, method: str, kwargs: dict[str, Any]) -> tuple[int, int]:
-    """Compress the chat messages; a final user message holding context + question is split first.
+    """Compress the chat messages; a final user message holding context + question is split first (its last text
+    part when the content is a list of parts: the other parts stay as they are, where they are).
 
     The split puts the context and the tail in two user messages for the library (so the tail is the query it
     leaves alone and scores against) and joins them again afterwards.
     """
     messages: list[Any] = body["messages"]
     users = [i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"]
-    split, at = None, users[-1] if users else None
-    if at is not None and policy.skip_last_user and isinstance(messages[at].get("content"), str):
-        split = _split(messages[at]["content"], policy)
+    split, at, part = None, users[-1] if users else None, None
+    if at is not None and policy.skip_last_user:
+        part, text = _last_text(messages[at].get("content"))
+        split = _split(text, policy) if text is not None else None
     if split is not None:
-        context = {**messages[at], "content": split.context}
+        context = {**messages[at], "content": _with_text(messages[at]["content"], part, split.context)}
         messages = [*messages[:at], context, {"role": "user", "content": split.tail}, *messages[at + 1 :]]
     result = promptshrink.compress_messages(
         messages,
@@ -179,10 +181,30 @@ def _compress_chat(body: dict[str, Any], policy: ProxyPolicy, method: str, kwarg
     )
     out = result.messages
     if split is not None:
-        joined = {**out[at], "content": out[at]["content"] + split.tail}
+        content = out[at]["content"]
+        joined = {**out[at], "content": _with_text(content, part, _last_text(content)[1] + split.tail)}
         out = [*out[:at], joined, *out[at + 2 :]]
     body["messages"] = out
     return result.original_tokens, result.compressed_tokens
+
+
+def _last_text(content: Any) -> tuple[int | None, str | None]:
+    """(part index or None for a string, text) of the last text of a message's content; (None, None) if none."""
+    if isinstance(content, str):
+        return None, content
+    if isinstance(content, list):
+        for k in range(len(content) - 1, -1, -1):
+            part = content[k]
+            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+                return k, part["text"]
+    return None, None
+
+
+def _with_text(content: Any, part: int | None, text: str) -> Any:
+    """``content`` with its text (a string) or its text part number ``part`` replaced by ``text``."""
+    if part is None:
+        return text
+    return [{**p, "text": text} if k == part else p for k, p in enumerate(content)]
 
 
 class Upstream:

@@ -17,7 +17,7 @@ from ..registry import register
 from ..result import CompressionResult, SegmentDecision
 from ..scoring.embeddings import embed
 from ..segmentation import Unit
-from ..selection import render
+from ..selection import cut_best_unit, render
 from .base import CompressionRequest, Compressor
 
 _WORD = re.compile(r"[\w$%.-]+")
@@ -147,6 +147,8 @@ class AccRagCompressor(Compressor):
         tok = request.tokenizer
         original = tok.count(request.text)
         limit = request.budget.limit(original)
+        if request.budget.keeps_everything(original):  # text that fits comes back as it is
+            return self.unchanged(request, original, start)
         units = self.units(request)
         owners = _owners(units, passages)
         scores, doc_sim, vectors, query, terms = self._scores(question, units, owners, len(passages), request.report)
@@ -162,15 +164,15 @@ class AccRagCompressor(Compressor):
             if question and not self.fill_budget
             else np.ones(len(passages), dtype=bool)
         )
-        if question or not request.budget.keeps_everything(original):
-            trace, reason = self._select(units, owners, scores, vectors, query, terms, readable, keep, limit, tok)
-        else:  # nothing to be sufficient for and room for all: per-unit token counts must not drop any
-            keep, trace, reason = [True] * len(units), [], "budget"
+        trace, reason = self._select(units, owners, scores, vectors, query, terms, readable, keep, limit, tok)
         kept_text = render(units, keep)
         while tok.count(kept_text) > limit:  # BPE merges across joins: drop the weakest selected sentence
             weakest = min((i for i, k in enumerate(keep) if k and not units[i].forced), key=lambda i: scores[i])
             keep[weakest] = False
             kept_text = render(units, keep)
+        if not any(keep):  # the budget holds no whole sentence: the most relevant one, cut to fit
+            units, scores, keep, _ = cut_best_unit(units, scores, limit, tok)
+            owners, kept_text, reason = _owners(units, passages), render(units, keep), "budget_below_one_unit"
         end = time.perf_counter()
         segments = [
             SegmentDecision(u.text, u.start, u.end, float(s), bool(k), u.forced) for u, s, k in zip(units, scores, keep)
