@@ -113,9 +113,9 @@ def cut_best_unit(
 
     For a budget smaller than every unit (a 5-token budget for a 19-token sentence): the output is the most
     relevant unit's first words, still an ordered subsequence of the input. Words are `segment`'s word units
-    (per character in scripts without spaces, slices of long runs such as base64); when not even the first word
-    fits, the cut falls at the last character that fits. Raises `BudgetError` only when no character fits
-    (a budget of 1 token for text whose first character alone costs 2). Units scored -inf are a last resort.
+    (per character in scripts without spaces, 16-character slices of long runs such as base64), so the output
+    stays an ordered subsequence of the input's words. Raises `BudgetError` when not even the first word fits
+    (a 1-token budget for a text whose words cost 2 tokens each). Units scored -inf are a last resort.
     """
     values = np.asarray(scores, dtype=float)
     values = np.where(np.isfinite(values), values, -np.inf)
@@ -130,13 +130,10 @@ def cut_best_unit(
 
     cut = _last_true([0, *ends], fits)
     if cut == 0:
-        lead = len(unit.text) - len(unit.text.lstrip())
-        cut = _last_true(list(range(lead, ends[0] + 1)), fits)
-        if cut <= lead:
-            raise BudgetError(
-                f"the budget of {limit} tokens holds not even the first character of the text's most relevant "
-                "part; raise the budget"
-            )
+        raise BudgetError(
+            f"the budget of {limit} tokens holds not even the first word of the text's most relevant part "
+            f"({tokenizer.count(words[0].strip())} tokens); raise the budget"
+        )
     head = Unit(unit.text[:cut], unit.start, unit.start + cut)
     parts = [head] if cut == len(unit.text) else [head, Unit(unit.text[cut:], unit.start + cut, unit.end)]
     out = [*units[:best], *parts, *units[best + 1 :]]

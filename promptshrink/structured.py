@@ -67,8 +67,8 @@ def compress_messages(
     the question for question-aware methods. Content given as a list of parts is compressed part by part: text
     parts only, every other part (images, audio, files) left as it is and where it is; in a last user message
     with several text parts, only its final text part is the query and the parts before it are compressed (the
-    per-message result then sums the parts, see `CompressionResult.merged`). ``target_tokens`` is a total over all message texts; ``timeout_s``
-    bounds the whole call and ``device`` is as in `promptshrink.compress`.
+    per-message result then sums the parts, see `CompressionResult.merged`). ``target_tokens`` is a total over
+    all message texts; ``timeout_s`` bounds the whole call and ``device`` is as in `promptshrink.compress`.
     """
     deadline = deadline_after(timeout_s)
     _validate_messages(messages)
