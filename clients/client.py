@@ -15,20 +15,11 @@ from typing import Any
 
 import httpx
 
-from promptshrink.errors import (
-    BudgetError,
-    InvalidInputError,
-    ModelUnavailableError,
-    PromptShrinkError,
-    UnknownMethodError,
-    UnknownTokenizerError,
-)
+from promptshrink.errors import PromptShrinkError, library_errors
+from promptshrink.request import request_fields
 from promptshrink.result import CompressionResult, MessagesResult, PassagesResult, SegmentDecision
 
-LIBRARY_ERRORS: dict[str, type[PromptShrinkError]] = {
-    cls.code: cls
-    for cls in (InvalidInputError, BudgetError, UnknownMethodError, UnknownTokenizerError, ModelUnavailableError)
-}
+LIBRARY_ERRORS: dict[str, type[PromptShrinkError]] = library_errors()
 NOT_RETRIED = {"model_unavailable", "upstream_not_configured"}
 
 
@@ -48,8 +39,9 @@ def _raise_for(response: httpx.Response) -> None:
         code, message = str(error["code"]), str(error["message"])
     except (ValueError, KeyError, TypeError):
         code, message, error = "http_error", response.text[:500], {}
-    if code in LIBRARY_ERRORS and response.status_code in (400, 422, 503):
-        raise LIBRARY_ERRORS[code](message)
+    cls = LIBRARY_ERRORS.get(code)
+    if cls is not None and response.status_code in (400, cls.status):
+        raise cls(message)
     raise ServiceError(response.status_code, code, message, error)
 
 
@@ -234,7 +226,7 @@ class PromptShrinkClient(_Base):
         self,
         passages: Sequence[dict[str, Any] | str],
         question: str | None = None,
-        method: str | None = "tfidf",
+        method: str | None = None,
         *,
         rate: float | None = None,
         target_tokens: int | None = None,
@@ -308,7 +300,7 @@ class AsyncPromptShrinkClient(_Base):
         self,
         passages: Sequence[dict[str, Any] | str],
         question: str | None = None,
-        method: str | None = "tfidf",
+        method: str | None = None,
         **kwargs: Any,
     ) -> PassagesResult:
         """Like `PromptShrinkClient.compress_passages`."""
@@ -330,25 +322,14 @@ class AsyncPromptShrinkClient(_Base):
         return (await self._http.get("/readyz")).status_code == 200
 
 
-REQUEST_FIELDS = {
-    "rate",
-    "target_tokens",
-    "tokenizer",
-    "question",
-    "keep",
-    "protect_numbers",
-    "seed",
-    "include_segments",
-    "roles",
-    "skip_last_user",
-    "min_tokens",
-}
+# the body fields of `promptshrink.request.CompressOptions` plus the service's per-input ones; others are options
+REQUEST_FIELDS = request_fields() | {"include_segments", "roles", "skip_last_user", "min_tokens"}
 
 
 def _body(kind: str, data: Any, method: str | None, kwargs: dict[str, Any]) -> dict[str, Any]:
     """A request body from library-style keyword arguments; unknown keywords are method options."""
     kwargs = {k: v for k, v in kwargs.items() if k != "progress"}
-    fields = {k: (list(v) if k in ("keep", "roles") else v) for k, v in kwargs.items() if k in REQUEST_FIELDS}
+    fields = {k: (list(v) if isinstance(v, tuple) else v) for k, v in kwargs.items() if k in REQUEST_FIELDS}
     options = {k: v for k, v in kwargs.items() if k not in REQUEST_FIELDS}
     return _payload(kind, data, method, options=options or None, **fields)
 

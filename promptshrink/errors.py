@@ -1,12 +1,18 @@
-"""Error types: every user mistake maps to one of these, with a message that says what to do."""
+"""Error types: every user mistake maps to one of these, with a message that says what to do.
+
+Each class carries its stable ``code`` and the HTTP ``status`` the service answers it with; `library_errors`
+derives the service's and the client's tables from these classes, so a new error class is one class here.
+"""
 
 from __future__ import annotations
 
 
 class PromptShrinkError(Exception):
-    """Base class; `code` is a stable machine-readable identifier used by the CLI and the service."""
+    """Base class; `code` is a stable machine-readable identifier used by the CLI and the service, `status` the
+    HTTP status the service answers with."""
 
     code = "error"
+    status = 422
 
 
 class InvalidInputError(PromptShrinkError, ValueError):
@@ -25,6 +31,7 @@ class CompressionTimeoutError(PromptShrinkError, TimeoutError):
     """The compression passed its deadline (``timeout_s``) and stopped between windows or stages."""
 
     code = "timeout"
+    status = 504
 
 
 class UnknownMethodError(PromptShrinkError, KeyError):
@@ -55,3 +62,16 @@ class ModelUnavailableError(PromptShrinkError, RuntimeError):
     """A model is neither installed from a package nor reachable; the message names the fix."""
 
     code = "model_unavailable"
+    status = 503
+
+
+def library_errors() -> dict[str, type[PromptShrinkError]]:
+    """Every library error class by its ``code`` (the service maps codes to statuses, the client back to classes)."""
+    out: dict[str, type[PromptShrinkError]] = {}
+    todo: list[type[PromptShrinkError]] = [PromptShrinkError]
+    while todo:
+        cls = todo.pop()
+        if cls.__module__ == __name__:
+            out.setdefault(cls.code, cls)
+        todo.extend(cls.__subclasses__())
+    return out

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import promptshrink
-from promptshrink.methods.base import Compressor
 from promptshrink.result import CompressionResult
 
 from .compression import text_response
@@ -43,9 +42,8 @@ class _Group:
 
 
 def batchable(req: CompressRequest, method: str) -> bool:
-    """Text requests for a method whose LM passes batch (it overrides `Compressor.score_many`)."""
-    cls = promptshrink.registry.get_method(method)
-    return isinstance(req, TextRequest) and cls.score_many is not Compressor.score_many
+    """Text requests for a method whose LM passes batch (it declares `Compressor.batches`)."""
+    return isinstance(req, TextRequest) and promptshrink.registry.get_method(method).batches
 
 
 class MicroBatcher:

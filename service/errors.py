@@ -4,16 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from promptshrink.errors import PromptShrinkError
+from promptshrink.errors import PromptShrinkError, library_errors
 
-LIBRARY_STATUS = {
-    "invalid_input": 422,
-    "budget_unsatisfiable": 422,
-    "unknown_method": 422,
-    "unknown_tokenizer": 422,
-    "model_unavailable": 503,
-    "timeout": 504,
-}
+LIBRARY_STATUS = {code: cls.status for code, cls in library_errors().items()}  # each error class carries its own
 
 
 class ApiError(Exception):
@@ -40,7 +33,7 @@ class ApiError(Exception):
 
 
 def from_library(exc: PromptShrinkError) -> ApiError:
-    return ApiError(LIBRARY_STATUS.get(exc.code, 422), exc.code, str(exc))
+    return ApiError(exc.status, exc.code, str(exc))
 
 
 def busy(retry_after: int, what: str) -> ApiError:

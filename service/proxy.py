@@ -15,6 +15,7 @@ from pydantic import ConfigDict, Field, ValidationError
 import promptshrink
 from promptshrink.errors import InvalidInputError
 from promptshrink.question_split import QuestionSplit, split_trailing_question
+from promptshrink.structured import last_text, with_text
 from promptshrink.target_tokenizer import DEFAULT_TOKENIZER, bundled_encoding_name
 
 from .config import Settings
@@ -165,10 +166,10 @@ def _compress_chat(body: dict[str, Any], policy: ProxyPolicy, method: str, kwarg
     users = [i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"]
     split, at, part = None, users[-1] if users else None, None
     if at is not None and policy.skip_last_user:
-        part, text = _last_text(messages[at].get("content"))
+        part, text = last_text(messages[at].get("content"))
         split = _split(text, policy) if text is not None else None
     if split is not None:
-        context = {**messages[at], "content": _with_text(messages[at]["content"], part, split.context)}
+        context = {**messages[at], "content": with_text(messages[at]["content"], part, split.context)}
         messages = [*messages[:at], context, {"role": "user", "content": split.tail}, *messages[at + 1 :]]
     result = promptshrink.compress_messages(
         messages,
@@ -182,29 +183,10 @@ def _compress_chat(body: dict[str, Any], policy: ProxyPolicy, method: str, kwarg
     out = result.messages
     if split is not None:
         content = out[at]["content"]
-        joined = {**out[at], "content": _with_text(content, part, _last_text(content)[1] + split.tail)}
+        joined = {**out[at], "content": with_text(content, part, last_text(content)[1] + split.tail)}
         out = [*out[:at], joined, *out[at + 2 :]]
     body["messages"] = out
     return result.original_tokens, result.compressed_tokens
-
-
-def _last_text(content: Any) -> tuple[int | None, str | None]:
-    """(part index or None for a string, text) of the last text of a message's content; (None, None) if none."""
-    if isinstance(content, str):
-        return None, content
-    if isinstance(content, list):
-        for k in range(len(content) - 1, -1, -1):
-            part = content[k]
-            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
-                return k, part["text"]
-    return None, None
-
-
-def _with_text(content: Any, part: int | None, text: str) -> Any:
-    """``content`` with its text (a string) or its text part number ``part`` replaced by ``text``."""
-    if part is None:
-        return text
-    return [{**p, "text": text} if k == part else p for k, p in enumerate(content)]
 
 
 class Upstream:

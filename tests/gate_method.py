@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 
 from promptshrink import registry
-from promptshrink.methods.base import CompressionRequest, Compressor
+from promptshrink.methods.base import CompressionRequest, ExtractiveCompressor
 from promptshrink.segmentation import Unit
 
 STEPS = 6000  # 60 s at most, in 10 ms steps
 
 
 @dataclass
-class Gate(Compressor):
+class Gate(ExtractiveCompressor):
     """Test only: a method that is busy exactly as long as the test says."""
 
     name = "test_gate"
@@ -49,4 +49,4 @@ def gate() -> Iterator[type[Gate]]:
     Gate.release.clear()
     yield Gate
     Gate.release.set()
-    registry._REGISTRY.pop(Gate.name, None)
+    registry.METHODS.unregister(Gate.name)

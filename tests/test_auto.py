@@ -56,11 +56,13 @@ def test_is_the_default_method_of_the_library_the_cli_and_the_service():
     from promptshrink.api import DEFAULT_METHOD
     from promptshrink.cli import build_parser
     from promptshrink.service.config import Settings
-    from promptshrink.structured import compress_messages
+    from promptshrink.structured import compress_messages, compress_passages
 
     assert DEFAULT_METHOD == "auto" == Settings().method
     assert inspect.signature(ps.compress).parameters["method"].default == "auto"
     assert inspect.signature(compress_messages).parameters["method"].default == "auto"
+    assert inspect.signature(compress_passages).parameters["method"].default == "auto"  # was tfidf
+    assert inspect.signature(ps.compress_batch).parameters["method"].default == "auto"
     assert build_parser().parse_args(["compress", "-"]).method == "auto"
     assert ps.compress("One short sentence. Another short one.", rate=0.5).method == "auto"
 

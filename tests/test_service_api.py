@@ -219,13 +219,13 @@ def test_linear_time_methods_run_inline_on_short_text_and_in_the_pool_on_long(up
     import numpy as np
 
     from promptshrink import registry
-    from promptshrink.methods.base import Compressor
+    from promptshrink.methods.base import ExtractiveCompressor
     from promptshrink.service.compression import INLINE_CHARS
 
     seen: list[str] = []
 
     @dataclass
-    class WhereAmI(Compressor):
+    class WhereAmI(ExtractiveCompressor):
         """Test only: records the thread it scores on; keeps the first units."""
 
         name = "test_where"
@@ -247,5 +247,5 @@ def test_linear_time_methods_run_inline_on_short_text_and_in_the_pool_on_long(up
                 r = post(url, {"text": text, "method": "test_where", "rate": 0.5})
                 assert r.status_code == 200 and r.json()["compressed_tokens"] <= r.json()["original_tokens"] // 2 + 1
     finally:
-        registry._REGISTRY.pop("test_where", None)
+        registry.METHODS.unregister("test_where")
     assert not seen[0].startswith("promptshrink") and seen[1].startswith("promptshrink")

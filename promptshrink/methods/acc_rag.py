@@ -18,7 +18,7 @@ from ..result import CompressionResult, SegmentDecision
 from ..scoring.embeddings import embed
 from ..segmentation import Unit
 from ..selection import cut_best_unit, render
-from .base import CompressionRequest, Compressor
+from .base import CompressionRequest, ExtractiveCompressor
 
 _WORD = re.compile(r"[\w$%.-]+")
 # Function words only: generic stop lists also drop content words a question hinges on ("name", "fire", "bill").
@@ -54,7 +54,7 @@ def covered(terms: Sequence[str], text: str) -> set[str]:
 
 @register
 @dataclass
-class AccRagCompressor(Compressor):
+class AccRagCompressor(ExtractiveCompressor):
     """Hierarchical relevance (passage-level + sentence-level MiniLM embeddings) and a sufficiency-driven selector.
 
     Sentences are ranked by ``(1 - doc_weight) * sim(sentence, q) + doc_weight * sim(passage, q)`` plus a

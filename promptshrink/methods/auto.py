@@ -8,16 +8,13 @@ its length; `result.details["auto"]` says which method ran and why.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from ..params import flag
 from ..passages import Passage, PassageAwareCompressor
-from ..registry import get_method, register
+from ..registry import get_compressor, get_method, register
 from ..result import CompressionResult
-from ..segmentation import Unit
 from .base import CompressionRequest, Compressor
 
 # input shape -> (method, options); see benchmarks/README.md "auto" for the measurements behind each line
@@ -55,7 +52,6 @@ class AutoCompressor(Compressor):
     uses_question = True
     budget_is_ceiling = True  # some CHOICES are (acc_rag); tests/test_auto.py keeps this in step with CHOICES
 
-    unit: str | None = field(default="sentence", init=False)
     fill_budget: bool = False
 
     def __post_init__(self) -> None:
@@ -63,8 +59,6 @@ class AutoCompressor(Compressor):
         flag("fill_budget", self.fill_budget)
 
     def choose(self, question: str | None, passages: Sequence[Passage] | None) -> tuple[str, Compressor]:
-        from ..api import get_compressor
-
         method, options = CHOICES[input_shape(question, passages)]
         extra = {"fill_budget": True} if self.fill_budget and get_method(method).budget_is_ceiling else {}
         return method, get_compressor(method, **dict(options), **extra)
@@ -84,9 +78,6 @@ class AutoCompressor(Compressor):
         else:
             result = compressor.compress(request)
         return _tagged(result, shape, method)
-
-    def score_units(self, request: CompressionRequest, units: Sequence[Unit]) -> np.ndarray:
-        raise NotImplementedError("auto delegates whole requests; it never scores units itself")
 
 
 def _tagged(result: CompressionResult, shape: str, method: str) -> CompressionResult:

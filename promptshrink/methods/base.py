@@ -1,10 +1,10 @@
-"""The one compressor interface and the shared extractive pipeline (segment -> score -> budget -> select)."""
+"""The compressor interface (`Compressor`) and the shared extractive pipeline (`ExtractiveCompressor`)."""
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -13,17 +13,16 @@ import numpy as np
 from ..budget import Budget
 from ..errors import CompressionTimeoutError
 from ..params import one_of
+from ..request import CompressOptions, ProgressFn
 from ..result import CompressionResult, SegmentDecision
 from ..segmentation import LEVELS, Unit, protected_spans, segment
 from ..selection import render, select_or_cut
 from ..target_tokenizer import TargetTokenizer
 
-ProgressFn = Callable[[int, int], None]
-
 
 @dataclass
 class CompressionRequest:
-    """Everything a compressor needs for one call (validated by `promptshrink.compress`)."""
+    """Everything a compressor needs for one call (built by `promptshrink.pipeline` from validated options)."""
 
     text: str
     budget: Budget
@@ -34,6 +33,7 @@ class CompressionRequest:
     seed: int = 0
     progress: ProgressFn | None = None
     deadline: float | None = None  # time.monotonic() value; past it, `report` raises CompressionTimeoutError
+    options: CompressOptions | None = None  # the call's options (every field, also those added later)
 
     def report(self, done: int, total: int) -> None:
         """Progress between windows/stages: calls ``progress`` and stops the work once the deadline has passed."""
@@ -52,28 +52,64 @@ class CompressionRequest:
 
 @dataclass
 class Compressor(ABC):
-    """Base class. Extractive methods implement `score_units`; others override `compress`.
+    """Base class of every method: `compress` one request (`compress_many` several).
 
     A method is a ``@register``-ed ``@dataclass`` subclass: its parameters are fields with defaults, checked in
     ``__post_init__`` (call ``super().__post_init__()``) with the validators of `promptshrink.params`, and each is
-    described in the ``Args:`` section of the class docstring.
+    described in the ``Args:`` section of the class docstring. What it can do is declared in class attributes
+    (below), never inferred from which methods it overrides. Methods that keep or drop units of the input derive
+    from `ExtractiveCompressor` and implement only `score_units`.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    extractive: ClassVar[bool] = True  # the output is a selection of the input's units (no rewriting)
+    uses_question: ClassVar[bool] = False
+    requires_lm: ClassVar[bool] = True  # needs torch + transformers (the ``lm`` extra)
+    linear_time: ClassVar[bool] = False  # model-free and linear in the input: the service runs short inputs inline
+    budget_is_ceiling: ClassVar[bool] = False  # rate/target_tokens is an upper bound: it may keep much less
+    batches: ClassVar[bool] = False  # `compress_many` runs the model passes of many requests together
+
+    def __post_init__(self) -> None:
+        return
+
+    @abstractmethod
+    def compress(self, request: CompressionRequest) -> CompressionResult:
+        """The compression of one validated request."""
+
+    def compress_many(self, requests: Sequence[CompressionRequest]) -> list[CompressionResult]:
+        """`compress` of each request (methods that declare ``batches`` run their passes together)."""
+        return [self.compress(r) for r in requests]
+
+    def unchanged(self, request: CompressionRequest, original: int, start: float) -> CompressionResult:
+        """The budget allows the whole input: return it as is."""
+        seg = SegmentDecision(request.text, 0, len(request.text), None, True)
+        return CompressionResult(
+            request.text,
+            original,
+            original,
+            self.name,
+            request.tokenizer.name,
+            request.budget.describe(),
+            [seg],
+            {"total_s": time.perf_counter() - start},
+        )
+
+
+@dataclass
+class ExtractiveCompressor(Compressor):
+    """The shared extractive pipeline (segment -> score -> budget -> select): a subclass implements `score_units`.
 
     Args:
         unit: What is kept or dropped: one of ``segmentation.LEVELS``; empty = the method's ``default_unit``.
     """
 
-    name: ClassVar[str]
-    summary: ClassVar[str]
-    extractive: ClassVar[bool] = True
-    uses_question: ClassVar[bool] = False
     default_unit: ClassVar[str] = "sentence"
-    requires_lm: ClassVar[bool] = True  # needs torch + transformers (the ``lm`` extra)
-    linear_time: ClassVar[bool] = False  # model-free and linear in the input: the service runs short inputs inline
-    budget_is_ceiling: ClassVar[bool] = False  # rate/target_tokens is an upper bound: it may keep much less
 
     unit: str | None = None
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.unit = one_of("unit", self.unit or self.default_unit, LEVELS)
 
     def units(self, request: CompressionRequest) -> list[Unit]:
@@ -98,7 +134,7 @@ class Compressor(ABC):
 
         Methods that replace `compress` itself are run one request at a time. Timings are the batch's.
         """
-        if type(self).compress is not Compressor.compress:
+        if type(self).compress is not ExtractiveCompressor.compress:  # a method that wraps the pipeline
             return [self.compress(r) for r in requests]
         start = time.perf_counter()
         out: list[CompressionResult | None] = [None] * len(requests)
@@ -138,20 +174,6 @@ class Compressor(ABC):
         selected_at = time.perf_counter()
         units, scores, keep, kept_tokens = select_or_cut(units, scores, limit, request.tokenizer, costs)
         return self.build_result(request, original, units, scores, keep, start, scored_at, selected_at, kept_tokens)
-
-    def unchanged(self, request: CompressionRequest, original: int, start: float) -> CompressionResult:
-        """The budget allows the whole input: return it as is."""
-        seg = SegmentDecision(request.text, 0, len(request.text), None, True)
-        return CompressionResult(
-            request.text,
-            original,
-            original,
-            self.name,
-            request.tokenizer.name,
-            request.budget.describe(),
-            [seg],
-            {"total_s": time.perf_counter() - start},
-        )
 
     def build_result(
         self,

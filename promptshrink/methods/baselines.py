@@ -10,12 +10,12 @@ import numpy as np
 from ..registry import register
 from ..scoring.tfidf import tfidf_relevance
 from ..segmentation import Unit
-from .base import CompressionRequest, Compressor
+from .base import CompressionRequest, ExtractiveCompressor
 
 
 @register
 @dataclass
-class KeepFirstCompressor(Compressor):
+class KeepFirstCompressor(ExtractiveCompressor):
     """Score = minus the position: the budget keeps a prefix of the text (units default to words)."""
 
     name = "keep_first"
@@ -30,7 +30,7 @@ class KeepFirstCompressor(Compressor):
 
 @register
 @dataclass
-class KeepLastCompressor(Compressor):
+class KeepLastCompressor(ExtractiveCompressor):
     """Score = the position: the budget keeps a suffix of the text (units default to words)."""
 
     name = "keep_last"
@@ -45,7 +45,7 @@ class KeepLastCompressor(Compressor):
 
 @register
 @dataclass
-class RandomCompressor(Compressor):
+class RandomCompressor(ExtractiveCompressor):
     """Score = a uniform draw seeded by the request's ``seed``: the same seed keeps the same units."""
 
     name = "random"
@@ -60,7 +60,7 @@ class RandomCompressor(Compressor):
 
 @register
 @dataclass
-class TfidfCompressor(Compressor):
+class TfidfCompressor(ExtractiveCompressor):
     """Score = TF-IDF cosine similarity of each sentence to the question, or to the whole document without one."""
 
     name = "tfidf"

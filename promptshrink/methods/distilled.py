@@ -27,7 +27,7 @@ from ..registry import register
 from ..scoring.embeddings import embed
 from ..scoring.lm import TokenScores, owners, to_units
 from ..segmentation import Unit, segment
-from .base import CompressionRequest, Compressor
+from .base import CompressionRequest, ExtractiveCompressor
 
 HEAD = "distilled-head"
 POSITIONS = 512  # the encoder's position limit: [CLS] (question [SEP]) chunk [SEP]
@@ -131,7 +131,7 @@ def sentence_relevance(text: str, question: str, offsets: np.ndarray, encoder: s
 
 @register
 @dataclass
-class DistilledCompressor(Compressor):
+class DistilledCompressor(ExtractiveCompressor):
     """Keep probability per MiniLM token from a head trained on `selective_context` labels; mean per unit.
 
     Words are the default unit (the labels are word-level); input longer than the encoder's 512 positions is

@@ -20,12 +20,12 @@ from ..scoring.normalise import normalise
 from ..scoring.position import positional_importance
 from ..scoring.tfidf import tfidf_relevance
 from ..segmentation import Unit, protected_spans, segment
-from .base import CompressionRequest, Compressor
+from .base import CompressionRequest, ExtractiveCompressor
 
 
 @register
 @dataclass
-class DSPCCompressor(Compressor):
+class DSPCCompressor(ExtractiveCompressor):
     """Coarse stage: keep the sentences most TF-IDF-similar to the question (or to the whole document) until they
     hold ``coarse_share`` x the budget (default 1: the coarse stage drops sentences down to the budget, so the
     fine stage only trims the sentences that cross it; with a wider share, word-level pruning of every kept

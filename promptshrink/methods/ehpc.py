@@ -14,12 +14,12 @@ from ..scoring import evaluator_heads
 from ..scoring.attention import pool, text_attention
 from ..scoring.lm import to_units
 from ..segmentation import Unit
-from .base import CompressionRequest, Compressor
+from .base import CompressionRequest, ExtractiveCompressor
 
 
 @register
 @dataclass
-class EHPCCompressor(Compressor):
+class EHPCCompressor(ExtractiveCompressor):
     """Run ``model`` only up to its deepest evaluator head (found offline by `promptshrink calibrate-ehpc`), take
     those heads' attention from the question (or the last ``window`` tokens) to every context token, pool it
     over ``kernel`` neighbouring tokens (``pooling``: max or avg), average per unit and keep the top units.

@@ -16,12 +16,12 @@ from ..scoring.kv_context import PrunedContext
 from ..scoring.lm import start_ids, surprisal, to_units
 from ..scoring.normalise import normalise
 from ..segmentation import Unit, protected_spans, segment
-from .base import CompressionRequest, Compressor
+from .base import CompressionRequest, ExtractiveCompressor
 
 
 @register
 @dataclass
-class LLMLinguaCompressor(Compressor):
+class LLMLinguaCompressor(ExtractiveCompressor):
     """Budget controller + iterative token-level compression with a small causal LM.
 
     Coarse: sentences ranked by perplexity (mean self-information) are kept, highest first, until they hold

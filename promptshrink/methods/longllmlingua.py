@@ -19,12 +19,12 @@ from ..scoring.lm import surprisal, to_units
 from ..scoring.normalise import normalise
 from ..segmentation import Unit, protected_spans, segment
 from ..selection import select_or_cut
-from .base import CompressionRequest, Compressor
+from .base import CompressionRequest, ExtractiveCompressor
 
 
 @register
 @dataclass
-class LongLLMLinguaCompressor(Compressor):
+class LongLLMLinguaCompressor(ExtractiveCompressor):
     """Question-aware coarse-to-fine compression.
 
     Documents (paragraphs, or groups of ``doc_sentences`` sentences) are ranked by log p(question | document)

@@ -25,7 +25,7 @@ from ..scoring.chunking import adjacent_similarity, semantic_chunks
 from ..scoring.embeddings import embed
 from ..segmentation import Unit
 from ..target_tokenizer import TargetTokenizer
-from .base import CompressionRequest, Compressor
+from .base import CompressionRequest, ExtractiveCompressor
 
 EXTRACTIVE = "extractive"
 
@@ -51,7 +51,7 @@ class Chunk:
 
 @register
 @dataclass
-class ScopeCompressor(Compressor):
+class ScopeCompressor(ExtractiveCompressor):
     """Chunk by adjacent-sentence similarity (MiniLM), give each chunk a ratio from its relevance, rewrite.
 
     Relevance is to the question (or to the whole document without one). The most relevant chunks are kept

@@ -13,14 +13,14 @@ from ..params import integer, non_empty, number, one_of
 from ..registry import register
 from ..scoring.lm import PendingScores, TokenScores, start_surprisal, to_units
 from ..segmentation import Unit
-from .base import CompressionRequest, Compressor
+from .base import CompressionRequest, ExtractiveCompressor
 
 _PREFETCHED = threading.local()  # this thread's queued passes: (key, {(text, prefix): index}, PendingScores)
 
 
 @register
 @dataclass
-class SelectiveContextCompressor(Compressor):
+class SelectiveContextCompressor(ExtractiveCompressor):
     """Score each LM token by I(x_t) = -log2 P(x_t | x_<t), sum per unit, keep the most informative units.
 
     The paper keeps units above the p-th percentile of unit scores; here that threshold is taken over token
@@ -36,6 +36,7 @@ class SelectiveContextCompressor(Compressor):
     """
 
     name = "selective_context"
+    batches = True  # `score_many` packs the windows of many requests into shared LM batches
     summary = "Self-information of a causal LM, aggregated to tokens/phrases/sentences; low-information units go."
     uses_question = True
     default_unit = "phrase"
