@@ -83,8 +83,9 @@ def compress_messages(
     and the context before it is compressed). Content given as a list of parts is compressed part by part: text
     parts only, every other part (images, audio, files) left as it is and where it is; in the last user message,
     only the final text part is the query (the one split with ``split_question``) and the text parts before it
-    are compressed. A message with several compressed parts has `CompressionResult.merged` as its result. ``target_tokens`` is a total over all message texts; ``timeout_s``
-    bounds the whole call; the other keywords are those of `promptshrink.compress`.
+    are compressed. A message with several compressed parts has `CompressionResult.merged` as its result.
+    ``target_tokens`` is a total over all message texts; ``timeout_s`` bounds the whole call; the other keywords are
+    those of `promptshrink.compress`.
     """
     opts = CompressOptions.from_kwargs(method=method, **options)
     return messages_with(messages, opts, roles=roles, skip_last_user=skip_last_user, min_tokens=min_tokens)
