@@ -126,7 +126,7 @@ def cut_best_unit(
     ends = np.cumsum([len(w) for w in words]).tolist()
 
     def fits(n: int) -> bool:
-        return tokenizer.count(unit.text[:n].lstrip()) <= limit
+        return tokenizer.count(unit.text[:n].strip()) <= limit
 
     cut = _last_true([0, *ends], fits)
     if cut == 0:
@@ -134,6 +134,7 @@ def cut_best_unit(
             f"the budget of {limit} tokens holds not even the first word of the text's most relevant part "
             f"({tokenizer.count(words[0].strip())} tokens); raise the budget"
         )
+    cut = len(unit.text[:cut].rstrip())  # trailing whitespace goes with the dropped rest
     head = Unit(unit.text[:cut], unit.start, unit.start + cut)
     parts = [head] if cut == len(unit.text) else [head, Unit(unit.text[cut:], unit.start + cut, unit.end)]
     out = [*units[:best], *parts, *units[best + 1 :]]
