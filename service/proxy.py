@@ -15,6 +15,7 @@ from pydantic import ConfigDict, Field, ValidationError
 import promptshrink
 from promptshrink.errors import InvalidInputError
 from promptshrink.question_split import QuestionSplit, split_trailing_question
+from promptshrink.structured import last_text, with_text
 from promptshrink.target_tokenizer import DEFAULT_TOKENIZER, bundled_encoding_name
 
 from .config import Settings
@@ -176,18 +177,20 @@ def compress_body(
 
 
 def _compress_chat(body: dict[str, Any], policy: ProxyPolicy, method: str, kwargs: dict[str, Any]) -> tuple[int, int]:
-    """Compress the chat messages; a final user message holding context + question is split first.
+    """Compress the chat messages; a final user message holding context + question is split first (its last text
+    part when the content is a list of parts: the other parts stay as they are, where they are).
 
     The split puts the context and the tail in two user messages for the library (so the tail is the query it
     leaves alone and scores against) and joins them again afterwards.
     """
     messages: list[Any] = body["messages"]
     users = [i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"]
-    split, at = None, users[-1] if users else None
-    if at is not None and policy.skip_last_user and isinstance(messages[at].get("content"), str):
-        split = _split(messages[at]["content"], policy)
+    split, at, part = None, users[-1] if users else None, None
+    if at is not None and policy.skip_last_user:
+        part, text = last_text(messages[at].get("content"))
+        split = _split(text, policy) if text is not None else None
     if split is not None:
-        context = {**messages[at], "content": split.context}
+        context = {**messages[at], "content": with_text(messages[at]["content"], part, split.context)}
         messages = [*messages[:at], context, {"role": "user", "content": split.tail}, *messages[at + 1 :]]
     result = promptshrink.compress_messages(
         messages,
@@ -201,7 +204,8 @@ def _compress_chat(body: dict[str, Any], policy: ProxyPolicy, method: str, kwarg
     )
     out = result.messages
     if split is not None:
-        joined = {**out[at], "content": out[at]["content"] + split.tail}
+        content = out[at]["content"]
+        joined = {**out[at], "content": with_text(content, part, last_text(content)[1] + split.tail)}
         out = [*out[:at], joined, *out[at + 2 :]]
     body["messages"] = out
     return result.original_tokens, result.compressed_tokens
