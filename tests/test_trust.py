@@ -336,7 +336,7 @@ def test_proxy_compresses_list_of_parts(server: str, upstream: Any) -> None:
 
 
 def test_cli_default_method_fills_the_target(article: str, tmp_path: Any) -> None:
-    """``promptshrink compress - -t 800 -q ...`` fills the 800 tokens (it kept 53 of 3,620 while acc_rag stopped early)."""
+    """``promptshrink compress - -t 800 -q ...`` fills the 800 tokens (it kept 53 of 3,620 before)."""
     import subprocess
     import sys
 
