@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from .methods.base import CompressionRequest
-    from .result import CompressionResult
+    from .result import CompressionResult, SegmentDecision
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
 
@@ -49,3 +51,32 @@ def paragraphs(text: str) -> list[Passage]:
             out.append(Passage(f"p{len(out)}", text[start:stop], start, stop))
         cursor = m.end() if m else len(text)
     return out
+
+
+def kept_per_passage(segments: Sequence[SegmentDecision], spans: Sequence[tuple[int, int]]) -> list[str]:
+    """Each passage's own kept text, from the decisions on their concatenation (``spans`` are the passages' offsets
+    in it, in order).
+
+    A kept segment is cut at the passage boundaries it crosses (a text kept whole is one segment covering every
+    passage), so each passage gets exactly the kept characters that lie inside it; a rewritten segment goes whole
+    to the passage holding its first non-space character. Separators between passages go to none.
+    """
+    starts = [s for s, _ in spans]
+    pieces: list[list[str]] = [[] for _ in spans]
+    for seg in segments:
+        if not seg.kept:
+            continue
+        if seg.rewritten is not None:
+            anchor = seg.start + len(seg.text) - len(seg.text.lstrip())
+            owner = bisect_right(starts, anchor) - 1
+            if owner >= 0 and anchor < spans[owner][1]:
+                pieces[owner].append(seg.rewritten)
+            continue
+        first = max(0, bisect_right(starts, seg.start) - 1)
+        for k in range(first, len(spans)):
+            lo, hi = max(seg.start, spans[k][0]), min(seg.end, spans[k][1])
+            if spans[k][0] >= seg.end:
+                break
+            if lo < hi:
+                pieces[k].append(seg.text[lo - seg.start : hi - seg.start])
+    return ["".join(p).strip() for p in pieces]

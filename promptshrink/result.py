@@ -33,6 +33,32 @@ class CompressionResult:
     timings: dict[str, float] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def merged(cls, results: list[CompressionResult]) -> CompressionResult:
+        """One result for the compressed text parts of one message: counts and timings summed, texts joined by a
+        blank line, segments of each part in turn (offsets into that part); ``details["parts"]`` holds each
+        part's own counts and details."""
+        first = results[0]
+        timings: dict[str, float] = {}
+        for r in results:
+            for key, value in r.timings.items():
+                timings[key] = timings.get(key, 0.0) + value
+        parts = [
+            {"original_tokens": r.original_tokens, "compressed_tokens": r.compressed_tokens, "details": r.details}
+            for r in results
+        ]
+        return cls(
+            "\n\n".join(r.text for r in results),
+            sum(r.original_tokens for r in results),
+            sum(r.compressed_tokens for r in results),
+            first.method,
+            first.tokenizer,
+            first.budget,
+            [s for r in results for s in r.segments],
+            timings,
+            {"parts": parts},
+        )
+
     @property
     def ratio(self) -> float:
         """Kept fraction of target-tokenizer tokens (compressed / original)."""

@@ -7,6 +7,7 @@ ordered subset of them concatenates to an ordered subsequence of it.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from itertools import accumulate
 from typing import NamedTuple
@@ -58,8 +59,34 @@ _ABBREVIATIONS = {
     "est",
     "al",
 }
-_SENT_END_RE = re.compile(r"[.!?]+[\"')\]]*(?=\s+|$)|\n\s*\n")
-# Light phrase splitter: a new phrase starts at a function word or after clause punctuation.
+# Scripts written without spaces between words (Han, kana, Thai, Lao, Khmer, Myanmar, Tibetan) and the CJK
+# punctuation and fullwidth forms that go with them: their words are found per character (grapheme) instead.
+_UNSPACED = (
+    "\u0e00-\u0eff\u0f00-\u0fff\u1000-\u109f\u1780-\u17ff\u3000-\u30ff\u31f0-\u31ff\u3400-\u4dbf"
+    "\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef\U00020000-\U0003ffff"
+)
+_UNSPACED_RE = re.compile(f"[{_UNSPACED}]")
+# Sentence ends that need no space after them: CJK 。！？；… and fullwidth forms, Arabic ؟ ۔, Devanagari । ॥,
+# Armenian ։, Ethiopic ። ፧, Myanmar ။, Khmer ។, Tibetan །.
+_WIDE_ENDS = "\u3002\uff01\uff1f\uff1b\uff0e\uff61\u061f\u06d4\u0964\u0965\u0589\u1362\u1367\u104b\u17d4\u0f0d"
+_CLOSERS = "\"')\\]\u201d\u2019\u00bb\u300d\u300f\uff09\u3011\u3009\u300b"
+_SENT_END_RE = re.compile(
+    f"[.!?\u2026]+[{_CLOSERS}]*(?=\\s+|$)"  # Latin-style ends: followed by a space or the end
+    f"|(?:[{_WIDE_ENDS}]|\u2026+(?=[{_UNSPACED}]))[{_WIDE_ENDS}\u2026]*[{_CLOSERS}]*"  # no space needed
+    "|\\n\\s*\\n"
+    "|(?<=[\u0e00-\u0eff\u1780-\u17ff])[ \\t]+(?=[\u0e00-\u0eff\u1780-\u17ff])"  # Thai, Lao, Khmer: spaces
+)
+# Clause punctuation inside unspaced text: a phrase ends after it.
+_WIDE_CLAUSE_RE = re.compile(f"[^{_WIDE_ENDS}\uff0c\u3001\uff1a,;:]*[{_WIDE_ENDS}\uff0c\u3001\uff1a,;:]+|.+", re.DOTALL)
+LONG_WORD = 32  # characters: a longer run without spaces (base64, hashes, minified code) is cut into pieces
+WORD_PIECE = {"token": 8, "word": 16, "phrase": 32}  # piece length of such runs, per level
+UNSPACED_PHRASE = 8  # graphemes: the longest phrase cut out of unspaced text
+_UNSPACED_RUN_RE = re.compile(f"[{_UNSPACED}]+")
+_LEADING_VOWELS = set("\u0e40\u0e41\u0e42\u0e43\u0e44\u0ec0\u0ec1\u0ec2\u0ec3\u0ec4")  # Thai, Lao: written first
+_PHRASE_ENDERS = set(",;:.!?)\u060c" + _WIDE_ENDS)  # a phrase starts after one of these
+_PUNCT_ONLY_RE = re.compile(r"[^\w\s]+")
+_NEEDS_SPLIT_RE = re.compile(f"[{_UNSPACED}]|\\S{{{LONG_WORD + 1},}}")
+# Light phrase splitter: a new phrase starts at an (English) function word or after clause punctuation.
 _PHRASE_STARTERS = {
     "a",
     "an",
@@ -283,7 +310,7 @@ def _split_free(text: str, level: str, base: int, chunk_sentences: int) -> list[
         starts = [
             i
             for i, w in enumerate(words)
-            if i == 0 or w.lstrip().lower().strip("\"'(") in _PHRASE_STARTERS or words[i - 1][-1] in ",;:.!?)"
+            if i == 0 or w.lstrip().lower().strip("\"'(") in _PHRASE_STARTERS or words[i - 1][-1] in _PHRASE_ENDERS
         ]
         bounds = [ends[i] for i in starts] + [ends[-1]]
         units = [Unit(text[a - base : b - base], a, b) for a, b in zip(bounds, bounds[1:])]
@@ -298,7 +325,79 @@ def _split_free(text: str, level: str, base: int, chunk_sentences: int) -> list[
         units[-1] = Unit(last.text + text[last.end - base :], last.start, base + len(text))
     if not units and text:
         units = [Unit(text, base, base + len(text))]
+    if _NEEDS_SPLIT_RE.search(text):
+        units = [piece for u in units for piece in _split_unspaced(u, level)]
     return units
+
+
+def _graphemes(text: str) -> list[str]:
+    """``text`` cut before every character that is not a combining mark (Thai vowels and tones stay attached)."""
+    out: list[str] = []
+    for ch in text:
+        if out and (unicodedata.category(ch)[0] == "M" or ch in "\u200c\u200d" or out[-1] in _LEADING_VOWELS):
+            out[-1] += ch
+        else:
+            out.append(ch)
+    return out
+
+
+def _pieces(body: str, level: str) -> list[str]:
+    """Word-like pieces of one whitespace-free run: unspaced script per grapheme (word, token) or per clause of at
+    most `UNSPACED_PHRASE` graphemes (phrase); other runs longer than `LONG_WORD` in `WORD_PIECE` slices."""
+    out: list[str] = []
+    cursor = 0
+    for m in _UNSPACED_RUN_RE.finditer(body):
+        if m.start() > cursor:
+            out.extend(_slices(body[cursor : m.start()], level))
+        run = m.group()
+        if level == "phrase":
+            for clause in _WIDE_CLAUSE_RE.findall(run):
+                marks = _graphemes(clause)
+                out.extend("".join(marks[i : i + UNSPACED_PHRASE]) for i in range(0, len(marks), UNSPACED_PHRASE))
+        else:
+            out.extend(_graphemes(run))
+        cursor = m.end()
+    if cursor < len(body):
+        out.extend(_slices(body[cursor:], level))
+    # punctuation (CJK or ASCII) joins the grapheme before it, so no unit is a lone comma
+    merged: list[str] = []
+    for piece in out:
+        if merged and _PUNCT_ONLY_RE.fullmatch(piece):
+            merged[-1] += piece
+        else:
+            merged.append(piece)
+    return merged
+
+
+def _slices(run: str, level: str) -> list[str]:
+    if len(run) <= LONG_WORD:
+        return [run]
+    size = WORD_PIECE[level]
+    return [run[i : i + size] for i in range(0, len(run), size)]
+
+
+def _split_unspaced(unit: Unit, level: str) -> list[Unit]:
+    """``unit`` cut into word-like pieces (see `_pieces`); the first keeps the unit's leading whitespace and
+    spaces inside the unit stay with the piece after them."""
+    if unit.forced or not _NEEDS_SPLIT_RE.search(unit.text):
+        return [unit]
+    out: list[Unit] = []
+    for m in _WORD_RE.finditer(unit.text):
+        lead = len(m.group()) - len(m.group().lstrip())
+        pieces = _pieces(m.group()[lead:], level)
+        pieces[0] = m.group()[:lead] + pieces[0]
+        cursor = unit.start + m.start()
+        for piece in pieces:
+            out.append(Unit(piece, cursor, cursor + len(piece)))
+            cursor += len(piece)
+    if not out:
+        return [unit]
+    if out[0].start > unit.start:  # leading whitespace only
+        out[0] = Unit(unit.text[: out[0].end - unit.start], unit.start, out[0].end)
+    if out[-1].end < unit.end:
+        last = out[-1]
+        out[-1] = Unit(unit.text[last.start - unit.start :], last.start, unit.end)
+    return out
 
 
 def _force_overlapping(units: list[Unit], protected: list[tuple[int, int]]) -> list[Unit]:

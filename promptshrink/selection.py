@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from .errors import BudgetError
-from .segmentation import Unit
+from .segmentation import Unit, segment
 from .target_tokenizer import TargetTokenizer
 
 
@@ -87,3 +87,70 @@ def _trim_to_limit(
             freed += max(1, costs[i])
         count = tokenizer.count(render(units, keep))
     return count
+
+
+def select_or_cut(
+    units: Sequence[Unit],
+    scores: Sequence[float],
+    limit: int,
+    tokenizer: TargetTokenizer,
+    costs: Sequence[int] | None = None,
+) -> tuple[list[Unit], np.ndarray, list[bool], int]:
+    """`select_units`, and `cut_best_unit` when the budget holds no whole unit: never an empty output.
+
+    Returns the units (the cut one split in two), their scores, the keep mask and the output's token count.
+    """
+    keep, count = select_units(units, scores, limit, tokenizer, costs)
+    if any(keep):
+        return list(units), np.asarray(scores, dtype=float), keep, count
+    return cut_best_unit(units, scores, limit, tokenizer)
+
+
+def cut_best_unit(
+    units: Sequence[Unit], scores: Sequence[float], limit: int, tokenizer: TargetTokenizer
+) -> tuple[list[Unit], np.ndarray, list[bool], int]:
+    """Keep the longest prefix of the best-scoring unit that fits ``limit`` tokens, cut at a word boundary.
+
+    For a budget smaller than every unit (a 5-token budget for a 19-token sentence): the output is the most
+    relevant unit's first words, still an ordered subsequence of the input. Words are `segment`'s word units
+    (per character in scripts without spaces, 16-character slices of long runs such as base64), so the output
+    stays an ordered subsequence of the input's words. Raises `BudgetError` when not even the first word fits
+    (a 1-token budget for a text whose words cost 2 tokens each). Units scored -inf are a last resort.
+    """
+    values = np.asarray(scores, dtype=float)
+    values = np.where(np.isfinite(values), values, -np.inf)
+    candidates = [i for i, u in enumerate(units) if u.content] or list(range(len(units)))
+    best = max(candidates, key=lambda i: (values[i], -i))
+    unit = units[best]
+    words = [w.text for w in segment(unit.text, "word")]
+    ends = np.cumsum([len(w) for w in words]).tolist()
+
+    def fits(n: int) -> bool:
+        return tokenizer.count(unit.text[:n].strip()) <= limit
+
+    cut = _last_true([0, *ends], fits)
+    if cut == 0:
+        raise BudgetError(
+            f"the budget of {limit} tokens holds not even the first word of the text's most relevant part "
+            f"({tokenizer.count(words[0].strip())} tokens); raise the budget"
+        )
+    cut = len(unit.text[:cut].rstrip())  # trailing whitespace goes with the dropped rest
+    head = Unit(unit.text[:cut], unit.start, unit.start + cut)
+    parts = [head] if cut == len(unit.text) else [head, Unit(unit.text[cut:], unit.start + cut, unit.end)]
+    out = [*units[:best], *parts, *units[best + 1 :]]
+    given = np.asarray(scores, dtype=float)
+    out_scores = np.concatenate([given[:best], np.repeat(given[best], len(parts)), given[best + 1 :]])
+    keep = [i == best for i in range(len(out))]
+    return out, out_scores, keep, tokenizer.count(render(out, keep))
+
+
+def _last_true(points: Sequence[int], ok: Callable[[int], bool]) -> int:
+    """The largest of the ascending ``points`` where ``ok`` holds, by bisection; ``ok(points[0])`` must hold."""
+    lo, hi = 0, len(points) - 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if ok(points[mid]):
+            lo = mid
+        else:
+            hi = mid - 1
+    return points[lo]

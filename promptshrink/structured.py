@@ -11,7 +11,7 @@ from .depth import check_depth
 from .errors import BudgetError, InvalidInputError
 from .formats import compress_conversation
 from .json_splice import json_regions
-from .passages import Passage, PassageAwareCompressor
+from .passages import Passage, PassageAwareCompressor, kept_per_passage
 from .pipeline import plan
 from .question_split import split_trailing_question
 from .request import DEFAULT_METHOD, CompressOptions, check_text, check_unicode
@@ -30,6 +30,27 @@ def _text_parts(message: dict[str, Any]) -> list[tuple[Any, str]]:
     if isinstance(content, list):
         return [(i, p["text"]) for i, p in enumerate(content) if isinstance(p, dict) and p.get("type") == "text"]
     return []
+
+
+def last_text(content: Any) -> tuple[int | None, str | None]:
+    """(part index, or None for a string content; text) of the last text of a message's content; (None, None)
+    when it has none."""
+    if isinstance(content, str):
+        return None, content
+    if isinstance(content, list):
+        for k in range(len(content) - 1, -1, -1):
+            part = content[k]
+            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+                return k, part["text"]
+    return None, None
+
+
+def with_text(content: Any, part: int | None, text: str) -> Any:
+    """``content`` with its text (a string content) or its text part number ``part`` replaced by ``text``; the
+    other parts are the same objects, in the same places."""
+    if part is None:
+        return text
+    return [{**p, "text": text} if k == part else p for k, p in enumerate(content)]
 
 
 def _validate_messages(messages: Any) -> None:
@@ -62,11 +83,15 @@ def compress_messages(
 
     The last user message is the query and is left alone unless ``skip_last_user`` is False; it also serves as
     the question for question-aware methods (with ``split_question``, only its trailing question is left alone
-    and the context before it is compressed). ``target_tokens`` is a total over all message texts; ``timeout_s``
-    bounds the whole call; the other keywords are those of `promptshrink.compress`. ``format`` (``openai``,
-    ``anthropic``, ``responses``) reads the messages in that API's shape, shrinks tool outputs by their
-    structure and older turns harder: `promptshrink.formats.compress_conversation`, whose own keywords
-    (``parts``, ``tool_min_chars``, ``schedule``, ``ranges``) are accepted then.
+    and the context before it is compressed). Content given as a list of parts is compressed part by part: text
+    parts only, every other part (images, audio, files) left as it is and where it is; in the last user message,
+    only the final text part is the query (the one split with ``split_question``) and the text parts before it
+    are compressed. A message with several compressed parts has `CompressionResult.merged` as its result.
+    ``target_tokens`` is a total over all message texts; ``timeout_s`` bounds the whole call; the other keywords are
+    those of `promptshrink.compress`. ``format`` (``openai``, ``anthropic``, ``responses``) reads the messages in
+    that API's shape, shrinks tool outputs by their structure and older turns harder:
+    `promptshrink.formats.compress_conversation`, whose own keywords (``parts``, ``tool_min_chars``, ``schedule``,
+    ``ranges``) are accepted then.
     """
     if format is not None:
         common = {"roles": roles, "skip_last_user": skip_last_user, "min_tokens": min_tokens}
@@ -87,19 +112,20 @@ def messages_with(
     check_depth(messages, "messages")
     _validate_messages(messages)
     last_user = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=None)
-    split = None
+    split, part = None, None
     if options.split_question and skip_last_user and last_user is not None:
-        content = messages[last_user].get("content")
-        split = split_trailing_question(content, options.question_markers) if isinstance(content, str) else None
+        part, text = last_text(messages[last_user].get("content"))
+        split = split_trailing_question(text, options.question_markers) if text is not None else None
     if split is not None:  # the context and the tail as two user messages; the tail is the query left alone
         at = last_user
-        context = {**messages[at], "content": split.context}
+        context = {**messages[at], "content": with_text(messages[at]["content"], part, split.context)}
         messages = [*messages[:at], context, {"role": "user", "content": split.tail}, *messages[at + 1 :]]
         last_user = at + 1
     out = copy.deepcopy(messages)
+    query = _text_parts(messages[last_user])[-1:] if last_user is not None else []
     question = options.question
-    if question is None and last_user is not None:
-        question = " ".join(t for _, t in _text_parts(messages[last_user])).strip() or None
+    if question is None and query:
+        question = query[0][1].strip() or None
     pieces = [(i, loc, text) for i, m in enumerate(messages) for loc, text in _text_parts(m) if text.strip()]
     for i, _, text in pieces:
         check_unicode(f"messages[{i}].content", text)
@@ -109,16 +135,16 @@ def messages_with(
     counts = target.count_many([t for _, _, t in pieces])
     total = sum(counts)
 
-    def compressible(i: int, n: int) -> bool:
-        in_scope = messages[i]["role"] in roles and not (skip_last_user and i == last_user)
-        return in_scope and n >= min_tokens
+    def compressible(i: int, loc: Any, n: int) -> bool:
+        is_query = skip_last_user and i == last_user and (loc is None or [loc] == [q for q, _ in query])
+        return messages[i]["role"] in roles and not is_query and n >= min_tokens
 
-    movable = sum(n for (i, _, _), n in zip(pieces, counts) if compressible(i, n))
+    movable = sum(n for (i, loc, _), n in zip(pieces, counts) if compressible(i, loc, n))
     fixed = total - movable
     if target_tokens is not None and fixed + 1 > target_tokens and movable:
         raise BudgetError(f"the messages that are not compressed already need {fixed} tokens; budget {target_tokens}")
     p = plan(options)
-    chosen = [(i, loc, text, n) for (i, loc, text), n in zip(pieces, counts) if compressible(i, n)]
+    chosen = [(i, loc, text, n) for (i, loc, text), n in zip(pieces, counts) if compressible(i, loc, n)]
     requests = [
         p.request(
             text,
@@ -127,15 +153,18 @@ def messages_with(
         )
         for _, _, text, n in chosen
     ]
-    per_message: list[CompressionResult | None] = [None] * len(messages)
+    parts: list[list[CompressionResult]] = [[] for _ in messages]
     for (i, loc, _, _), result in zip(chosen, p.run(requests)):
-        per_message[i] = result
+        parts[i].append(result)
         if loc is None:
             out[i]["content"] = result.text
         else:
             out[i]["content"][loc]["text"] = result.text
+    per_message = [None if not r else r[0] if len(r) == 1 else CompressionResult.merged(r) for r in parts]
     if split is not None:  # join the context and the tail again
-        out = [*out[:at], {**out[at], "content": out[at]["content"] + split.tail}, *out[at + 2 :]]
+        content = out[at]["content"]
+        joined = {**out[at], "content": with_text(content, part, last_text(content)[1] + split.tail)}
+        out = [*out[:at], joined, *out[at + 2 :]]
         per_message = [*per_message[: at + 1], *per_message[at + 2 :]]
     compressed = sum(target.count_many([t for m in out for _, t in _text_parts(m) if t.strip()]))
     return MessagesResult(out, total, compressed, options.method_name, per_message)
@@ -150,7 +179,8 @@ def compress_passages(
     """Compress retrieved passages under one shared budget; ids and metadata go through unchanged.
 
     Passages are joined with blank lines, compressed together (so the budget is global and a method can
-    prefer the relevant passages), and the kept pieces are mapped back to the passage they came from. The other
+    prefer the relevant passages), and each passage gets exactly the kept text that lies inside it (all of it when
+    nothing needs dropping). The other
     keywords are those of `promptshrink.compress`.
     """
     return passages_with(passages, CompressOptions.from_kwargs(method=method, question=question, **options))
@@ -181,21 +211,8 @@ def passages_with(passages: Sequence[dict[str, Any] | str], options: CompressOpt
             result = p.compressor.compress_passages(request.question, given, request)
     else:  # JSON goes through the string-value splicer, as in `compress`
         result = p.run([request])[0]
-    pieces: list[list[str]] = [[] for _ in items]
-    for seg in result.segments:
-        if not seg.kept:
-            continue
-        anchor = seg.start + len(seg.text) - len(seg.text.lstrip())
-        owner = next((k for k, (s, e) in enumerate(spans) if s <= anchor < e), None)
-        if owner is None:
-            continue
-        if seg.start < spans[owner][0]:  # a unit that starts in the separator
-            body = seg.rewritten if seg.rewritten is not None else seg.text.lstrip()
-        else:
-            body = seg.rewritten if seg.rewritten is not None else seg.text
-        pieces[owner].append(body)
-    out = []
-    for item, kept in zip(items, pieces):
-        text = "".join(kept).strip()
-        out.append({**item, "text": text, "kept": bool(text), "original_text": item["text"]})
+    out = [
+        {**item, "text": text, "kept": bool(text), "original_text": item["text"]}
+        for item, text in zip(items, kept_per_passage(result.segments, spans))
+    ]
     return PassagesResult(out, result.original_tokens, result.compressed_tokens, result.method, result)

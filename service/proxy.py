@@ -16,7 +16,9 @@ from pydantic import ConfigDict, Field, ValidationError
 from promptshrink.errors import InvalidInputError
 from promptshrink.formats import compress_conversation
 from promptshrink.pipeline import compress_texts
+from promptshrink.question_split import split_trailing_question
 from promptshrink.request import MAX_MARKER_CHARS, MAX_MARKERS, CompressOptions
+from promptshrink.structured import last_text, with_text
 from promptshrink.target_tokenizer import DEFAULT_TOKENIZER, bundled_encoding_name
 
 from .config import Settings
@@ -133,12 +135,7 @@ def compress_body(path: str, body: dict[str, Any], policy: ProxyPolicy, options:
     if path == "chat/completions":
         if not isinstance(body.get("messages"), list):
             raise ApiError(422, "invalid_input", "'messages' must be a list of chat messages")
-        kw = {"roles": tuple(policy.roles), "skip_last_user": policy.skip_last_user, "min_tokens": policy.min_tokens}
-        # role: tool outputs by their structure, older turns harder (promptshrink.formats)
-        fields = {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name != "method"}
-        result = compress_conversation(body["messages"], options.method_name, format="openai", **kw, **fields)
-        body["messages"] = result.messages
-        return result.original_tokens, result.compressed_tokens
+        return _compress_chat(body, policy, options)
     prompt = body.get("prompt")
     prompts = [prompt] if isinstance(prompt, str) else prompt if isinstance(prompt, list) else None
     if prompts is None:
@@ -151,6 +148,36 @@ def compress_body(path: str, body: dict[str, Any], policy: ProxyPolicy, options:
         out[i] = r.text
     body["prompt"] = out[0] if isinstance(prompt, str) else out
     return sum(r.original_tokens for r in results), sum(r.compressed_tokens for r in results)
+
+
+def _compress_chat(body: dict[str, Any], policy: ProxyPolicy, options: CompressOptions) -> tuple[int, int]:
+    """Compress the chat messages; a final user message holding context + question is split first (its last text
+    part when the content is a list of parts: the other parts stay as they are, where they are).
+
+    The split puts the context and the tail in two user messages for the library (so the tail is the query it
+    leaves alone and scores against) and joins them again afterwards. The messages are read as
+    ``format="openai"``: tool outputs by their structure, older turns harder (`promptshrink.formats`).
+    """
+    messages: list[Any] = body["messages"]
+    users = [i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"]
+    split, at, part = None, users[-1] if users else None, None
+    if at is not None and policy.skip_last_user and options.split_question:
+        part, text = last_text(messages[at].get("content"))
+        split = split_trailing_question(text, options.question_markers) if text is not None else None
+    if split is not None:
+        context = {**messages[at], "content": with_text(messages[at]["content"], part, split.context)}
+        messages = [*messages[:at], context, {"role": "user", "content": split.tail}, *messages[at + 1 :]]
+    kw = {"roles": tuple(policy.roles), "skip_last_user": policy.skip_last_user, "min_tokens": policy.min_tokens}
+    skip = ("method", "split_question")  # the split is done here
+    fields = {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name not in skip}
+    result = compress_conversation(messages, options.method_name, format="openai", **kw, **fields)
+    out = result.messages
+    if split is not None:
+        content = out[at]["content"]
+        joined = {**out[at], "content": with_text(content, part, last_text(content)[1] + split.tail)}
+        out = [*out[:at], joined, *out[at + 2 :]]
+    body["messages"] = out
+    return result.original_tokens, result.compressed_tokens
 
 
 class Upstream:

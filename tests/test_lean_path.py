@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import promptshrink as ps
-from promptshrink.scoring.tfidf import tfidf_relevance
+from promptshrink.scoring.tfidf import terms, tfidf_relevance
 from promptshrink.segmentation import segment
 from promptshrink.target_tokenizer import span_counts
 
@@ -46,7 +46,9 @@ def test_tfidf_equals_scikit_learn(texts, query):
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     stripped = [t.strip() for t in texts]
-    vectorizer = TfidfVectorizer(sublinear_tf=True, token_pattern=r"(?u)\b\w+\b", stop_words="english")
+    vectorizer = TfidfVectorizer(
+        sublinear_tf=True, tokenizer=terms, token_pattern=None, lowercase=False, stop_words="english"
+    )
     try:
         matrix = vectorizer.fit_transform(stripped + ([query] if query else []))
     except ValueError:

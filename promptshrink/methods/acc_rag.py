@@ -18,7 +18,7 @@ from ..registry import register
 from ..result import CompressionResult, SegmentDecision
 from ..scoring.embeddings import embed
 from ..segmentation import Unit
-from ..selection import render
+from ..selection import cut_best_unit, render
 from .base import CompressionRequest, ExtractiveCompressor
 
 _WORD = re.compile(r"[\w$%.-]+")
@@ -150,6 +150,8 @@ class AccRagCompressor(ExtractiveCompressor):
         tok = request.tokenizer
         original = tok.count(request.text)
         limit = request.budget.limit(original)
+        if request.budget.keeps_everything(original):  # text that fits comes back as it is
+            return self.unchanged(request, original, start)
         units = self.units(request)
         owners = passage_owners(units, passages)
         scores, doc_sim, vectors, query, terms = self._scores(question, units, owners, len(passages), request.report)
@@ -165,10 +167,7 @@ class AccRagCompressor(ExtractiveCompressor):
             if question and self.adaptive
             else np.ones(len(passages), dtype=bool)
         )
-        if question or not request.budget.keeps_everything(original):
-            trace, reason = self._select(units, owners, scores, vectors, query, terms, readable, keep, limit, tok)
-        else:  # nothing to be sufficient for and room for all: per-unit token counts must not drop any
-            keep, trace, reason = [True] * len(units), [], "budget"
+        trace, reason = self._select(units, owners, scores, vectors, query, terms, readable, keep, limit, tok)
         kept_text = render(units, keep)
         while tok.count(kept_text) > limit:  # BPE merges across joins: drop the weakest selected sentence
             weakest = min((i for i, k in enumerate(keep) if k and not units[i].forced), key=lambda i: scores[i])
@@ -177,6 +176,9 @@ class AccRagCompressor(ExtractiveCompressor):
         if not self.adaptive:
             units, scores, keep, _ = top_up(units, scores, keep, limit, tok)
             owners, kept_text = passage_owners(units, passages), render(units, keep)
+        if not any(keep):  # the budget holds no whole sentence: the most relevant one, cut to fit
+            units, scores, keep, _ = cut_best_unit(units, scores, limit, tok)
+            owners, kept_text, reason = passage_owners(units, passages), render(units, keep), "budget_below_one_unit"
         kept_tokens = tok.count(kept_text)
         end = time.perf_counter()
         segments = [

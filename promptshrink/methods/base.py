@@ -16,7 +16,7 @@ from ..params import one_of
 from ..request import CompressOptions, ProgressFn
 from ..result import CompressionResult, SegmentDecision
 from ..segmentation import LEVELS, Unit, protected_spans, segment
-from ..selection import render, select_units
+from ..selection import render, select_or_cut
 from ..target_tokenizer import TargetTokenizer
 
 
@@ -152,7 +152,8 @@ class ExtractiveCompressor(Compressor):
         selected_at = time.perf_counter()
         for (i, units, original, costs), scores in zip(todo, all_scores):
             request, scores = requests[i], np.asarray(scores, dtype=float)
-            keep, kept_tokens = select_units(units, scores, request.budget.limit(original), request.tokenizer, costs)
+            limit = request.budget.limit(original)
+            units, scores, keep, kept_tokens = select_or_cut(units, scores, limit, request.tokenizer, costs)
             timing = (start, scored_at, selected_at)
             out[i] = self.build_result(request, original, units, scores, keep, *timing, kept_tokens)
         return [r for r in out if r is not None]
@@ -171,7 +172,7 @@ class ExtractiveCompressor(Compressor):
         scores = np.asarray(self.score_units(request, units), dtype=float)
         request.check_deadline()
         selected_at = time.perf_counter()
-        keep, kept_tokens = select_units(units, scores, limit, request.tokenizer, costs)
+        units, scores, keep, kept_tokens = select_or_cut(units, scores, limit, request.tokenizer, costs)
         return self.build_result(request, original, units, scores, keep, start, scored_at, selected_at, kept_tokens)
 
     def build_result(

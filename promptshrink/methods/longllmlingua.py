@@ -18,7 +18,7 @@ from ..scoring.conditional import question_loglik
 from ..scoring.lm import surprisal, to_units
 from ..scoring.normalise import normalise
 from ..segmentation import Unit, protected_spans, segment
-from ..selection import select_to_budget
+from ..selection import select_or_cut
 from .base import CompressionRequest, ExtractiveCompressor
 
 
@@ -77,8 +77,8 @@ class LongLLMLinguaCompressor(ExtractiveCompressor):
         scored_at = time.perf_counter()
         scores, docs, relevance = self._plan(request, units, limit)
         selected_at = time.perf_counter()
-        keep = select_to_budget(units, scores, limit, request.tokenizer)
-        result = self.build_result(request, original, units, scores, keep, start, scored_at, selected_at)
+        units, scores, keep, kept = select_or_cut(units, scores, limit, request.tokenizer)
+        result = self.build_result(request, original, units, scores, keep, start, scored_at, selected_at, kept)
         ranking = [int(i) for i in np.argsort(-relevance, kind="stable")]
         result.details["document_relevance"] = [round(float(r), 4) for r in relevance]
         if self.reorder:
