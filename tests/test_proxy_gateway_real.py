@@ -6,6 +6,8 @@ Both servers are shared by the session (tests/real_upstream.py, tests/real_anthr
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import anthropic
@@ -106,16 +108,22 @@ def test_langchain_chat_anthropic(anthropic_proxy: str, anthropic_upstream: Anth
 
 
 def test_litellm_anthropic_provider(anthropic_proxy: str, anthropic_upstream: AnthropicUpstream) -> None:
-    import litellm
-
-    response = litellm.completion(
-        model=f"anthropic/{anthropic_upstream.model}",
-        api_base=anthropic_proxy,
-        api_key="sk-caller",
-        messages=[{"role": "user", "content": QUESTION}],
-        max_tokens=4,
-    )
-    assert response.choices[0].message.content and response.usage.prompt_tokens > 0
+    """litellm's `anthropic/` provider, in a process of its own: importing litellm installs log filters on every
+    handler of the process (its secret redaction rewrites uvicorn's access lines), which other tests would see."""
+    script = """
+import json, sys
+import litellm
+response = litellm.completion(
+    model=sys.argv[1], api_base=sys.argv[2], api_key="sk-caller",
+    messages=[{"role": "user", "content": sys.argv[3]}], max_tokens=4,
+)
+print(json.dumps([response.choices[0].message.content, response.usage.prompt_tokens]))
+"""
+    args = [f"anthropic/{anthropic_upstream.model}", anthropic_proxy, QUESTION]
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    content, prompt_tokens = json.loads(done.stdout.strip().splitlines()[-1])
+    assert content and prompt_tokens > 0
 
 
 def gpt(url: str) -> openai.OpenAI:

@@ -82,8 +82,7 @@ def test_a_missing_model_package_is_a_clear_error():
 
 def test_an_altered_model_file_is_refused(tmp_path):
     folder = manifest()["reranker"].part_paths()[0]
-    for name in manifest()["reranker"].files:  # every pinned file, so only the altered one is wrong
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+    for name in manifest()["reranker"].files:
         (tmp_path / name).write_bytes((folder / name).read_bytes())
     (tmp_path / "tokenizer.json").write_text("{}")
     from promptshrink.model_loading import verify_files

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -26,7 +27,7 @@ from promptshrink.service import Settings, create_app
 from promptshrink.service.middleware import scrub_query
 from promptshrink.service.sse import EventBuffer
 from promptshrink.service.timeouts import uvicorn_options
-from tests.service_fixtures import LONG_TEXT, ServerThread, Upstream, base_settings, serve
+from tests.service_fixtures import LONG_TEXT, ServerThread, Upstream, announced_url, base_settings, serve
 
 pytest_plugins = ["tests.service_fixtures"]
 MESSAGES = [{"role": "user", "content": LONG_TEXT}, {"role": "user", "content": "Which region grew?"}]
@@ -99,6 +100,24 @@ def test_slow_headers_slow_body_and_idle_connections_are_dropped(short_timeouts:
     assert closed and got.startswith(b"HTTP/1.1 200"), "an idle keep-alive connection stayed open"
     r = httpx.post(f"{short_timeouts}/v1/compress", json={"text": LONG_TEXT, "rate": 0.5})
     assert r.status_code == 200
+
+
+def test_promptshrink_serve_drops_slow_senders(tmp_path: Path) -> None:
+    """The same through the real `promptshrink serve` command, its timeouts set by environment variables."""
+    env = {**os.environ, "PROMPTSHRINK_HEADER_TIMEOUT_S": "1", "PROMPTSHRINK_BODY_TIMEOUT_S": "1.5"}
+    cmd = [sys.executable, "-m", "promptshrink.cli", "serve", "--port", "0", "--method", "keep_first"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
+    try:
+        url = announced_url(proc, [])
+        slow_header = _connect(url)
+        slow_header.send(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        closed, got = _closed_within(slow_header, 6, trickle=b"X-Slow: a")
+        assert closed and got.startswith(b"HTTP/1.1 408"), got[:200]
+        idle = _connect(url)
+        assert _closed_within(idle, 6)[0], "an idle connection stayed open past the header timeout"
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 # --- 8 and 11: the SSE relay --------------------------------------------------------------------------------------
