@@ -209,6 +209,8 @@ def _diff(a: list[dict[str, Any]], b: list[dict[str, Any]], full: dict[str, Any]
 TASK_SHAPES = {
     "qa": "text+question",
     "needle": "text+question",
+    "narrative": "text+question",
+    "korean": "text+question",
     "multidoc": "passages+question",
     "gsm": "passages+question",
     "summary": "no question",
@@ -217,11 +219,15 @@ TASK_SHAPES = {
 
 def shape_table(rows: list[dict[str, Any]]) -> tuple[str, dict[str, str]]:
     """Mean score at the AT_RATIOS over the tasks of each input shape (the evidence behind `auto`'s choices),
-    and the best promptshrink method per shape (systems that miss a task or a ratio are not ranked)."""
+    and the best promptshrink method per shape (over the shape's tasks present in ``rows``; systems that miss one
+    of them or a ratio are not ranked)."""
     lines = ["| input shape (tasks) | system | mean score @ " + "/".join(map(str, AT_RATIOS)) + " |", "|---|---|---|"]
     best: dict[str, str] = {}
+    present = {r["task"] for r in rows}
     for shape in sorted(set(TASK_SHAPES.values())):
-        tasks = sorted(t for t, s in TASK_SHAPES.items() if s == shape)
+        tasks = sorted(t for t, s in TASK_SHAPES.items() if s == shape and t in present)
+        if not tasks:
+            continue
         means = {}
         for system in sorted({r["system"] for r in rows}):
             cells = [r.get(f"at_{a}") for r in rows if r["system"] == system and r["task"] in tasks for a in AT_RATIOS]

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import LOADERS, DataUnavailable, Item
-from .quality import plot, score
+from .quality import plot, score, shape_table
 from .readers import CachedChatReader
 from .run import RESULTS, environment
 
@@ -503,8 +503,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if rows and importlib.util.find_spec("matplotlib") is not None:  # the GPU machine has none: plot here after
         result["plot"] = str(plot(rows, args.out / f"{args.name}.png"))
+    shapes, result["auto_evidence"] = shape_table(rows)
     (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
-    text = tables(rows, comparisons, full)
+    text = tables(rows, comparisons, full) + "\n\n" + shapes
     (args.out / f"{args.name}.md").write_text(text + "\n")
     print(text)
     print(json.dumps({"progress": progress, "errors": errors, "wall_s": result["wall_s"]}), file=sys.stderr)

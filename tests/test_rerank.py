@@ -91,7 +91,42 @@ def test_an_altered_model_file_is_refused(tmp_path):
         verify_files(tmp_path, manifest()["reranker"].files, "reinstall")
 
 
-@pytest.mark.parametrize("bad", [{"passage_weight": -1.0}, {"candidates": 0}, {"lead_weight": float("nan")}])
+@pytest.mark.parametrize(
+    "bad", [{"passage_weight": -1.0}, {"candidates": 0}, {"lead_weight": float("nan")}, {"lexical_weight": -0.5}]
+)
 def test_bad_options_are_refused(bad):
     with pytest.raises(ps.InvalidInputError):
         ps.get_compressor("rerank", **bad)
+
+
+def test_lexical_weight_moves_exact_term_matches_up(article):
+    """The hybrid score: with ``lexical_weight`` a sentence sharing the question's rare words gains on the others,
+    and the answering sentence still ranks first."""
+    from promptshrink.budget import Budget
+    from promptshrink.methods.base import CompressionRequest
+    from promptshrink.scoring.tfidf import tfidf_relevance
+
+    question = "By what date must the budget resolution be passed?"
+    request = CompressionRequest(article, Budget(rate=0.1), ps.get_tokenizer("cl100k_base"), question=question)
+    plain, hybrid = ps.get_compressor("rerank"), ps.get_compressor("rerank", lexical_weight=1.0)
+    units = plain.units(request)
+    a, b = plain.score_units(request, units), hybrid.score_units(request, units)
+    lexical = tfidf_relevance([u.text for u in units], question)
+    top = int(np.argmax(lexical))
+    assert (b[top] - np.median(b)) > (a[top] - np.median(a))
+    assert units[int(np.argmax(b))].text.strip() == ANSWER
+
+
+def test_text_outside_the_latin_script_is_ranked_lexically():
+    """The cross-encoder is English-only: Korean sentences are ranked by TF-IDF (character bigrams), so the one
+    that answers the question is kept at a budget of about one sentence."""
+    sentences = [
+        "서울의 날씨는 오늘 맑고 따뜻합니다.",
+        "도서관은 1921년에 문을 열었고 약 4만 권의 책을 소장하고 있습니다.",
+        "시청 근처 주차는 오후 6시 이후 무료입니다.",
+        "새 주차장에는 300대의 자리가 있습니다.",
+    ] * 3
+    text = " ".join(sentences)
+    out = ps.compress(text, "rerank", rate=0.1, question="도서관은 언제 문을 열었습니까?")
+    assert "1921" in out.text
+    assert out.details.get("auto") is None and out.compressed_tokens <= int(0.1 * out.original_tokens)

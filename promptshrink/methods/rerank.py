@@ -19,6 +19,12 @@ from .acc_rag import passage_owners
 from .base import CompressionRequest, ExtractiveCompressor
 
 
+def latin_share(text: str) -> float:
+    """Share of the letters of ``text`` in the Latin script (1.0 when it has none)."""
+    letters = [c for c in text if c.isalpha()]
+    return sum(c < "\u0250" for c in letters) / len(letters) if letters else 1.0
+
+
 @register
 @dataclass
 class RerankCompressor(ExtractiveCompressor):
@@ -29,18 +35,23 @@ class RerankCompressor(ExtractiveCompressor):
     Gurevych), bundled as INT8 ONNX. A sentence's score is its logit, plus ``passage_weight`` times the best logit
     of its passage (a passage is a blank-line paragraph, or one of the passages of `compress_passages`), plus
     ``neighbour_weight`` times the better of its neighbours' logits in the same passage (the sentence before or
-    after the answering one often carries its subject). Long inputs are pre-ranked by TF-IDF and only the best
-    ``candidates`` sentences are read by the cross-encoder (the others keep a score below every read one), which
-    bounds the time. Without a question the score is centrality: the cosine similarity of the sentence's bge-small-
-    en-v1.5 vector (Xiao et al. 2023, "C-Pack") to the document's mean vector, standardised over the document, plus
-    ``lead_weight`` times a position prior that favours the first sentences (news and reports put the gist first).
-    The budget is filled greedily with whole sentences, best first, kept in text order; when whole sentences leave
-    more than a tenth of the budget unused, the best sentence left out is added cut at a word boundary, so the
-    result holds 90-100% of the budget.
+    after the answering one often carries its subject), plus ``lexical_weight`` times its TF-IDF relevance to the
+    question standardised to the logits' spread (a hybrid of lexical and neural ranking, as BM25 + cross-encoder
+    fusion in retrieval: exact names and numbers the cross-encoder underweights still count). Long inputs are
+    pre-ranked by TF-IDF and only the best ``candidates`` sentences are read by the cross-encoder (the others keep a
+    score below every read one), which bounds the time. The cross-encoder knows English only: when under half of the
+    letters of the question and the text's start are Latin, sentences are ranked by TF-IDF relevance instead
+    (character bigrams in scripts without spaces). Without a question the score is centrality: the cosine
+    similarity of the sentence's bge-small-en-v1.5 vector (Xiao et al. 2023, "C-Pack") to the document's mean
+    vector, standardised over the document, plus ``lead_weight`` times a position prior that favours the first
+    sentences (news and reports put the gist first). The budget is filled greedily with whole sentences, best first,
+    kept in text order; when whole sentences leave more than a tenth of the budget unused, the best sentence left
+    out is added cut at a word boundary, so the result holds 90-100% of the budget.
 
     Args:
         passage_weight: Weight (>= 0) of the passage's best sentence logit in each sentence's score.
         neighbour_weight: Weight (>= 0) of the better neighbouring sentence's logit in each sentence's score.
+        lexical_weight: Weight (>= 0) of the standardised TF-IDF relevance in each read sentence's score.
         candidates: Read at most this many sentences (>= 1) with the cross-encoder, the best by TF-IDF.
         lead_weight: Without a question: weight (>= 0) of the position prior 1 / (1 + position / 3).
     """
@@ -56,6 +67,7 @@ class RerankCompressor(ExtractiveCompressor):
     unit: str | None = field(default="sentence", init=False)
     passage_weight: float = 0.3
     neighbour_weight: float = 0.0
+    lexical_weight: float = 0.0
     candidates: int = 32
     lead_weight: float = 0.5
 
@@ -63,6 +75,7 @@ class RerankCompressor(ExtractiveCompressor):
         super().__post_init__()
         number("passage_weight", self.passage_weight, 0.0)
         number("neighbour_weight", self.neighbour_weight, 0.0)
+        number("lexical_weight", self.lexical_weight, 0.0)
         integer("candidates", self.candidates)
         number("lead_weight", self.lead_weight, 0.0)
 
@@ -71,10 +84,19 @@ class RerankCompressor(ExtractiveCompressor):
         if not request.question:
             return self._centrality(texts, request)
         read = np.arange(len(texts))
-        if len(texts) > self.candidates:
-            prior = tfidf_relevance(texts, request.question)
-            read = np.sort(np.argsort(-prior, kind="stable")[: self.candidates])
-        logits = rerank_scores(request.question, [texts[i] for i in read], progress=request.report)
+        english = latin_share(request.question + " " + request.text[:2000]) >= 0.5
+        needed = self.lexical_weight or len(texts) > self.candidates or not english
+        prior = tfidf_relevance(texts, request.question) if needed else np.zeros(len(texts))
+        if not english:  # the cross-encoder only knows English (MS MARCO): rank other scripts lexically
+            logits = prior
+        else:
+            if len(texts) > self.candidates:
+                read = np.sort(np.argsort(-prior, kind="stable")[: self.candidates])
+            logits = rerank_scores(request.question, [texts[i] for i in read], progress=request.report)
+        if self.lexical_weight and english and len(read) > 1:
+            lexical = prior[read]
+            spread = float(logits.std()) or 1.0
+            logits = logits + self.lexical_weight * spread * (lexical - lexical.mean()) / (lexical.std() or 1.0)
         floor = float(logits.min()) - 1.0
         scores = np.full(len(texts), floor, dtype=float)
         scores[read] = logits
