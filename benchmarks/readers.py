@@ -201,9 +201,20 @@ class CachedChatReader:
 
     def _generate_group(self, group: dict[str, list[dict[str, str]]], cap: int) -> None:
         """Generate every prompt of one token cap in `plan_batches` order, appending each batch to the cache file."""
+        import sys
+        import time
+
+        began = time.perf_counter()
         _, tokenizer = self.load()
+        loaded = time.perf_counter()
         keys = list(group)
         encoded = {key: self.encode(tokenizer, group[key]) for key in keys}
+        print(
+            f"  reader: model ready in {loaded - began:.1f}s, {len(keys)} prompts encoded in "
+            f"{time.perf_counter() - loaded:.1f}s",
+            file=sys.stderr,
+            flush=True,
+        )
         lengths = [len(encoded[k]) for k in keys]
         for rows in plan_batches(lengths, self.batch_size, self.max_batch_tokens, self.step_tokens * cap / 2):
             self._run_batch([keys[r] for r in rows], encoded, cap)
