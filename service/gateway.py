@@ -24,8 +24,8 @@ from promptshrink.request import CompressOptions
 
 from .compression import check_unicode_body
 from .errors import ApiError
-from .policy import GatewayOptions, compress_or_forward, library_options
-from .proxy import ProxyPolicy, relayed_headers
+from .policy import GatewayOptions, compress_or_forward
+from .proxy import ProxyPolicy, conversation_arguments, relayed_headers
 
 ANTHROPIC_HEADERS = ("anthropic-version", "anthropic-beta")
 _ID = re.compile(r"[A-Za-z0-9_-]{1,256}")
@@ -40,10 +40,8 @@ def _compress_job(field: str, format: str) -> Callable[..., tuple[int, int]]:
         value = body.get(field)
         if value is None or value == [] or value == "":
             return 0, 0
-        extra = {**admitted.options, "timeout_s": admitted.timeout_s}
-        result = promptshrink.compress_messages(
-            value, admitted.method_name, format=format, **library_options(policy, options), **extra
-        )
+        arguments = conversation_arguments(policy, options, admitted)
+        result = promptshrink.compress_messages(value, admitted.method_name, format=format, **arguments)
         body[field] = result.messages
         return result.original_tokens, result.compressed_tokens
 

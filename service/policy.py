@@ -224,18 +224,3 @@ async def compress_or_forward(
     gauges.seconds.labels(route, model, method).observe(seconds)
     values = (method, str(before), str(after), str(before - after), f"{seconds * 1000:.1f}")
     return work, dict(zip(RESULT_HEADERS, values, strict=True))
-
-
-def library_options(policy: ProxyPolicy, options: GatewayOptions) -> dict[str, Any]:
-    """The `promptshrink.compress_messages` arguments of a gateway policy (format aside)."""
-    return {
-        "rate": policy.rate,
-        "target_tokens": policy.target_tokens,
-        "tokenizer": policy.tokenizer,
-        "roles": tuple(policy.roles),
-        "skip_last_user": policy.skip_last_user,
-        "question": policy.question,
-        "keep": tuple(policy.keep),
-        "min_tokens": policy.min_tokens,
-        **options.conversation_options(),
-    }

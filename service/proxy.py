@@ -166,6 +166,17 @@ def compress_body(
     return before, after
 
 
+def conversation_arguments(policy: ProxyPolicy, options: GatewayOptions, admitted: CompressOptions) -> dict[str, Any]:
+    """The `promptshrink.formats.compress_conversation` keywords of a proxy request: the admitted library options
+    (budget, tokenizer, keep, seed, device, method options, the budget's ``timeout_s``...; no ``split_question``:
+    the latest user turn is left whole, or split by the chat route itself), the policy's roles and sizes, and the
+    route policy's parts, ranges and schedule."""
+    skip = ("method", "split_question")
+    fields = {f.name: getattr(admitted, f.name) for f in dataclasses.fields(admitted) if f.name not in skip}
+    kw = {"roles": tuple(policy.roles), "skip_last_user": policy.skip_last_user, "min_tokens": policy.min_tokens}
+    return {**fields, **kw, **options.conversation_options()}
+
+
 def _compress_chat(
     body: dict[str, Any], policy: ProxyPolicy, options: GatewayOptions, admitted: CompressOptions
 ) -> tuple[int, int]:
@@ -186,12 +197,8 @@ def _compress_chat(
     if split is not None:
         context = {**messages[at], "content": with_text(messages[at]["content"], part, split.context)}
         messages = [*messages[:at], context, {"role": "user", "content": split.tail}, *messages[at + 1 :]]
-    kw = {"roles": tuple(policy.roles), "skip_last_user": policy.skip_last_user, "min_tokens": policy.min_tokens}
-    skip = ("method", "split_question")  # the split is done here
-    fields = {f.name: getattr(admitted, f.name) for f in dataclasses.fields(admitted) if f.name not in skip}
-    result = compress_conversation(
-        messages, admitted.method_name, format="openai", **kw, **options.conversation_options(), **fields
-    )
+    arguments = conversation_arguments(policy, options, admitted)  # the split is done here
+    result = compress_conversation(messages, admitted.method_name, format="openai", **arguments)
     out = result.messages
     if split is not None:
         content = out[at]["content"]

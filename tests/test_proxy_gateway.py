@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import copy
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -389,3 +390,27 @@ def test_cors_exposes_every_promptshrink_header(stub: Upstream) -> None:
         )
         assert preflight.status_code == 200 and "DELETE" in preflight.headers["access-control-allow-methods"]
     assert seen == set(RESPONSE_HEADERS)
+
+
+PRICES = " ".join(f"Item {i} costs {i * 7 + 3} dollars and ships in {i % 9 + 1} days." for i in range(60))
+
+
+def test_library_options_of_the_policy_reach_the_gateway_routes(proxy: str, stub: Upstream) -> None:
+    """``protect_numbers`` (like seed, keep, the server's device) goes through the same code path as on chat:
+    every number survives compression on Messages and Responses."""
+    numbers = set(re.findall(r"\d+", PRICES))
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": PRICES}]},
+        {"role": "assistant", "content": "Noted."},
+        {"role": "user", "content": "Which item costs 52 dollars?"},
+    ]
+    items = [{"type": "message", "role": "user", "content": PRICES}, *messages[1:]]
+    sdk = openai.OpenAI(base_url=f"{proxy}/v1", api_key="sk", max_retries=0)
+    for protect in (False, True):
+        policy = {"promptshrink": {"rate": 0.7, "protect_numbers": protect}}
+        client(proxy).messages.create(model="m", max_tokens=1, messages=messages, extra_body=policy)
+        sent = stub.last()["body"]["messages"][0]["content"][0]["text"]
+        sdk.responses.create(model="m", input=items, extra_body=policy)
+        sent_items = stub.last()["body"]["input"][0]["content"]
+        for text in (sent, sent_items):
+            assert len(text) < len(PRICES) * 0.8 and (numbers <= set(re.findall(r"\d+", text))) == protect
