@@ -1,15 +1,17 @@
-"""The proxy's added latency per API shape (OpenAI chat, Anthropic Messages, OpenAI Responses), with compression
-off, on, and fail-open triggered; and the tool-output size worth compressing.
+"""The proxy's added latency per API shape (OpenAI chat and completions, Anthropic Messages, OpenAI Responses), with
+compression off, on, and fail-open triggered; and the tool-output size worth compressing.
 
     python benchmarks/proxy_overhead.py                 # 200 requests per cell, method tfidf
     python benchmarks/proxy_overhead.py --requests 50 --method keep_first
 
 Starts a minimal upstream (fixed answers, this script with ``--stub``) and `promptshrink serve` in front of it,
-both as their own processes, then sends each request once directly to the upstream and once through the proxy,
-alternating, one at a time (so a machine whose load drifts slows both alike). The added latency at p50/p99 is
-the proxy's percentile minus the direct one. The request is an agent turn: a question, a tool call and a ~9 KB
-JSON tool output. ``fail-open`` sets a 0.001 ms compression budget, so every request takes the fail-open path
-(the chat route has no fail-open: n/a). Writes benchmarks/results/proxy_overhead.json and prints a table.
+both as their own processes, waits for the proxy's warm-up, then sends each request once directly to the
+upstream and once through the proxy, alternating, one at a time, the API shapes taking turns (so a machine
+whose load drifts slows all alike). The added latency at p50/p99 is the proxy's percentile minus the direct
+one. The request is an agent turn: a question, a tool call and a ~9 KB JSON tool output (completions: the same
+rows as a 7.6 KB prose report, then the question, as one prompt). ``fail-open`` sets a 0.001 ms compression
+budget, so every request takes the fail-open path. The outcome column counts the warm-up requests too. Writes
+benchmarks/results/proxy_overhead.json and prints a table.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "proxy_overhead.json"
 ROWS = [{"id": i, "city": f"city{i}", "temp_c": 10 + i % 15, "note": "clear skies and light wind"} for i in range(120)]
 TOOL = json.dumps({"results": ROWS})
 QUESTION = "What is the temperature in city42?"
+REPORT = " ".join(f"Station {r['id']} in {r['city']} reports {r['temp_c']} C, {r['note']}." for r in ROWS)
 BODIES: dict[str, tuple[str, dict[str, Any]]] = {
     "chat": (
         "/v1/chat/completions",
@@ -50,6 +53,7 @@ BODIES: dict[str, tuple[str, dict[str, Any]]] = {
             ],
         },
     ),
+    "completions": ("/v1/completions", {"model": "m", "prompt": f"{REPORT}\n\nQuestion: {QUESTION}\nAnswer:"}),
     "messages": (
         "/v1/messages",
         {
@@ -97,20 +101,34 @@ def stub() -> None:
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``lscpu``'s "Model name"), else the architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def wait(url: str) -> None:
+def wait(url: str, status: int | None = None) -> None:
+    """Wait until ``url`` answers (with ``status``, when given)."""
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         try:
-            httpx.get(url, timeout=2)
-            return
+            answer = httpx.get(url, timeout=2)
+            if status is None or answer.status_code == status:
+                return
         except httpx.HTTPError:
-            time.sleep(0.2)
+            pass
+        time.sleep(0.2)
     raise SystemExit(f"{url} did not come up in 90 s")
 
 
@@ -120,14 +138,13 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def measure(client: httpx.Client, upstream: str, proxy: str, requests: int) -> list[dict[str, Any]]:
-    rows = []
-    for shape, (path, body) in BODIES.items():
-        for mode, headers in MODES.items():
-            if shape == "chat" and mode == "fail-open":
-                rows.append({"shape": shape, "mode": mode, "note": "n/a: the chat route has no fail-open"})
-                continue
-            direct, via, compress_ms, outcome = [], [], [], set()
-            for _ in range(requests + 5):  # the first 5 warm connections and caches up
+    """Per (shape, mode) cell, direct and proxied latencies; the shapes take turns request by request, so no
+    shape is measured on a colder or more loaded machine than another."""
+    cells: dict[tuple[str, str], dict[str, Any]] = {}
+    for mode, headers in MODES.items():
+        for _ in range(requests + 5):  # the first 5 warm connections and caches up
+            for shape, (path, body) in BODIES.items():
+                cell = cells.setdefault((shape, mode), {"direct": [], "via": [], "compress": [], "outcome": set()})
                 t = time.perf_counter()
                 client.post(f"{upstream}{path}", json=body).raise_for_status()
                 d = time.perf_counter() - t
@@ -135,25 +152,27 @@ def measure(client: httpx.Client, upstream: str, proxy: str, requests: int) -> l
                 r = client.post(f"{proxy}{path}", json=body, headers=headers)
                 v = time.perf_counter() - t
                 r.raise_for_status()
-                direct.append(d * 1000)
-                via.append(v * 1000)
-                compress_ms.append(float(r.headers.get("x-promptshrink-compression-ms", "nan")))
-                outcome.add(r.headers.get("x-promptshrink-fail-open") or ("saved" if "x-promptshrink-tokens-saved"
-                            in r.headers else "untouched"))  # fmt: skip
-            direct, via = direct[5:], via[5:]
-            timed = [c for c in compress_ms[5:] if c == c]
-            rows.append({
-                "shape": shape,
-                "mode": mode,
-                "requests": requests,
-                "direct_p50_ms": round(percentile(direct, 0.5), 2),
-                "direct_p99_ms": round(percentile(direct, 0.99), 2),
-                "added_p50_ms": round(percentile(via, 0.5) - percentile(direct, 0.5), 2),
-                "added_p99_ms": round(percentile(via, 0.99) - percentile(direct, 0.99), 2),
-                "compression_p50_ms": round(statistics.median(timed), 2) if timed else None,
-                "compression_p99_ms": round(percentile(timed, 0.99), 2) if timed else None,
-                "outcome": sorted(outcome),
-            })  # fmt: skip
+                cell["direct"].append(d * 1000)
+                cell["via"].append(v * 1000)
+                cell["compress"].append(float(r.headers.get("x-promptshrink-compression-ms", "nan")))
+                cell["outcome"].add(r.headers.get("x-promptshrink-fail-open") or ("saved" if
+                                    "x-promptshrink-tokens-saved" in r.headers else "untouched"))  # fmt: skip
+    rows = []
+    for (shape, mode), cell in sorted(cells.items(), key=lambda kv: list(BODIES).index(kv[0][0])):  # modes in order
+        direct, via = cell["direct"][5:], cell["via"][5:]
+        timed = [c for c in cell["compress"][5:] if c == c]
+        rows.append({
+            "shape": shape,
+            "mode": mode,
+            "requests": requests,
+            "direct_p50_ms": round(percentile(direct, 0.5), 2),
+            "direct_p99_ms": round(percentile(direct, 0.99), 2),
+            "added_p50_ms": round(percentile(via, 0.5) - percentile(direct, 0.5), 2),
+            "added_p99_ms": round(percentile(via, 0.99) - percentile(direct, 0.99), 2),
+            "compression_p50_ms": round(statistics.median(timed), 2) if timed else None,
+            "compression_p99_ms": round(percentile(timed, 0.99), 2) if timed else None,
+            "outcome": sorted(cell["outcome"]),
+        })  # fmt: skip
     return rows
 
 
@@ -196,8 +215,7 @@ def main() -> int:
     procs.append(subprocess.Popen([*cmd, "--log-level", "warning"], env=env, cwd=ROOT))
     try:
         wait(f"{upstream}/")
-        wait(f"{proxy}/healthz")
-        httpx.get(f"{proxy}/readyz", timeout=60)
+        wait(f"{proxy}/readyz", 200)  # warmed up: models and tokenizers loaded
         with httpx.Client(timeout=60) as client:
             rows = measure(client, upstream, proxy, args.requests)
     finally:
@@ -207,7 +225,7 @@ def main() -> int:
     sizes = threshold(args.method)
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": f"{cpu_model()}, {os.cpu_count()} cores",
         "method": args.method,
         "tool_output_chars": len(TOOL),
         "rows": rows,
@@ -220,9 +238,6 @@ def main() -> int:
         f"{'shape':10} {'mode':10} {'direct p50':>10} {'added p50':>10} {'added p99':>10} {'compress p50':>12}  outcome"
     )
     for r in rows:
-        if "note" in r:
-            print(f"{r['shape']:10} {r['mode']:10} {r['note']}")
-            continue
         cp = "-" if r["compression_p50_ms"] is None else f"{r['compression_p50_ms']:.1f}"
         print(f"{r['shape']:10} {r['mode']:10} {r['direct_p50_ms']:10.2f} {r['added_p50_ms']:10.2f} "
               f"{r['added_p99_ms']:10.2f} {cp:>12}  {','.join(r['outcome'])}")  # fmt: skip

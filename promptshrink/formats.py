@@ -132,7 +132,8 @@ def _factor(age: int, schedule: Sequence[tuple[int, float]]) -> float:
     return next((f for a, f in sorted(schedule, reverse=True) if a <= age), 1.0)
 
 
-def _range_rate(n: int, ranges: Sequence[tuple[int, int, float]]) -> float | None:
+def range_rate(n: int, ranges: Sequence[tuple[int, int, float]]) -> float | None:
+    """The rate of the first ``(min_tokens, max_tokens, rate)`` range holding ``n`` tokens; None: outside all."""
     return next((rate for low, high, rate in ranges if low <= n < high), None)
 
 
@@ -190,7 +191,7 @@ def compress_conversation(
             return None
         if (len(p.text) < tool_min_chars) if p.tool else (n < min_tokens):
             return None
-        base = _range_rate(n, ranges) if ranges is not None else budget.rate if budget.rate is not None else 1.0
+        base = range_rate(n, ranges) if ranges is not None else budget.rate if budget.rate is not None else 1.0
         if base is None:
             return None
         age = sum(1 for t in user_turns if t > p.at)

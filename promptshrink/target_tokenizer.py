@@ -147,6 +147,11 @@ def _bundled_manifest() -> dict[str, dict[str, str]]:
     return json.loads((models_dir() / "tiktoken" / "manifest.json").read_text())["encodings"]
 
 
+def bundled_encoding_names() -> list[str]:
+    """The tiktoken encodings shipped in ``models/tiktoken``."""
+    return sorted(_bundled_manifest())
+
+
 def bundled_encoding_name(name: str) -> str | None:
     """The bundled tiktoken encoding that ``name`` (an encoding or an OpenAI model name) uses, else None.
 

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import promptshrink
 from promptshrink.errors import PromptShrinkError
 from promptshrink.model_loading import set_torch_threads
+from promptshrink.target_tokenizer import bundled_encoding_names
 
 from .batching import MicroBatcher
 from .config import Settings
@@ -28,7 +29,8 @@ from .guards import GuardMiddleware, allowed_hosts
 from .limits import WorkPool
 from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, MetricsMiddleware, scrub_access_log
-from .proxy import Upstream, check_upstream_key
+from .policy import RESPONSE_HEADERS, GatewayMetrics
+from .proxy import RELAYED_HEADERS, Upstream, check_upstream_key
 from .routes_compress import router as compress_router
 from .routes_meta import docs as docs_router
 from .routes_meta import health as health_router
@@ -52,11 +54,15 @@ class State:
     batcher: MicroBatcher | None = None
     upstream: Upstream | None = None
     loaded: dict[str, asyncio.Event] = field(default_factory=dict)  # per allowed method, set once warmed up
+    gauges: GatewayMetrics = field(init=False)  # the proxy routes' own metrics (fail-open, per route and model)
+
+    def __post_init__(self) -> None:
+        self.gauges = GatewayMetrics(self.metrics)
 
     async def warm_up(self) -> None:
         """Load the models of every allowed method (the default first) by compressing a short text, also with a
         question when the method reads one (`auto` picks another method then), one method at a time on a worker
-        thread; /readyz reports the outcome."""
+        thread, then (with an upstream) the bundled tokenizers; /readyz reports the outcome."""
         methods = list(self.loaded)
         for method in methods:
             options = self.settings.method_options(method)
@@ -77,6 +83,13 @@ class State:
                 log.error("warm-up of %s failed: %s", method, self.ready_error)
             finally:
                 self.loaded[method].set()  # a failed load: requests get the library's own error
+        # the proxy counts in the request model's encoding: a cold load takes 0.05-0.25 s, the fail-open budget
+        for name in bundled_encoding_names() if self.settings.upstream_base_url else []:
+            try:
+                await asyncio.to_thread(promptshrink.get_tokenizer, name)
+            except Exception as exc:
+                self.ready_error = f"tokenizer {name}: {type(exc).__name__}: {exc}"
+                log.error("warm-up of the %s tokenizer failed: %s", name, exc)
         if self.ready_error is None:
             self.ready.set()
             self.metrics.ready.set(1)
@@ -157,13 +170,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=sorted(settings.cors_origins),
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],  # DELETE: /v1/responses/{id}
             allow_headers=["*"],
-            expose_headers=[
-                "x-promptshrink-tokens-saved",
-                "x-promptshrink-original-tokens",
-                "x-promptshrink-compressed-tokens",
-            ],
+            expose_headers=[*RESPONSE_HEADERS, *RELAYED_HEADERS],
         )
     _add_routes(app, settings)
     add_gateway_routes(app, state, caller_upstream_key, key_matches)
@@ -233,34 +242,37 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
 
 
 def _install_errors(app: FastAPI, state: State) -> None:
-    def respond(err: ApiError) -> JSONResponse:
+    def respond(request: Request, err: ApiError) -> JSONResponse:
         state.metrics.errors.labels(err.code).inc()
-        return JSONResponse(err.body(), err.status, headers=err.headers)
+        return JSONResponse(err.body(request.url.path), err.status, headers=err.headers)
 
     @app.exception_handler(ApiError)
-    async def service_error(_: Request, exc: ApiError) -> JSONResponse:
-        return respond(exc)
+    async def service_error(request: Request, exc: ApiError) -> JSONResponse:
+        return respond(request, exc)
 
     @app.exception_handler(PromptShrinkError)
-    async def library_error(_: Request, exc: PromptShrinkError) -> JSONResponse:
-        return respond(from_library(exc))
+    async def library_error(request: Request, exc: PromptShrinkError) -> JSONResponse:
+        return respond(request, from_library(exc))
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
         ]
         if any(e["type"] == "json_invalid" for e in errors):
-            return respond(ApiError(400, "malformed_json", "the request body is not valid JSON", errors=errors))
+            err = ApiError(400, "malformed_json", "the request body is not valid JSON", errors=errors)
+            return respond(request, err)
         summary = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
-        return respond(ApiError(422, "invalid_request", summary, errors=errors))
+        where = [str(p) for p in errors[0]["loc"] if p != "body"] if errors else []
+        param = ".".join(where) or None  # OpenAI's error shape names the field (service.errors.error_body)
+        return respond(request, ApiError(422, "invalid_request", summary, errors=errors, param=param))
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return respond(ApiError(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {})))
+        return respond(request, ApiError(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {})))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("internal error on %s %s", request.method, request.url.path)
-        return respond(ApiError(500, "internal_error", "internal error; the server log has the details"))
+        return respond(request, ApiError(500, "internal_error", "internal error; the server log has the details"))

@@ -56,7 +56,7 @@ class Settings:
     proxy_rate: float | None = 0.5
     proxy_target_tokens: int | None = None
     proxy_question_markers: frozenset[str] = frozenset(DEFAULT_QUESTION_MARKERS)
-    proxy_policies: str | None = None  # JSON {route: gateway policy} for /v1/messages, /v1/responses (policy.py)
+    proxy_policies: str | None = None  # JSON {route: policy} for the compressing proxy routes (policy.py)
     methods: frozenset[str] = field(default_factory=frozenset)
     load_wait_s: float = 10.0
     public_metrics: bool = False

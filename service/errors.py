@@ -1,4 +1,10 @@
-"""HTTP errors with a JSON body ``{"error": {"code", "message", ...}}`` and the mapping from library errors."""
+"""HTTP errors with a JSON body and the mapping from library errors.
+
+The service's own routes answer ``{"error": {"code", "message", ...}}``; the proxy routes answer in their API's
+shape (`error_body`), so an SDK pointed at the proxy raises the same exception, with the message, for the
+proxy's own errors as for the upstream's: OpenAI's ``{"error": {"message", "type", "param", "code"}}`` (the
+service's code as ``code``) and Anthropic's ``{"type": "error", "error": {"type", "message"}}``.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,38 @@ from pydantic import BaseModel, ConfigDict
 from promptshrink.errors import PromptShrinkError, library_errors
 
 LIBRARY_STATUS = {code: cls.status for code, cls in library_errors().items()}  # each error class carries its own
+ANTHROPIC_ROUTES = ("/v1/messages",)
+OPENAI_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/models", "/v1/embeddings")
+ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
+OVERLOADED = ("overloaded", "model_loading")  # codes of a 503 that is the service's load, not an outage
+
+
+def _under(path: str, routes: tuple[str, ...]) -> bool:
+    return any(path == r or path.startswith(r + "/") for r in routes)
+
+
+def error_body(path: str, status: int, code: str, message: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON body of an error at ``path`` in the shape of the API served there (module docstring)."""
+    extra = extra or {}
+    if _under(path, ANTHROPIC_ROUTES):
+        kind = "overloaded_error" if code in OVERLOADED else ANTHROPIC_TYPES.get(status)
+        kind = kind or ("invalid_request_error" if status < 500 else "api_error")
+        return {"type": "error", "error": {"type": kind, "message": message}}
+    if _under(path, OPENAI_ROUTES):
+        kind = OPENAI_TYPES.get(status) or ("invalid_request_error" if status < 500 else "server_error")
+        param = extra.pop("param", None)
+        return {"error": {"message": message, "type": kind, "param": param, "code": code, **extra}}
+    return {"error": {"code": code, "message": message, **extra}}
 
 
 class ErrorDetail(BaseModel):
@@ -44,8 +82,9 @@ class ApiError(Exception):
         self.headers = headers or {}
         self.extra = extra
 
-    def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, **self.extra}}
+    def body(self, path: str = "") -> dict[str, Any]:
+        """The JSON body at ``path`` (the route's API shape, `error_body`)."""
+        return error_body(path, self.status, self.code, self.message, dict(self.extra))
 
 
 def from_library(exc: PromptShrinkError) -> ApiError:

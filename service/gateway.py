@@ -20,11 +20,12 @@ from fastapi import Body, Depends, FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
 import promptshrink
+from promptshrink.request import CompressOptions
 
 from .compression import check_unicode_body
 from .errors import ApiError
-from .policy import GatewayMetrics, GatewayOptions, compress_or_forward, library_options
-from .proxy import ProxyPolicy, relayed_headers
+from .policy import GatewayOptions, compress_or_forward
+from .proxy import ProxyPolicy, conversation_arguments, relayed_headers
 
 ANTHROPIC_HEADERS = ("anthropic-version", "anthropic-beta")
 _ID = re.compile(r"[A-Za-z0-9_-]{1,256}")
@@ -34,14 +35,13 @@ def _compress_job(field: str, format: str) -> Callable[..., tuple[int, int]]:
     """A worker-thread job compressing ``body[field]`` in the API ``format``."""
 
     def job(
-        body: dict[str, Any], policy: ProxyPolicy, options: GatewayOptions, method: str, extra: dict[str, Any]
+        body: dict[str, Any], policy: ProxyPolicy, options: GatewayOptions, admitted: CompressOptions
     ) -> tuple[int, int]:
         value = body.get(field)
         if value is None or value == [] or value == "":
             return 0, 0
-        result = promptshrink.compress_messages(
-            value, method, format=format, **library_options(policy, options), **extra
-        )
+        arguments = conversation_arguments(policy, options, admitted)
+        result = promptshrink.compress_messages(value, admitted.method_name, format=format, **arguments)
         body[field] = result.messages
         return result.original_tokens, result.compressed_tokens
 
@@ -77,7 +77,6 @@ def add_gateway_routes(
     """Add the routes to ``app``; ``caller_key`` is the OpenAI routes' auth dependency, ``key_matches`` the
     constant-time service key check."""
     settings = state.settings
-    gauges = GatewayMetrics(state.metrics)
 
     def anthropic_headers(request: Request) -> dict[str, str]:
         """Upstream headers for an Anthropic call: the caller's credential (never a service key), or the server's
@@ -118,7 +117,7 @@ def add_gateway_routes(
         check_unicode_body(body)
         extra: dict[str, str] = {}
         if job is not None:
-            body, extra = await compress_or_forward(state, gauges, route, body, request.headers, job)
+            body, extra = await compress_or_forward(state, route, body, request.headers, job)
         upstream = await state.upstream.open(path, body, headers)
         stream = bool(body.get("stream")) and upstream.status_code < 400
         if not (anthropic and stream):

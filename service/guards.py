@@ -7,6 +7,7 @@ import json
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .config import Settings
+from .errors import error_body
 
 LOOPBACK_BINDS = frozenset({"127.0.0.1", "::1", "localhost"})
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -48,23 +49,22 @@ class GuardMiddleware:
             name = host_name(headers.get(b"host", b"").decode("latin-1"))
             if not host_allowed(name, self.hosts):
                 allowed = ", ".join(sorted(self.hosts))
-                await send_error(
-                    send, 400, "host_not_allowed", f"Host {name!r} is not served here (allowed: {allowed})"
-                )
+                message = f"Host {name!r} is not served here (allowed: {allowed})"
+                await send_error(send, scope, 400, "host_not_allowed", message)
                 return
         media = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower()
         has_body = headers.get(b"content-length", b"0") != b"0" or b"transfer-encoding" in headers
         json_body = media == b"application/json" or media.endswith(b"+json")
         if scope["method"] == "POST" and not json_body and (media or has_body):
             message = f"the body must be application/json, not {media.decode('latin-1') or 'untyped'!r}"
-            await send_error(send, 415, "unsupported_media_type", message)
+            await send_error(send, scope, 415, "unsupported_media_type", message)
             return
         await self.app(scope, receive, send)
 
 
-async def send_error(send: Send, status: int, code: str, message: str) -> None:
-    """Answer with the service's JSON error body, from ASGI middleware."""
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+async def send_error(send: Send, scope: Scope, status: int, code: str, message: str) -> None:
+    """Answer with the JSON error body of the route's API (`service.errors.error_body`), from ASGI middleware."""
+    body = json.dumps(error_body(scope.get("path", ""), status, code, message)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

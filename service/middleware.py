@@ -58,7 +58,7 @@ class BodyLimitMiddleware:
             return
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._refuse(send, *self._too_large())
+            await self._refuse(send, scope, *self._too_large())
             return
         seen = 0
         refused = False
@@ -76,7 +76,7 @@ class BodyLimitMiddleware:
                 problem = (422, "too_deep", str(too_deep("the request body")))
             if problem is not None:  # answer now; the app sees a disconnect
                 refused = True
-                await self._refuse(send, *problem)
+                await self._refuse(send, scope, *problem)
                 return {"type": "http.disconnect"}
             return message
 
@@ -89,9 +89,9 @@ class BodyLimitMiddleware:
     def _too_large(self) -> tuple[int, str, str]:
         return 413, "body_too_large", f"request body over {self.max_bytes} bytes"
 
-    async def _refuse(self, send: Send, status: int, code: str, message: str) -> None:
+    async def _refuse(self, send: Send, scope: Scope, status: int, code: str, message: str) -> None:
         self.metrics.errors.labels(code).inc()
-        await send_error(send, status, code, message)
+        await send_error(send, scope, status, code, message)
 
 
 class MetricsMiddleware:

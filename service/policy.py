@@ -1,4 +1,5 @@
-"""The gateway policy of the Anthropic Messages and OpenAI Responses routes: what to compress, and fail-open.
+"""The policy of every compressing proxy route (OpenAI chat and completions, Anthropic Messages, OpenAI
+Responses): what to compress, and fail-open.
 
 On top of `ProxyPolicy` (method, budget, roles, ``min_tokens``...) a request or a route chooses the part types to
 compress, the size of a tool output worth compressing, Kong-style token-count ``ranges`` with their rate, the
@@ -26,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from promptshrink.errors import PromptShrinkError
 from promptshrink.formats import DEFAULT_SCHEDULE, TOOL_MIN_CHARS
+from promptshrink.request import CompressOptions
 
 from .compression import is_light
 from .compression import library_options as admit_options
@@ -38,6 +40,13 @@ from .proxy import HEADER_PREFIX, POLICY_FIELD, ProxyPolicy, policy_from
 # on 2 cores (33 ms with the cores shared); 200 ms fails open only on a stuck or overloaded pool.
 DEFAULT_BUDGET_MS = 200.0
 MAX_MODEL_LABELS = 64
+FAIL_OPEN_HEADER = HEADER_PREFIX + "fail-open"
+# The headers a compressed answer carries (also what CORS exposes to browsers: service/app.py).
+RESULT_HEADERS = tuple(
+    HEADER_PREFIX + name
+    for name in ("method", "original-tokens", "compressed-tokens", "tokens-saved", "compression-ms")
+)
+RESPONSE_HEADERS = (*RESULT_HEADERS, FAIL_OPEN_HEADER)
 
 
 class Range(BaseModel):
@@ -59,6 +68,16 @@ class GatewayOptions(BaseModel):
     schedule: list[tuple[int, float]] = Field(default_factory=lambda: list(DEFAULT_SCHEDULE))
     budget_ms: float = Field(DEFAULT_BUDGET_MS, gt=0)
     stop_on_error: bool = False
+
+    def range_tuples(self) -> list[tuple[int, int, float]] | None:
+        """``ranges`` as the library takes them: ``(min_tokens, max_tokens, rate)``."""
+        return None if self.ranges is None else [(r.min_tokens, r.max_tokens, r.rate) for r in self.ranges]
+
+    def conversation_options(self) -> dict[str, Any]:
+        """The `promptshrink.formats.compress_conversation` arguments of this policy."""
+        schedule = [tuple(s) for s in self.schedule]
+        return {"parts": self.parts, "tool_min_chars": self.tool_min_chars, "schedule": schedule,
+                "ranges": self.range_tuples()}  # fmt: skip
 
     @model_validator(mode="after")
     def _check(self) -> GatewayOptions:
@@ -154,23 +173,24 @@ class GatewayMetrics:
         return name
 
 
-Job = Callable[[dict[str, Any], ProxyPolicy, GatewayOptions, str, dict[str, Any]], tuple[int, int]]
+Job = Callable[[dict[str, Any], ProxyPolicy, GatewayOptions, CompressOptions], tuple[int, int]]
 
 
 async def compress_or_forward(
-    state: Any, gauges: GatewayMetrics, route: str, body: dict[str, Any], headers: Mapping[str, str], job: Job
+    state: Any, route: str, body: dict[str, Any], headers: Mapping[str, str], job: Job
 ) -> tuple[dict[str, Any], dict[str, str]]:
     """The body to forward (compressed, or the original on fail-open) and the ``x-promptshrink-*`` headers.
 
-    ``job(body, policy, options, method, method_options)`` compresses ``body`` in place in a worker thread and
-    returns (tokens before, tokens after). Policy mistakes of the caller are 422s, never fail-open.
+    ``job(body, policy, options, library_options)`` compresses ``body`` in place in a worker thread (the library
+    options carry the budget as ``timeout_s``) and returns (tokens before, tokens after). Policy mistakes of the
+    caller are 422s, never fail-open.
     """
-    settings = state.settings
+    settings, gauges = state.settings, state.gauges
     policy, options = gateway_policy(route, body, headers, settings)
     if not policy.enabled:
         return body, {}
     admitted = admit_options(policy, settings)
-    method, method_options = admitted.method_name, dict(admitted.options)
+    method = admitted.method_name
     model = gauges.model_label(body.get("model"))
     started = time.perf_counter()
     work = copy.deepcopy(body)
@@ -181,8 +201,7 @@ async def compress_or_forward(
         if lease is None:
             raise ApiError(503, "overloaded", "the compression queue is full")
         try:
-            limited = {**method_options, "timeout_s": budget_s}
-            run = partial(job, work, policy, options, method, limited)
+            run = partial(job, work, policy, options, admitted.replace(timeout_s=budget_s))
             before, after = await asyncio.wait_for(state.pool.run(lease, run, light=is_light(method)), budget_s)
         finally:
             lease.close()
@@ -197,34 +216,11 @@ async def compress_or_forward(
             err = from_library(exc) if isinstance(exc, PromptShrinkError) else None
             message = err.message if err else f"compression failed: {type(exc).__name__}"
             raise ApiError(500, "compression_failed", message) from exc
-        return body, {"x-promptshrink-fail-open": reason}
+        return body, {FAIL_OPEN_HEADER: reason}
     seconds = time.perf_counter() - started
     state.metrics.record_compression(method, seconds, before, after)
     gauges.tokens_in.labels(route, model).inc(before)
     gauges.tokens_out.labels(route, model).inc(after)
     gauges.seconds.labels(route, model, method).observe(seconds)
-    return work, {
-        "x-promptshrink-method": method,
-        "x-promptshrink-original-tokens": str(before),
-        "x-promptshrink-compressed-tokens": str(after),
-        "x-promptshrink-tokens-saved": str(before - after),
-        "x-promptshrink-compression-ms": f"{seconds * 1000:.1f}",
-    }
-
-
-def library_options(policy: ProxyPolicy, options: GatewayOptions) -> dict[str, Any]:
-    """The `promptshrink.compress_messages` arguments of a gateway policy (format aside)."""
-    return {
-        "rate": policy.rate,
-        "target_tokens": policy.target_tokens,
-        "tokenizer": policy.tokenizer,
-        "roles": tuple(policy.roles),
-        "skip_last_user": policy.skip_last_user,
-        "question": policy.question,
-        "keep": tuple(policy.keep),
-        "min_tokens": policy.min_tokens,
-        "parts": options.parts,
-        "tool_min_chars": options.tool_min_chars,
-        "schedule": [tuple(s) for s in options.schedule],
-        "ranges": None if options.ranges is None else [(r.min_tokens, r.max_tokens, r.rate) for r in options.ranges],
-    }
+    values = (method, str(before), str(after), str(before - after), f"{seconds * 1000:.1f}")
+    return work, dict(zip(RESULT_HEADERS, values, strict=True))

@@ -7,19 +7,19 @@ import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 from fastapi.responses import Response, StreamingResponse
 from pydantic import ConfigDict, Field, ValidationError
 
 from promptshrink.errors import InvalidInputError
-from promptshrink.formats import compress_conversation
+from promptshrink.formats import compress_conversation, range_rate
 from promptshrink.pipeline import compress_texts
 from promptshrink.question_split import split_trailing_question
 from promptshrink.request import MAX_MARKER_CHARS, MAX_MARKERS, CompressOptions
 from promptshrink.structured import last_text, with_text
-from promptshrink.target_tokenizer import DEFAULT_TOKENIZER, bundled_encoding_name
+from promptshrink.target_tokenizer import DEFAULT_TOKENIZER, bundled_encoding_name, get_tokenizer
 
 from .config import Settings
 from .errors import ApiError, busy
@@ -27,6 +27,9 @@ from .limits import Slots
 from .metrics import Metrics
 from .schemas import CompressOptions as OptionsBody
 from .sse import EventBuffer
+
+if TYPE_CHECKING:
+    from .policy import GatewayOptions
 
 log = logging.getLogger("promptshrink.service")
 POLICY_FIELD = "promptshrink"
@@ -129,48 +132,73 @@ def check_upstream_key(settings: Settings) -> None:
     log.warning("the server's upstream key is used for unauthenticated callers (ALLOW_ANONYMOUS_UPSTREAM_KEY)")
 
 
-def compress_body(path: str, body: dict[str, Any], policy: ProxyPolicy, options: CompressOptions) -> tuple[int, int]:
-    """Compress the messages (chat) or prompt (completions) of ``body`` in place with the library ``options``
-    (``split_question`` keeps a trailing question verbatim); returns (tokens in, tokens out)."""
+def compress_body(
+    path: str, body: dict[str, Any], policy: ProxyPolicy, options: GatewayOptions, admitted: CompressOptions
+) -> tuple[int, int]:
+    """Compress the messages (chat) or prompt (completions) of ``body`` in place with the library options
+    ``admitted`` and the route policy ``options`` (``split_question`` keeps a trailing question verbatim); returns
+    (tokens in, tokens out). A prompt is a ``text`` part: ``parts``, ``min_tokens`` and ``ranges`` apply to it."""
     if path == "chat/completions":
         if not isinstance(body.get("messages"), list):
             raise ApiError(422, "invalid_input", "'messages' must be a list of chat messages")
-        return _compress_chat(body, policy, options)
+        return _compress_chat(body, policy, options, admitted)
     prompt = body.get("prompt")
     prompts = [prompt] if isinstance(prompt, str) else prompt if isinstance(prompt, list) else None
     if prompts is None:
         raise ApiError(422, "invalid_input", "'prompt' must be a string or a list of strings")
-    # token arrays and empty prompts go through as they are
+    if options.parts is not None and "text" not in options.parts:
+        return 0, 0
+    # token arrays and empty prompts go through as they are, and so do prompts the policy leaves alone
     texts = [i for i, p in enumerate(prompts) if isinstance(p, str) and p.strip()]
-    results = compress_texts([prompts[i] for i in texts], options) if texts else []
-    out = list(prompts)
-    for i, r in zip(texts, results):
-        out[i] = r.text
+    counts = get_tokenizer(admitted.tokenizer).count_many([prompts[i] for i in texts])
+    ranges = options.range_tuples()
+    by_rate: dict[float | None, list[int]] = {}
+    for i, n in zip(texts, counts):
+        rate = admitted.rate if ranges is None else range_rate(n, ranges)
+        if n >= policy.min_tokens and (ranges is None or rate is not None):
+            by_rate.setdefault(rate, []).append(i)
+    out, before, after = list(prompts), 0, 0
+    for rate, group in by_rate.items():
+        kept = admitted if ranges is None else admitted.replace(rate=rate, target_tokens=None)
+        for i, r in zip(group, compress_texts([prompts[i] for i in group], kept)):
+            out[i], before, after = r.text, before + r.original_tokens, after + r.compressed_tokens
     body["prompt"] = out[0] if isinstance(prompt, str) else out
-    return sum(r.original_tokens for r in results), sum(r.compressed_tokens for r in results)
+    return before, after
 
 
-def _compress_chat(body: dict[str, Any], policy: ProxyPolicy, options: CompressOptions) -> tuple[int, int]:
+def conversation_arguments(policy: ProxyPolicy, options: GatewayOptions, admitted: CompressOptions) -> dict[str, Any]:
+    """The `promptshrink.formats.compress_conversation` keywords of a proxy request: the admitted library options
+    (budget, tokenizer, keep, seed, device, method options, the budget's ``timeout_s``...; no ``split_question``:
+    the latest user turn is left whole, or split by the chat route itself), the policy's roles and sizes, and the
+    route policy's parts, ranges and schedule."""
+    skip = ("method", "split_question")
+    fields = {f.name: getattr(admitted, f.name) for f in dataclasses.fields(admitted) if f.name not in skip}
+    kw = {"roles": tuple(policy.roles), "skip_last_user": policy.skip_last_user, "min_tokens": policy.min_tokens}
+    return {**fields, **kw, **options.conversation_options()}
+
+
+def _compress_chat(
+    body: dict[str, Any], policy: ProxyPolicy, options: GatewayOptions, admitted: CompressOptions
+) -> tuple[int, int]:
     """Compress the chat messages; a final user message holding context + question is split first (its last text
     part when the content is a list of parts: the other parts stay as they are, where they are).
 
     The split puts the context and the tail in two user messages for the library (so the tail is the query it
     leaves alone and scores against) and joins them again afterwards. The messages are read as
-    ``format="openai"``: tool outputs by their structure, older turns harder (`promptshrink.formats`).
+    ``format="openai"``: tool outputs by their structure, older turns harder (`promptshrink.formats`), with the
+    route policy's parts, ranges and schedule.
     """
     messages: list[Any] = body["messages"]
     users = [i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"]
     split, at, part = None, users[-1] if users else None, None
-    if at is not None and policy.skip_last_user and options.split_question:
+    if at is not None and policy.skip_last_user and admitted.split_question:
         part, text = last_text(messages[at].get("content"))
-        split = split_trailing_question(text, options.question_markers) if text is not None else None
+        split = split_trailing_question(text, admitted.question_markers) if text is not None else None
     if split is not None:
         context = {**messages[at], "content": with_text(messages[at]["content"], part, split.context)}
         messages = [*messages[:at], context, {"role": "user", "content": split.tail}, *messages[at + 1 :]]
-    kw = {"roles": tuple(policy.roles), "skip_last_user": policy.skip_last_user, "min_tokens": policy.min_tokens}
-    skip = ("method", "split_question")  # the split is done here
-    fields = {f.name: getattr(options, f.name) for f in dataclasses.fields(options) if f.name not in skip}
-    result = compress_conversation(messages, options.method_name, format="openai", **kw, **fields)
+    arguments = conversation_arguments(policy, options, admitted)  # the split is done here
+    result = compress_conversation(messages, admitted.method_name, format="openai", **arguments)
     out = result.messages
     if split is not None:
         content = out[at]["content"]

@@ -8,17 +8,22 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .policy import GatewayOptions
 from .proxy import ProxyPolicy
 from .schemas import Message
 
 POLICY = "per-request compression policy (removed before forwarding); X-PromptShrink-* headers set the same"
 
 
+class RoutePolicy(ProxyPolicy, GatewayOptions):
+    """The ``promptshrink`` body field: a `ProxyPolicy` and the route policy's own fields (parts, ranges...)."""
+
+
 class _Forwarded(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: str = Field(description="the upstream model; also picks the tokenizer that budgets are counted in")
     stream: bool | None = Field(None, description="relay the answer as server-sent events")
-    promptshrink: ProxyPolicy | None = Field(None, description=POLICY)
+    promptshrink: RoutePolicy | None = Field(None, description=POLICY)
 
 
 class ChatCompletionsBody(_Forwarded):

@@ -69,7 +69,7 @@ class ProxyErrorsAsJson:
                 json_body = headers.get(b"content-type", b"").startswith(b"application/json")
                 if message["status"] in PROXY_ERRORS and not json_body:
                     replaced = True
-                    await _send_error(send, message["status"], headers.get(b"retry-after"))
+                    await _send_error(send, scope, message["status"], headers.get(b"retry-after"))
                     return
             if not replaced:
                 await send(message)
@@ -79,11 +79,12 @@ class ProxyErrorsAsJson:
         except Exception:
             log.exception("Ray Serve proxy error on %s", scope.get("path"))
         if not started:
-            await _send_error(send, 500, None)
+            await _send_error(send, scope, 500, None)
 
 
-async def _send_error(send: Send, status: int, retry_after: bytes | None) -> None:
-    body = json.dumps(ApiError(status, *PROXY_ERRORS[status]).body()).encode()
+async def _send_error(send: Send, scope: Scope, status: int, retry_after: bytes | None) -> None:
+    """A JSON error in the shape of the route's API (`service.errors.error_body`)."""
+    body = json.dumps(ApiError(status, *PROXY_ERRORS[status]).body(scope.get("path", ""))).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if retry_after:
         headers.append((b"retry-after", retry_after))

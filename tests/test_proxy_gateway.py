@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import copy
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -137,8 +138,9 @@ def test_credentials_and_beta_headers_are_relayed(proxy: str, stub: Upstream) ->
 def test_service_key_is_never_forwarded(stub: Upstream) -> None:
     settings = base_settings(stub, api_keys=frozenset({"service-key"}), upstream_api_key="sk-server")
     for url in serve(settings):
-        with pytest.raises(anthropic.AuthenticationError):
+        with pytest.raises(anthropic.AuthenticationError) as info:
             client(url, api_key="wrong").messages.create(model="m", max_tokens=1, messages=CONVERSATION[:1])
+        assert info.value.type == "authentication_error" and "service key" in (info.value.api_message or "")
         client(url, api_key="service-key").messages.create(model="m", max_tokens=1, messages=CONVERSATION[:1])
         headers = stub.last()["headers"]
         assert headers["x-api-key"] == "sk-server" and "authorization" not in headers
@@ -197,7 +199,8 @@ def test_fail_open_on_timeout_forwards_the_original(proxy: str, stub: Upstream) 
             messages=CONVERSATION,
             extra_headers={**headers, "x-promptshrink-stop-on-error": "1"},
         )
-    assert info.value.status_code == 504
+    assert isinstance(info.value, anthropic.GatewayTimeoutError) and info.value.type == "timeout_error"
+    assert info.value.body == {"type": "error", "error": {"type": "timeout_error", "message": info.value.api_message}}
     metrics = httpx.get(f"{proxy}/metrics").text
     assert 'promptshrink_fail_open_total{reason="timeout",route="/v1/messages"}' in metrics
 
@@ -210,13 +213,14 @@ def test_fail_open_on_a_compression_error(proxy: str, stub: Upstream) -> None:
     )
     assert raw.headers["x-promptshrink-fail-open"] == "budget_unsatisfiable"
     assert stub.last()["body"]["messages"] == CONVERSATION and "promptshrink" not in stub.last()["body"]
-    with pytest.raises(anthropic.InternalServerError, match="compression_failed"):
+    with pytest.raises(anthropic.InternalServerError, match="already need") as info:
         client(proxy).messages.create(
             model="m",
             max_tokens=1,
             messages=CONVERSATION,
             extra_body={"promptshrink": {"target_tokens": 2, "stop_on_error": True}},  # fmt: skip
         )
+    assert info.value.status_code == 500 and info.value.type == "api_error"
 
 
 def test_bad_policy_is_a_422_not_fail_open(proxy: str) -> None:
@@ -324,3 +328,89 @@ def test_policy_precedence_route_then_headers_then_body(stub: Upstream) -> None:
             model="m", input=items, extra_body={"promptshrink": {"target_tokens": 60}}
         )
         assert int(raw.headers["x-promptshrink-compressed-tokens"]) <= 60 + 12  # the question is never cut
+
+
+def anthropic_error(err: anthropic.APIStatusError, kind: str) -> str:
+    """The message of an error in Anthropic's shape of type ``kind`` (asserting the shape)."""
+    assert err.body == {"type": "error", "error": {"type": kind, "message": err.api_message}}, err.body
+    assert err.type == kind and err.api_message
+    return err.api_message
+
+
+def test_proxy_errors_come_in_anthropic_shape(proxy: str, stub: Upstream) -> None:
+    """The proxy's own errors on /v1/messages*: ``{"type": "error", "error": {"type", "message"}}``, so the SDK
+    raises the class of the status with the message and type filled in."""
+    sdk = client(proxy)
+    with pytest.raises(anthropic.UnprocessableEntityError) as info:
+        sdk.messages.create(model="m", max_tokens=1, messages=CONVERSATION, extra_body={"promptshrink": {"parts": 1}})
+    assert "policy" in anthropic_error(info.value, "invalid_request_error")
+    deep = json.loads("[" * 100 + "]" * 100)
+    with pytest.raises(anthropic.UnprocessableEntityError) as info:
+        sdk.messages.count_tokens(model="m", messages=CONVERSATION[:1], extra_body={"x": deep})
+    assert "64 levels" in anthropic_error(info.value, "invalid_request_error")
+    with pytest.raises(anthropic.ContentTooLargeError) as info:
+        sdk.messages.create(model="m", max_tokens=1, messages=[{"role": "user", "content": "x" * (2 << 20)}])
+    assert "bytes" in anthropic_error(info.value, "request_too_large")
+    r = httpx.post(f"{proxy}/v1/messages", content=b"{}", headers={"content-type": "text/plain"}, timeout=10)
+    assert r.status_code == 415 and r.json()["type"] == "error" and r.json()["error"]["type"] == "invalid_request_error"
+    r = httpx.get(f"{proxy}/v1/messages", timeout=10)
+    assert r.status_code == 405 and r.json()["error"]["type"] == "invalid_request_error"
+    for url in serve(base_settings(stub, upstream_base_url="http://127.0.0.1:9/v1")):
+        with pytest.raises(anthropic.InternalServerError) as info:
+            client(url).messages.create(model="m", max_tokens=1, messages=CONVERSATION[:1])
+        assert info.value.status_code == 502 and info.value.response.headers["x-should-retry"] == "true"
+        assert "cannot reach upstream" in anthropic_error(info.value, "api_error")
+
+
+def test_cors_exposes_every_promptshrink_header(stub: Upstream) -> None:
+    """A browser can read each x-promptshrink-* header the proxy sends, compressed or failed open, on each route;
+    the exposed list comes from the one list the policy writes them from."""
+    from promptshrink.service.policy import RESPONSE_HEADERS
+
+    origin = {"origin": "https://app.example"}
+    seen: set[str] = set()
+    for url in serve(base_settings(stub, cors_origins=frozenset({origin["origin"]}), max_body_bytes=1 << 20)):
+        output = [{"type": "function_call_output", "call_id": "c", "output": LOG}]
+        chat = [{"role": "user", "content": LOG}, {"role": "user", "content": "Why?"}]
+        calls = [
+            ("/v1/messages", {"model": "m", "max_tokens": 1, "messages": CONVERSATION}),
+            ("/v1/responses", {"model": "m", "input": output}),
+            ("/v1/chat/completions", {"model": "m", "messages": chat}),
+        ]
+        for path, body in calls:
+            for extra in ({}, {"x-promptshrink-budget-ms": "0.001"}):
+                r = httpx.post(f"{url}{path}", json=body, headers={**origin, **extra}, timeout=10)
+                assert r.status_code == 200, r.text
+                exposed = set(r.headers["access-control-expose-headers"].split(", "))
+                ours = {h for h in r.headers if h.startswith("x-promptshrink-")}
+                assert ours and ours <= exposed, (path, ours - exposed)
+                seen |= ours
+        preflight = httpx.options(
+            f"{url}/v1/responses/resp_1", headers={**origin, "access-control-request-method": "DELETE"}, timeout=10
+        )
+        assert preflight.status_code == 200 and "DELETE" in preflight.headers["access-control-allow-methods"]
+    assert seen == set(RESPONSE_HEADERS)
+
+
+PRICES = " ".join(f"Item {i} costs {i * 7 + 3} dollars and ships in {i % 9 + 1} days." for i in range(60))
+
+
+def test_library_options_of_the_policy_reach_the_gateway_routes(proxy: str, stub: Upstream) -> None:
+    """``protect_numbers`` (like seed, keep, the server's device) goes through the same code path as on chat:
+    every number survives compression on Messages and Responses."""
+    numbers = set(re.findall(r"\d+", PRICES))
+    messages = [
+        {"role": "user", "content": [{"type": "text", "text": PRICES}]},
+        {"role": "assistant", "content": "Noted."},
+        {"role": "user", "content": "Which item costs 52 dollars?"},
+    ]
+    items = [{"type": "message", "role": "user", "content": PRICES}, *messages[1:]]
+    sdk = openai.OpenAI(base_url=f"{proxy}/v1", api_key="sk", max_retries=0)
+    for protect in (False, True):
+        policy = {"promptshrink": {"rate": 0.7, "protect_numbers": protect}}
+        client(proxy).messages.create(model="m", max_tokens=1, messages=messages, extra_body=policy)
+        sent = stub.last()["body"]["messages"][0]["content"][0]["text"]
+        sdk.responses.create(model="m", input=items, extra_body=policy)
+        sent_items = stub.last()["body"]["input"][0]["content"]
+        for text in (sent, sent_items):
+            assert len(text) < len(PRICES) * 0.8 and (numbers <= set(re.findall(r"\d+", text))) == protect

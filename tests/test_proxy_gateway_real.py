@@ -161,3 +161,28 @@ def test_models_and_embeddings_pass_through(openai_proxy: str, real_upstream: Re
     for url in (real_upstream.url, f"{openai_proxy}/v1"):
         with pytest.raises(openai.NotFoundError):
             gpt(url).embeddings.create(model=real_upstream.model, input="hello")
+
+
+CHAT = [
+    {"role": "user", "content": QUESTION},
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": "{}"}}]},
+    {"role": "tool", "tool_call_id": "c1", "content": TOOL_OUTPUT},
+]  # fmt: skip
+
+
+def test_chat_with_a_long_tool_output_shrinks_and_fails_open_whole(
+    openai_proxy: str, real_upstream: RealUpstream
+) -> None:
+    """Chat is on the same policy as the gateway routes: the tool output reaches the upstream smaller; past the
+    budget the upstream counts exactly the tokens of the direct call, and the answer still parses."""
+    kwargs = {"model": real_upstream.model, "messages": CHAT, "max_tokens": 3, "temperature": 0}
+    direct = gpt(real_upstream.url).chat.completions.create(**kwargs)
+    via = gpt(f"{openai_proxy}/v1").chat.completions.with_raw_response.create(**kwargs)
+    assert via.parse().choices[0].message.content is not None
+    assert via.parse().usage.prompt_tokens < direct.usage.prompt_tokens * 0.6
+    assert int(via.headers["x-promptshrink-tokens-saved"]) > 0
+    late = {"x-promptshrink-budget-ms": "0.001"}
+    failed = gpt(f"{openai_proxy}/v1").chat.completions.with_raw_response.create(**kwargs, extra_headers=late)
+    assert failed.headers["x-promptshrink-fail-open"] == "timeout"
+    assert failed.parse().usage.prompt_tokens == direct.usage.prompt_tokens

@@ -309,3 +309,105 @@ def test_question_markers_are_configurable(server: str, upstream: Upstream) -> N
         sdk(server).completions.create(model="gpt-4o", prompt=CONTEXT + tail, extra_body={"promptshrink": policy})
     settings = Settings.from_env({"PROMPTSHRINK_PROXY_QUESTION_MARKERS": "Frage:, Pregunta:"})
     assert settings.proxy_question_markers == {"Frage:", "Pregunta:"}
+
+
+TOOL_TURN = [
+    {"role": "user", "content": LONG_TEXT},
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "report", "arguments": "{}"}}]},
+    {"role": "tool", "tool_call_id": "c1", "content": LONG_TEXT},
+    {"role": "user", "content": "Which region had revenue of 103 million?"},
+]  # fmt: skip
+
+
+def test_chat_and_completions_fail_open(server: str, upstream: Upstream) -> None:
+    """Past the budget or on a compression error the original body goes upstream, named in a header and counted;
+    ``stop_on_error`` answers 5xx in OpenAI's error shape instead."""
+    client = sdk(server)
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES)
+    assert raw.headers["x-promptshrink-method"] == "keep_first" and "x-promptshrink-fail-open" not in raw.headers
+    raw = client.completions.with_raw_response.create(model="gpt-4o", prompt=LONG_TEXT)
+    assert float(raw.headers["x-promptshrink-compression-ms"]) > 0 and "x-promptshrink-fail-open" not in raw.headers
+    late = {"x-promptshrink-budget-ms": "0.001"}
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES, extra_headers=late)
+    assert raw.headers["x-promptshrink-fail-open"] == "timeout" and "x-promptshrink-method" not in raw.headers
+    assert upstream.last()["body"] == {"model": "gpt-4o", "messages": MESSAGES}
+    raw = client.completions.with_raw_response.create(model="gpt-4o", prompt=LONG_TEXT, extra_headers=late)
+    assert raw.headers["x-promptshrink-fail-open"] == "timeout" and upstream.last()["body"]["prompt"] == LONG_TEXT
+    unsatisfiable = {"promptshrink": {"target_tokens": 2}}  # the kept question alone needs more
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES, extra_body=unsatisfiable)
+    assert raw.headers["x-promptshrink-fail-open"] == "budget_unsatisfiable"
+    assert upstream.last()["body"] == {"model": "gpt-4o", "messages": MESSAGES}
+    with pytest.raises(openai.InternalServerError) as info:
+        client.completions.create(
+            model="gpt-4o", prompt=LONG_TEXT, extra_headers={**late, "x-promptshrink-stop-on-error": "1"}
+        )
+    assert info.value.status_code == 504 and info.value.code == "timeout" and info.value.type == "server_error"
+    stop = {"promptshrink": {"target_tokens": 2, "stop_on_error": True}}
+    with pytest.raises(openai.InternalServerError, match="already need") as info:
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES, extra_body=stop)
+    assert info.value.status_code == 500 and info.value.code == "compression_failed"
+    metrics = httpx.get(f"{server}/metrics").text
+    for route in ("/v1/chat/completions", "/v1/completions"):
+        assert f'promptshrink_fail_open_total{{reason="timeout",route="{route}"}}' in metrics
+        assert f'promptshrink_route_tokens_in_total{{model="gpt-4o",route="{route}"}}' in metrics
+    assert (
+        'promptshrink_route_compression_seconds_count{method="keep_first",model="gpt-4o",route="/v1/chat/comp'
+        in metrics
+    )
+
+
+def test_chat_and_completions_follow_the_route_policy(upstream: Upstream) -> None:
+    """The same policy as the gateway routes: parts (chat: only tool outputs), ranges and the minimum size."""
+    policies = {
+        "/v1/chat/completions": {"parts": ["tool"], "tool_min_chars": 100},
+        "/v1/completions": {"ranges": [{"min_tokens": 1000, "rate": 0.1}]},
+    }
+    for url in serve(base_settings(upstream, proxy_policies=json.dumps(policies))):
+        client = sdk(url)
+        raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=TOOL_TURN)
+        sent = upstream.last()["body"]["messages"]
+        assert sent[:2] == TOOL_TURN[:2] and sent[3] == TOOL_TURN[3] and len(sent[2]["content"]) < len(LONG_TEXT) * 0.7
+        assert float(raw.headers["x-promptshrink-compression-ms"]) >= 0
+        client.completions.create(model="gpt-4o", prompt=[LONG_TEXT, LONG_TEXT[:3000]])
+        long, short = upstream.last()["body"]["prompt"]
+        assert len(long) < len(LONG_TEXT) * 0.2 and short == LONG_TEXT[:3000]  # under 1000 tokens: no range
+        client.completions.create(model="gpt-4o", prompt=LONG_TEXT, extra_body={"promptshrink": {"parts": ["tool"]}})
+        assert upstream.last()["body"]["prompt"] == LONG_TEXT  # a prompt is text, not a chosen part
+        small = {"promptshrink": {"min_tokens": 5000, "budget_ms": 5000, "ranges": None}}
+        client.completions.create(model="gpt-4o", prompt=LONG_TEXT, extra_body=small)
+        assert upstream.last()["body"]["prompt"] == LONG_TEXT
+        with pytest.raises(openai.UnprocessableEntityError, match="promptshrink.parts"):
+            client.chat.completions.create(model="gpt-4o", messages=MESSAGES, extra_body={"promptshrink": {"parts": 1}})
+
+
+def test_proxy_errors_come_in_openai_shape(server: str, auth_server: str, upstream: Upstream) -> None:
+    """The proxy's own errors on the OpenAI routes: ``{"error": {"message", "type", "param", "code"}}``, so the
+    SDK raises the class for the status with ``code``, ``type`` and ``param`` filled in."""
+    client = sdk(server)
+    with pytest.raises(openai.UnprocessableEntityError) as info:
+        client.chat.completions.create(model="gpt-4o", messages="hello")  # type: ignore[arg-type]
+    err = info.value
+    assert (err.code, err.type, err.param) == ("invalid_request", "invalid_request_error", "messages")
+    assert set(err.body) >= {"message", "type", "param", "code"}  # type: ignore[arg-type]
+    deep = json.loads("[" * 100 + "]" * 100)
+    with pytest.raises(openai.UnprocessableEntityError, match="64 levels") as info:
+        client.responses.create(model="m", input="hi", extra_body={"x": deep})
+    assert info.value.code == "too_deep" and info.value.type == "invalid_request_error"
+    with pytest.raises(openai.APIStatusError) as info:
+        client.completions.create(model="m", prompt="x" * 300_000)
+    assert info.value.status_code == 413 and info.value.code == "body_too_large"
+    with pytest.raises(openai.AuthenticationError) as info:
+        sdk(auth_server, api_key="wrong").responses.create(model="m", input="hi")
+    assert info.value.type == "authentication_error" and "API key" in info.value.message
+    for url in serve(base_settings(upstream, upstream_base_url="http://127.0.0.1:9/v1")):
+        for call in (
+            lambda c: c.chat.completions.create(model="gpt-4o", messages=MESSAGES),
+            lambda c: c.responses.create(model="m", input="hi"),
+        ):
+            with pytest.raises(openai.InternalServerError, match="cannot reach upstream") as info:
+                call(sdk(url))
+            assert info.value.status_code == 502 and info.value.code == "upstream_unreachable"
+            assert info.value.type == "server_error" and info.value.response.headers["x-should-retry"] == "true"
+    r = httpx.post(f"{server}/v1/compress", json={"text": LONG_TEXT, "method": "nope"})
+    assert r.json() == {"error": {"code": "unknown_method", "message": r.json()["error"]["message"]}}  # own shape
