@@ -325,6 +325,8 @@ def device_batch_rows(args: argparse.Namespace, report: Report, gpus: float, tmp
         with GpuSampler() as gpu:
             start = time.perf_counter()
             for i in range(0, n, args.chunk):
+                if i >= n:  # cut below
+                    break
                 chunk = records[i : i + args.chunk]
                 results = ps.compress_batch(
                     [r["text"] for r in chunk],
@@ -334,6 +336,14 @@ def device_batch_rows(args: argparse.Namespace, report: Report, gpus: float, tmp
                     device=args.device,
                 )
                 want.update((r["id"], res.text) for r, res in zip(chunk, results))
+                if i == 0:  # the loop and the Ray rows must fit in half the time left each: else fewer records
+                    per_record = (time.perf_counter() - start) / len(chunk)
+                    fits = int((report.deadline - time.monotonic()) / 2 / per_record)
+                    if fits < n:
+                        n = max(len(chunk), fits - fits % args.chunk)
+                        records, cut = records[:n], f"cut to {n} records to fit the time budget"
+                        print(cut, flush=True)
+                        report.data["skipped"].append(f"{method}: {cut}")
             loop_s = time.perf_counter() - start
         common = {"method": method, "records": n, "question": question_field is not None, "corpus": source}
         report.add(
