@@ -215,7 +215,7 @@ class Report:
         self.path.write_text(json.dumps(self.data, indent=2) + "\n")
 
 
-def device_serve_rows(args: argparse.Namespace, report: Report, cpus: int, gpus: float) -> None:
+def device_serve_rows(args: argparse.Namespace, report: Report, cpus: int, gpus: int) -> None:
     """Per method: the plain service, then Ray Serve with 1 and 2 replicas, on ``args.device``."""
     from ray import serve
 
@@ -305,7 +305,7 @@ def documents(n: int) -> tuple[list[dict[str, Any]], str]:
     return [{"id": f"doc-{i}", "text": t, "q": question} for i, t in enumerate(texts)], source
 
 
-def device_batch_rows(args: argparse.Namespace, report: Report, gpus: float, tmp: Path) -> bool:
+def device_batch_rows(args: argparse.Namespace, report: Report, gpus: int, tmp: Path) -> bool:
     """Per job: the plain `compress_batch` loop, then `run_batch` on Ray with each actor count; True when every
     Ray output equals the loop's record by record."""
     import promptshrink as ps
@@ -449,7 +449,7 @@ def device_main(args: argparse.Namespace) -> int:
     """The issue-23 rows on ``args.device``; exit 1 when a Ray batch output differs from the loop's."""
     import ray
 
-    gpus = 0.0
+    gpus = 0
     if args.device == "cuda":
         import torch
 
@@ -458,7 +458,7 @@ def device_main(args: argparse.Namespace) -> int:
                 f"--device cuda: torch {torch.__version__} sees no CUDA device "
                 f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}); use --device cpu"
             )
-        gpus = float(torch.cuda.device_count())
+        gpus = torch.cuda.device_count()
     cpus = os.cpu_count() or 1
     head = {
         "python": platform.python_version(),
