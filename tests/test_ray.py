@@ -498,8 +498,14 @@ def test_replica_killed_mid_load_is_replaced(server: str) -> None:
     assert all(text == want[rate] for rate, text in ok)
     assert any(status == 200 and at > killed_at for _, status, _, at in results)
 
+    # Until Serve's health check notices the death (every 10 s), its status still counts the victim as RUNNING
+    # while the victim's name is already gone: wait for a live replacement (a new name), as asserted below.
+    def replaced() -> bool:
+        names = replica_names()
+        return victim not in names and len(names) == REPLICAS and running_replicas() == REPLICAS
+
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (running_replicas() == REPLICAS and victim not in replica_names()):
+    while time.monotonic() < deadline and not replaced():
         time.sleep(0.5)
     now = replica_names()
     assert victim not in now and len(now) == REPLICAS and running_replicas() == REPLICAS
