@@ -64,7 +64,9 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.used,memo
 LIMIT=$(( TOTAL - SECONDS - 15 )); [ "$LIMIT" -gt 480 ] && LIMIT=480
 echo "setup took ${SECONDS}s; the bench gets ${LIMIT}s (rows that would end after $(( LIMIT - 50 ))s are skipped)"
 timeout -k 10 "$LIMIT" python3 -m benchmarks.ray_bench --device "$DEVICE" --budget-s $(( LIMIT - 50 )) "$@"
-echo "ray_bench rc=$?"
+rc=$?
+echo "ray_bench rc=$rc (124: cut by the time limit; the rows done are in the JSON)"
 cp benchmarks/results/ray_gpu.* benchmarks/results/ray_device_cpu.* "$OUT/" 2>/dev/null
 ls -la "$OUT"
 command -v nvidia-smi >/dev/null && nvidia-smi
+exit $rc
