@@ -193,7 +193,7 @@ class Report:
     """The device-mode report, written to ``path`` after every row (a run cut short keeps its rows)."""
 
     def __init__(self, path: Path, head: dict[str, Any]) -> None:
-        self.path, self.data = path, {**head, "serve": [], "batch": [], "skipped": []}
+        self.path, self.data = path, {**head, "serve": [], "batch": [], "skipped": [], "failed": []}
         self.deadline = time.monotonic() + head["budget_s"]
 
     def time_for(self, name: str, seconds: float) -> bool:
@@ -208,6 +208,12 @@ class Report:
     def add(self, kind: str, row: dict[str, Any]) -> None:
         self.data[kind].append(row)
         print(json.dumps(row), flush=True)
+        self.save()
+
+    def fail(self, name: str, exc: BaseException) -> None:
+        """A row that raised: listed with its error, and the run goes on with the next row."""
+        self.data["failed"].append({"row": name, "error": f"{type(exc).__name__}: {exc}"[:2000]})
+        print(f"FAILED row {name}: {type(exc).__name__}: {exc}", flush=True)
         self.save()
 
     def save(self) -> None:
@@ -233,16 +239,24 @@ def device_serve_rows(args: argparse.Namespace, report: Report, cpus: int, gpus:
         env = {"PROMPTSHRINK_DEVICE": args.device, "PROMPTSHRINK_METHODS": method}
         if not report.time_for(f"{method}: plain service", args.row_s + 30):
             continue
-        proc, url = start_server(max_queue=1024, method=method, extra_env=env, ready_s=180)
+        proc = None
         try:
+            proc, url = start_server(max_queue=1024, method=method, extra_env=env, ready_s=180)
             with GpuSampler() as gpu:
                 row = asyncio.run(
                     load(url, args.requests, args.concurrency, method, text=text, question=question, max_s=args.row_s)
                 )
             report.add("serve", {"setup": "plain service (1 process)", **common, **row, **gpu.stats()})
+        except (Exception, SystemExit) as exc:  # start_server exits when the server does not become ready
+            report.fail(f"{method}: plain service", exc)
         finally:
-            proc.terminate()
-            proc.wait(30)
+            if proc is not None:
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
         for replicas in (1, 2):
             if not report.time_for(f"{method}: Ray Serve, {replicas} replicas", args.row_s + 45):
                 continue
@@ -257,9 +271,9 @@ def device_serve_rows(args: argparse.Namespace, report: Report, cpus: int, gpus:
                 warmup=method != "auto",  # auto's warm-up without a question loads the reranker; rows send one
             )
             started = time.perf_counter()
-            serve.run(build(settings), name=DEPLOYMENT, route_prefix="/")
-            start_s = round(time.perf_counter() - started, 1)
             try:
+                serve.run(build(settings), name=DEPLOYMENT, route_prefix="/")
+                start_s = round(time.perf_counter() - started, 1)
                 with GpuSampler() as gpu:
                     row = asyncio.run(
                         load(
@@ -272,6 +286,9 @@ def device_serve_rows(args: argparse.Namespace, report: Report, cpus: int, gpus:
                             max_s=args.row_s,
                         )
                     )
+            except Exception as exc:
+                report.fail(f"{method}: Ray Serve, {replicas} replicas", exc)
+                continue
             finally:
                 serve.delete(DEPLOYMENT)
             setup = f"Ray Serve, {replicas} replica{'s' if replicas > 1 else ''}"
@@ -305,96 +322,108 @@ def documents(n: int) -> tuple[list[dict[str, Any]], str]:
     return [{"id": f"doc-{i}", "text": t, "q": question} for i, t in enumerate(texts)], source
 
 
-def device_batch_rows(args: argparse.Namespace, report: Report, gpus: int, tmp: Path) -> bool:
-    """Per job: the plain `compress_batch` loop, then `run_batch` on Ray with each actor count; True when every
-    Ray output equals the loop's record by record."""
+def batch_job(args: argparse.Namespace, report: Report, gpus: int, tmp: Path, job: str) -> bool:
+    """One ``method:records`` job: the plain `compress_batch` loop, then `run_batch` on Ray with each actor count;
+    True when every Ray output equals the loop's record by record."""
     import promptshrink as ps
 
     all_equal = True
-    for job in args.batch:
-        method, _, count = job.partition(":")
-        n = args.docs or int(count)
-        if not report.time_for(f"{method}: batch", 30):
+    method, _, count = job.partition(":")
+    n = args.docs or int(count)
+    if not report.time_for(f"{method}: batch", 30):
+        return True
+    records, source = documents(n)
+    question_field = None if method in args.no_question else "q"
+    spec = BatchSpec(method=method, rate=0.5, question_field=question_field)
+    questions = [r["q"] if question_field else None for r in records]
+    ps.compress_batch([records[0]["text"]], method, questions=questions[:1], rate=0.5, device=args.device)  # load
+    want: dict[str, str] = {}
+    with GpuSampler() as gpu:
+        start = time.perf_counter()
+        for i in range(0, n, args.chunk):
+            if i >= n:  # cut below
+                break
+            chunk = records[i : i + args.chunk]
+            results = ps.compress_batch(
+                [r["text"] for r in chunk],
+                method,
+                questions=questions[i : i + args.chunk],
+                rate=0.5,
+                device=args.device,
+            )
+            want.update((r["id"], res.text) for r, res in zip(chunk, results))
+            if i == 0:  # the loop and the Ray rows must fit in half the time left each: else fewer records
+                per_record = (time.perf_counter() - start) / len(chunk)
+                fits = int((report.deadline - time.monotonic()) / 2 / per_record)
+                if fits < n:
+                    n = max(len(chunk), fits - fits % args.chunk)
+                    records, cut = records[:n], f"cut to {n} records to fit the time budget"
+                    print(cut, flush=True)
+                    report.data["skipped"].append(f"{method}: {cut}")
+        loop_s = time.perf_counter() - start
+    common = {"method": method, "records": n, "question": question_field is not None, "corpus": source}
+    report.add(
+        "batch",
+        {
+            "setup": f"{method}: plain compress_batch loop",
+            **common,
+            "chunk": args.chunk,
+            "wall_s": round(loop_s, 2),
+            "records_per_s": round(n / loop_s, 2),
+            **gpu.stats(),
+        },
+    )
+    path = tmp / f"ray_bench_in_{method}.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    for workers in args.batch_workers:
+        if not report.time_for(f"{method}: Ray Data, {workers} actors", loop_s + 30):
             continue
-        records, source = documents(n)
-        question_field = None if method in args.no_question else "q"
-        spec = BatchSpec(method=method, rate=0.5, question_field=question_field)
-        questions = [r["q"] if question_field else None for r in records]
-        ps.compress_batch([records[0]["text"]], method, questions=questions[:1], rate=0.5, device=args.device)  # load
-        want: dict[str, str] = {}
+        out = tmp / f"ray_bench_out_{method}_{workers}.jsonl"
+        out.unlink(missing_ok=True)
+        share = round(1 / workers, 3) if gpus else 0.0
         with GpuSampler() as gpu:
-            start = time.perf_counter()
-            for i in range(0, n, args.chunk):
-                if i >= n:  # cut below
-                    break
-                chunk = records[i : i + args.chunk]
-                results = ps.compress_batch(
-                    [r["text"] for r in chunk],
-                    method,
-                    questions=questions[i : i + args.chunk],
-                    rate=0.5,
-                    device=args.device,
-                )
-                want.update((r["id"], res.text) for r, res in zip(chunk, results))
-                if i == 0:  # the loop and the Ray rows must fit in half the time left each: else fewer records
-                    per_record = (time.perf_counter() - start) / len(chunk)
-                    fits = int((report.deadline - time.monotonic()) / 2 / per_record)
-                    if fits < n:
-                        n = max(len(chunk), fits - fits % args.chunk)
-                        records, cut = records[:n], f"cut to {n} records to fit the time budget"
-                        print(cut, flush=True)
-                        report.data["skipped"].append(f"{method}: {cut}")
-            loop_s = time.perf_counter() - start
-        common = {"method": method, "records": n, "question": question_field is not None, "corpus": source}
+            summary = run_batch(
+                path,
+                out,
+                spec,
+                ray=True,
+                workers=workers,
+                gpus_per_worker=share,
+                batch_size=args.chunk,
+                device=args.device,
+            )
+        got = {r["id"]: r["text"] for r in map(json.loads, out.read_text().splitlines())}
+        equal = sum(got.get(key) == text for key, text in want.items())
+        all_equal &= equal == n and not summary.failed
+        setup = f"{method}: Ray Data, {workers} actor{'s' if workers > 1 else ''}"
         report.add(
             "batch",
             {
-                "setup": f"{method}: plain compress_batch loop",
+                "setup": setup,
                 **common,
-                "chunk": args.chunk,
-                "wall_s": round(loop_s, 2),
-                "records_per_s": round(n / loop_s, 2),
+                "gpus_per_worker": share,
+                "batch_size": args.chunk,
+                "wall_s": round(summary.elapsed_s, 2),
+                "records_per_s": round(n / summary.elapsed_s, 2),
+                "written": summary.written,
+                "failed": len(summary.failed),
+                "equal_to_loop": equal,
                 **gpu.stats(),
             },
         )
-        path = tmp / f"ray_bench_in_{method}.jsonl"
-        path.write_text("".join(json.dumps(r) + "\n" for r in records))
-        for workers in args.batch_workers:
-            if not report.time_for(f"{method}: Ray Data, {workers} actors", loop_s + 30):
-                continue
-            out = tmp / f"ray_bench_out_{method}_{workers}.jsonl"
-            out.unlink(missing_ok=True)
-            share = round(1 / workers, 3) if gpus else 0.0
-            with GpuSampler() as gpu:
-                summary = run_batch(
-                    path,
-                    out,
-                    spec,
-                    ray=True,
-                    workers=workers,
-                    gpus_per_worker=share,
-                    batch_size=args.chunk,
-                    device=args.device,
-                )
-            got = {r["id"]: r["text"] for r in map(json.loads, out.read_text().splitlines())}
-            equal = sum(got.get(key) == text for key, text in want.items())
-            all_equal &= equal == n and not summary.failed
-            setup = f"{method}: Ray Data, {workers} actor{'s' if workers > 1 else ''}"
-            report.add(
-                "batch",
-                {
-                    "setup": setup,
-                    **common,
-                    "gpus_per_worker": share,
-                    "batch_size": args.chunk,
-                    "wall_s": round(summary.elapsed_s, 2),
-                    "records_per_s": round(n / summary.elapsed_s, 2),
-                    "written": summary.written,
-                    "failed": len(summary.failed),
-                    "equal_to_loop": equal,
-                    **gpu.stats(),
-                },
-            )
+
+    return all_equal
+
+
+def device_batch_rows(args: argparse.Namespace, report: Report, gpus: int, tmp: Path) -> bool:
+    """Every batch job (a job that raises is listed as failed); True when every Ray output equals its loop's."""
+    all_equal = True
+    for job in args.batch:
+        try:
+            all_equal &= batch_job(args, report, gpus, tmp, job)
+        except Exception as exc:
+            report.fail(job, exc)
+            all_equal = False
     return all_equal
 
 
@@ -443,6 +472,8 @@ def print_device(data: dict[str, Any]) -> None:
         )
     if data.get("skipped"):
         print(f"\nskipped (time budget): {', '.join(data['skipped'])}")
+    for failed in data.get("failed", []):
+        print(f"FAILED row {failed['row']}: {failed['error']}")
 
 
 def device_main(args: argparse.Namespace) -> int:
