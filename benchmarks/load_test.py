@@ -29,11 +29,30 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "load_test.json"
-TEXT = " ".join(
-    f"Paragraph {i}: the quarterly report for region {i % 7} shows revenue of {100 + i} million dollars, "
-    f"driven by strong demand, while costs rose slightly because of logistics and hiring."
-    for i in range(43)
-)  # ~1.5K cl100k tokens, the size of the issue's report
+QUESTION = "Which region had revenue of 105 million dollars?"
+
+
+def report_text(paragraphs: int = 43) -> str:
+    """The synthetic quarterly report: ~34 cl100k tokens a paragraph (43: ~1.5K tokens, the issue's report)."""
+    return " ".join(
+        f"Paragraph {i}: the quarterly report for region {i % 7} shows revenue of {100 + i} million dollars, "
+        f"driven by strong demand, while costs rose slightly because of logistics and hiring."
+        for i in range(paragraphs)
+    )
+
+
+def text_of(tokens: int) -> str:
+    """The report with as many paragraphs as make at least ``tokens`` cl100k tokens (the default tokenizer)."""
+    from promptshrink.target_tokenizer import get_tokenizer
+
+    count = get_tokenizer().count
+    paragraphs = max(1, tokens // 40)
+    while count(report_text(paragraphs)) < tokens:
+        paragraphs += 1
+    return report_text(paragraphs)
+
+
+TEXT = report_text()
 
 
 class Connection:
@@ -99,16 +118,32 @@ def server_cpu_s(proc: subprocess.Popen[bytes] | None) -> float | None:
 
 
 async def load(
-    url: str, requests: int, concurrency: int, method: str, proc: subprocess.Popen[bytes] | None = None
+    url: str,
+    requests: int,
+    concurrency: int,
+    method: str,
+    proc: subprocess.Popen[bytes] | None = None,
+    *,
+    text: str = TEXT,
+    question: str | None = None,
+    max_s: float | None = None,
 ) -> dict[str, object]:
-    body = json.dumps({"text": TEXT, "method": method, "rate": 0.5}).encode()
+    """``requests`` POSTs of ``text`` (with ``question`` if given), ``concurrency`` at a time; with ``max_s``, the
+    requests not started ``max_s`` seconds after the first are skipped (``requests`` counts those sent)."""
+    fields: dict[str, object] = {"text": text, "method": method, "rate": 0.5}
+    if question is not None:
+        fields["question"] = question
+    body = json.dumps(fields).encode()
     connections = [Connection(url) for _ in range(concurrency)]
     queue: asyncio.Queue[Connection] = asyncio.Queue()
     for c in connections:
         queue.put_nowait(c)
 
-    async def bounded() -> tuple[float, int | str]:
+    async def bounded() -> tuple[float, int | str] | None:
         connection = await queue.get()
+        if max_s is not None and time.perf_counter() - start > max_s:
+            queue.put_nowait(connection)
+            return None
         try:
             return await one(connection, body)
         finally:
@@ -117,8 +152,9 @@ async def load(
     await asyncio.gather(*(one(c, body) for c in connections))  # warm connections, workers
     server_before, client_before = server_cpu_s(proc), time.process_time()
     start = time.perf_counter()
-    results = await asyncio.gather(*(bounded() for _ in range(requests)))
+    results = [r for r in await asyncio.gather(*(bounded() for _ in range(requests))) if r is not None]
     wall = time.perf_counter() - start
+    skipped, requests = requests - len(results), len(results)
     server_after, client_cpu = server_cpu_s(proc), time.process_time() - client_before
     for c in connections:
         if c.streams is not None:
@@ -132,6 +168,7 @@ async def load(
     return {
         "method": method,
         "requests": requests,
+        "skipped": skipped,
         "concurrency": concurrency,
         "wall_s": round(wall, 3),
         "throughput_rps": round(requests / wall, 1),
@@ -150,15 +187,24 @@ async def load(
     }
 
 
-def start_server(max_queue: int, workers: int = 1, method: str = "keep_first") -> tuple[subprocess.Popen[bytes], str]:
+def start_server(
+    max_queue: int,
+    workers: int = 1,
+    method: str = "keep_first",
+    extra_env: dict[str, str] | None = None,
+    ready_s: float = 60,
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`promptshrink serve` on a free loopback port, without warm-up, with ``extra_env`` added to this environment."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PROMPTSHRINK_MAX_QUEUE": str(max_queue), "PROMPTSHRINK_WARMUP": "0"}
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)  # an installed copy too
+    env = {**os.environ, "PYTHONPATH": path, "PROMPTSHRINK_MAX_QUEUE": str(max_queue), "PROMPTSHRINK_WARMUP": "0"}
+    env |= extra_env or {}
     cmd = [sys.executable, "-m", "promptshrink.cli", "serve", "--port", str(port), "--method", method]
     cmd += ["--log-level", "warning", "--workers", str(workers)]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT)
-    return proc, wait_ready(proc, f"http://127.0.0.1:{port}", 60)
+    return proc, wait_ready(proc, f"http://127.0.0.1:{port}", ready_s)
 
 
 def wait_ready(proc: subprocess.Popen[bytes], url: str, seconds: float) -> str:
@@ -180,13 +226,19 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--method", default="keep_first")
+    parser.add_argument("--tokens", type=int, help="request text of at least this many tokens (default ~1.5K)")
+    parser.add_argument("--question", action="store_true", help=f"send a question with each text ({QUESTION!r})")
     parser.add_argument("--max-queue", type=int, default=256, help="queue size of the server this script starts")
     parser.add_argument("--workers", type=int, default=1, help="worker processes of the server this script starts")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     proc, url = (None, args.url) if args.url else start_server(args.max_queue, args.workers, args.method)
     try:
-        report = asyncio.run(load(url, args.requests, args.concurrency, args.method, proc))
+        text = TEXT if args.tokens is None else text_of(args.tokens)
+        question = QUESTION if args.question else None
+        report = asyncio.run(
+            load(url, args.requests, args.concurrency, args.method, proc, text=text, question=question)
+        )
     finally:
         if proc is not None:
             proc.terminate()

@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InvalidInputError, PromptShrinkError
-from .pipeline import compress_text
+from .model_loading import DEVICE_ENV
+from .pipeline import compress_text, compress_texts
 from .registry import get_compressor, get_method
 from .request import CompressOptions
+from .result import CompressionResult
 from .structured import messages_with, passages_with
 from .target_tokenizer import DEFAULT_TOKENIZER, get_tokenizer
 
@@ -61,8 +63,8 @@ class BatchSpec:
     question_field: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
-    def compress_options(self, question: str | None = None) -> CompressOptions:
-        """The library options of a record with ``question``."""
+    def compress_options(self, question: str | None = None, device: str | None = None) -> CompressOptions:
+        """The library options of a record with ``question``, run on ``device`` (None: `resolve_device`'s)."""
         return CompressOptions(
             method=self.method,
             rate=self.rate,
@@ -70,6 +72,7 @@ class BatchSpec:
             tokenizer=self.tokenizer,
             question=question,
             options=self.options,
+            device=device,
         )
 
     def check(self) -> None:
@@ -103,8 +106,8 @@ class BatchSummary:
         return {**asdict(self), "records_per_s": self.records_per_s}
 
 
-def compress_record(record: Any, spec: BatchSpec) -> dict[str, Any]:
-    """The output record for one input record: its fields, the content compressed, and token counts.
+def compress_record(record: Any, spec: BatchSpec, device: str | None = None) -> dict[str, Any]:
+    """The output record for one input record: its fields, the content compressed (on ``device``), token counts.
 
     Raises `PromptShrinkError` for a record that cannot be compressed.
     """
@@ -115,21 +118,26 @@ def compress_record(record: Any, spec: BatchSpec) -> dict[str, Any]:
         raise InvalidInputError(
             f"a record needs exactly one of {', '.join(CONTENT_FIELDS)}; it has {present or 'none'}"
         )
-    options = spec.compress_options(record.get(spec.question_field) if spec.question_field else None)
+    options = spec.compress_options(record.get(spec.question_field) if spec.question_field else None, device)
     content = present[0]
-    out = dict(record)
     if content == "text":
-        result = compress_text(record["text"], options)
-        out["text"] = result.text
-        tokens = result.original_tokens, result.compressed_tokens
-    elif content == "messages":
+        return _output(record, spec, "text", compress_text(record["text"], options))
+    if content == "messages":
         mres = messages_with(record["messages"], options)
-        out["messages"] = mres.messages
-        tokens = mres.original_tokens, mres.compressed_tokens
-    else:
-        pres = passages_with(record["passages"], options)
-        out["passages"] = pres.passages
-        tokens = pres.original_tokens, pres.compressed_tokens
+        return _output(record, spec, "messages", mres.messages, (mres.original_tokens, mres.compressed_tokens))
+    pres = passages_with(record["passages"], options)
+    return _output(record, spec, "passages", pres.passages, (pres.original_tokens, pres.compressed_tokens))
+
+
+def _output(
+    record: dict[str, Any], spec: BatchSpec, content: str, value: Any, tokens: tuple[int, int] | None = None
+) -> dict[str, Any]:
+    """``record`` with its ``content`` field replaced by ``value`` (a `CompressionResult` for text) and counts."""
+    if isinstance(value, CompressionResult):
+        value, tokens = value.text, (value.original_tokens, value.compressed_tokens)
+    assert tokens is not None
+    out = dict(record)
+    out[content] = value
     out.update(method=spec.method, original_tokens=tokens[0], compressed_tokens=tokens[1])
     out["ratio"] = tokens[1] / tokens[0] if tokens[0] else 1.0
     return out
@@ -369,27 +377,67 @@ class BatchOutput:
                 os.close(lock)
 
 
-def compress_line(key: str, line: str, spec: BatchSpec) -> tuple[str, str, tuple[int, int]]:
+Line = tuple[str, str, tuple[int, int]]
+
+
+def _line_of(key: str, out: dict[str, Any]) -> Line:
+    out[KEY_FIELD] = key
+    return json.dumps(out, ensure_ascii=False), "", (out["original_tokens"], out["compressed_tokens"])
+
+
+def compress_line(key: str, line: str, spec: BatchSpec, device: str | None = None) -> Line:
     """(output JSON line, "") or ("", error JSON) for one input line, and its tokens in and out."""
     try:
         record = json.loads(line)
     except ValueError as exc:
         return "", json.dumps({"code": "invalid_json", "message": f"not valid JSON: {exc}"}), (0, 0)
     try:
-        out = compress_record(record, spec)
-        out[KEY_FIELD] = key
-        return json.dumps(out, ensure_ascii=False), "", (out["original_tokens"], out["compressed_tokens"])
+        return _line_of(key, compress_record(record, spec, device))
     except PromptShrinkError as exc:
         return "", json.dumps({"code": exc.code, "message": str(exc)}), (0, 0)
     except Exception as exc:  # a bug on one record must not stop the corpus: report it with the record
         return "", json.dumps({"code": "internal_error", "message": f"{type(exc).__name__}: {exc}"}), (0, 0)
 
 
-class _Worker:
-    """A Ray Data actor: loads the method's models once, then compresses batches of records."""
+def compress_lines(items: list[tuple[str, str]], spec: BatchSpec, device: str | None = None) -> list[Line]:
+    """`compress_line` of each (key, line), with the plain-text records compressed together by `compress_texts`
+    (their LM passes share padded batches: one GPU call for many records; each result equals one by one). If the
+    group fails, its records are compressed one by one, so that each gets its own result or error."""
+    results: list[Line | None] = [None] * len(items)
+    group: list[tuple[int, dict[str, Any], str | None]] = []
+    for i, (key, line) in enumerate(items):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        question = record.get(spec.question_field) if spec.question_field and isinstance(record, dict) else None
+        plain = isinstance(record, dict) and isinstance(record.get("text"), str)
+        if plain and all(record.get(f) is None for f in CONTENT_FIELDS[1:]) and isinstance(question, (str, type(None))):
+            group.append((i, record, question))
+        else:
+            results[i] = compress_line(key, line, spec, device)
+    if group:
+        try:
+            texts = [record["text"] for _, record, _ in group]
+            done = compress_texts(texts, spec.compress_options(device=device), [q for _, _, q in group])
+        except Exception:  # one bad record (or a failed batch): each one alone, with its own error
+            done = None
+        for n, (i, record, _) in enumerate(group):
+            key, line = items[i]
+            results[i] = (
+                compress_line(key, line, spec, device)
+                if done is None
+                else _line_of(key, _output(record, spec, "text", done[n]))
+            )
+    return [r for r in results if r is not None]
 
-    def __init__(self, spec: BatchSpec) -> None:
-        self.spec = spec
+
+class _Worker:
+    """A Ray Data actor: loads the method's models once, then compresses batches of records (`compress_lines`)
+    on ``device`` (None: `resolve_device`'s choice in the actor, which sees the GPUs Ray gave it)."""
+
+    def __init__(self, spec: BatchSpec, device: str | None = None) -> None:
+        self.spec, self.device = spec, device
         get_compressor(spec.method, **spec.options)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
@@ -401,9 +449,11 @@ class _Worker:
             "original_tokens": [],
             "compressed_tokens": [],
         }
-        for number, key, line in zip(batch["number"], batch["key"], batch["line"]):
-            output, error, tokens = compress_line(str(key), line, self.spec)
-            for name, value in zip(columns, (int(number), str(key), output, error, *tokens)):
+        items = [(str(key), line) for key, line in zip(batch["key"], batch["line"])]
+        for number, (key, _), (output, error, tokens) in zip(
+            batch["number"], items, compress_lines(items, self.spec, self.device)
+        ):
+            for name, value in zip(columns, (int(number), key, output, error, *tokens)):
                 columns[name].append(value)
         return columns
 
@@ -439,6 +489,7 @@ def _ray_rows(
     cpus_per_worker: float,
     gpus_per_worker: float,
     batch_size: int,
+    device: str | None,
 ) -> Iterator[dict[str, Any]]:
     """The result rows of ``pending`` compressed by a pool of Ray Data actors, in completion order."""
     try:
@@ -453,7 +504,7 @@ def _ray_rows(
         workers = max(1, int(ray.cluster_resources().get("CPU", 1) // max(cpus_per_worker, 1e-9)))
     results = ray.data.from_items(pending).map_batches(
         _Worker,
-        fn_constructor_kwargs={"spec": spec},
+        fn_constructor_kwargs={"spec": spec, "device": device},
         batch_size=batch_size,
         compute=ray.data.ActorPoolStrategy(size=min(workers, len(pending))),
         num_cpus=cpus_per_worker,
@@ -462,11 +513,11 @@ def _ray_rows(
     yield from results.iter_rows()
 
 
-def _local_rows(pending: list[dict[str, Any]], spec: BatchSpec) -> Iterator[dict[str, Any]]:
+def _local_rows(pending: list[dict[str, Any]], spec: BatchSpec, device: str | None) -> Iterator[dict[str, Any]]:
     """The result rows of ``pending`` compressed one by one in this process."""
     get_compressor(spec.method, **spec.options)
     for item in pending:
-        output, error, (tokens_in, tokens_out) = compress_line(item["key"], item["line"], spec)
+        output, error, (tokens_in, tokens_out) = compress_line(item["key"], item["line"], spec, device)
         yield {"number": item["number"], "key": item["key"], "output": output, "error": error} | {
             "original_tokens": tokens_in,
             "compressed_tokens": tokens_out,
@@ -484,6 +535,7 @@ def run_batch(
     cpus_per_worker: float = 1.0,
     gpus_per_worker: float = 0.0,
     batch_size: int = 16,
+    device: str | None = None,
     progress: Callable[[BatchSummary], None] | None = None,
 ) -> BatchSummary:
     """Compress every record of ``source`` not yet in ``out``, appending results to ``out`` as they finish.
@@ -491,11 +543,23 @@ def run_batch(
     In this process, one record after another; with ``ray``, on Ray Data actors: on the Ray cluster at
     ``ray_address`` (``auto``: the one this machine belongs to), else on the Ray instance this process already
     started, else on a new local one, with ``workers`` actors (default: the cluster's CPUs divided by
-    ``cpus_per_worker``). ``progress`` is called after each record with the running summary. Raises
-    `BatchOutputError` when ``out`` is not this job's output or cannot be written (see `BatchOutput`).
+    ``cpus_per_worker``), each compressing ``batch_size`` records at a time. The LM-scored methods run on
+    ``device`` (default ``$PROMPTSHRINK_DEVICE`` of this process, else ``auto``); on Ray, ``cuda`` needs
+    ``gpus_per_worker`` > 0 (Ray gives each actor its GPU, which it sees as ``cuda``). ``progress`` is called after
+    each record with the running summary. Raises `BatchOutputError` when ``out`` is not this job's output or
+    cannot be written (see `BatchOutput`).
     """
     if not ray and (ray_address is not None or workers is not None or cpus_per_worker != 1.0 or gpus_per_worker):
         raise InvalidInputError("ray_address, workers, cpus_per_worker and gpus_per_worker need ray=True (--ray)")
+    device = device or os.environ.get(DEVICE_ENV) or None  # the driver's setting reaches the actors
+    if ray and device and device.startswith("cuda"):
+        if gpus_per_worker <= 0:
+            raise InvalidInputError(
+                f"device {device!r} on Ray needs gpus_per_worker > 0 (--gpus-per-worker, e.g. 0.5 for two actors a "
+                "GPU): Ray places actors on GPUs by it"
+            )
+        if device != "cuda":
+            raise InvalidInputError(f"device {device!r}: Ray picks each actor's GPU, use 'cuda'")
     spec.check()
     if not source.is_file():
         raise InvalidInputError(f"input {source} does not exist")
@@ -507,9 +571,11 @@ def run_batch(
         pending = _plan(source, done, summary)
         if pending:
             if ray:
-                rows = _ray_rows(pending, spec, ray_address, workers, cpus_per_worker, gpus_per_worker, batch_size)
+                rows = _ray_rows(
+                    pending, spec, ray_address, workers, cpus_per_worker, gpus_per_worker, batch_size, device
+                )
             else:
-                rows = _local_rows(pending, spec)
+                rows = _local_rows(pending, spec, device)
             if progress:
                 progress(summary)
             for row in rows:

@@ -206,6 +206,7 @@ def _batch(args: argparse.Namespace) -> int:
             spec,
             ray=args.ray,
             **{k: v for k, v in ray_options.items() if v is not None},
+            device=args.device,
             progress=bar,
         )
     except OSError as exc:  # not a traceback: an I/O error is a usage error (exit 2) with a one-line message
@@ -297,6 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--workers", type=int, default=None, help="with --ray: actors (default: CPUs / cpus-per-worker)")
     b.add_argument("--cpus-per-worker", type=float, default=None, help="with --ray (default 1)")
     b.add_argument("--gpus-per-worker", type=float, default=None, help="with --ray (default 0)")
+    b.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default $PROMPTSHRINK_DEVICE or auto)")
     b.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     b.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
     b.add_argument("--quiet", action="store_true", help="no progress bar or summary on stderr")

@@ -137,10 +137,19 @@ def deployment_options(settings: Settings) -> dict[str, Any]:
     Autoscaling is on when ``ray_max_replicas`` is set: between ``ray_min_replicas`` (default 1; 0 scales to
     zero) and ``ray_max_replicas``, starting at ``ray_replicas``, aiming at ``ray_target_ongoing_requests``
     requests per replica. A replica accepts its compression slots plus queue (then answers 503 like the plain
-    service), so back-pressure stays the app's.
+    service), so back-pressure stays the app's. A ``cuda`` device needs ``ray_gpus_per_replica`` > 0: Ray then
+    gives each replica its share of a GPU, which the replica sees as ``cuda``.
     """
     if settings.ray_cpus_per_replica < 0 or settings.ray_gpus_per_replica < 0:
         raise InvalidInputError("ray_cpus_per_replica and ray_gpus_per_replica must be >= 0")
+    device = settings.device or ""
+    if device.startswith("cuda") and settings.ray_gpus_per_replica <= 0:
+        raise InvalidInputError(
+            f"device {device!r} on Ray Serve needs ray_gpus_per_replica > 0 (PROMPTSHRINK_RAY_GPUS_PER_REPLICA, e.g. "
+            "0.5 for two replicas a GPU): Ray places replicas on GPUs by it"
+        )
+    if device.startswith("cuda:"):
+        raise InvalidInputError(f"device {device!r}: Ray picks each replica's GPU, use 'cuda'")
     options: dict[str, Any] = {
         "name": DEPLOYMENT,
         "ray_actor_options": {"num_cpus": settings.ray_cpus_per_replica, "num_gpus": settings.ray_gpus_per_replica},

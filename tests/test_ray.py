@@ -5,6 +5,7 @@ by record, resumes without duplicates and reports bad records. Skipped only when
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import socket
@@ -67,10 +68,11 @@ QUESTION = "Which region had revenue of 105 million dollars?"
 
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[None]:
-    """One local Ray instance for the module: 2 CPUs, no dashboard."""
+    """One local Ray instance for the module: 2 CPUs and one GPU as Ray sees it (on a machine without CUDA, an
+    actor given a share of it is placed, and torch there sees no CUDA device), no dashboard."""
     previous = os.environ.get(PROXY_CALLBACK_VARIABLE)
     os.environ[PROXY_CALLBACK_VARIABLE] = PROXY_CALLBACK  # as `serve --ray` does: JSON errors from Ray's proxy
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning")
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False, logging_level="warning")
     try:
         yield
     finally:
@@ -188,6 +190,39 @@ def test_deployment_options_from_settings() -> None:
     ):
         with pytest.raises(InvalidInputError):
             deployment_options(bad)
+    # A replica sees a GPU only when Ray gives it one; Ray picks which, so cuda:N is refused.
+    with pytest.raises(InvalidInputError, match="ray_gpus_per_replica > 0"):
+        deployment_options(Settings(device="cuda"))
+    with pytest.raises(InvalidInputError, match="use 'cuda'"):
+        deployment_options(Settings(device="cuda:1", ray_gpus_per_replica=1))
+    on_gpu = deployment_options(Settings(device="cuda", ray_replicas=2, ray_gpus_per_replica=0.5))
+    assert on_gpu["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 0.5}
+
+
+def cuda_absent() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not cuda_absent(), reason="checks the device through torch's 'no CUDA device' error")
+def test_the_device_setting_reaches_the_replicas_compress_calls(ray_local: None, server: str) -> None:
+    """A replica on a GPU share runs its LM methods on the device of its settings (PROMPTSHRINK_DEVICE): here
+    ``cuda`` on a machine without one, so the LM method's answer is torch's error, while ``auto`` would run."""
+    settings = Settings(
+        method="keep_first", methods=frozenset({"keep_first", "selective_context"}), device="cuda", warmup=False
+    )
+    gpu_settings = dataclasses.replace(settings, ray_gpus_per_replica=0.5, ray_cpus_per_replica=0)
+    serve.run(build(gpu_settings), name="gpu-check", route_prefix="/gpu-check")
+    try:
+        body = {"text": LONG_TEXT, "method": "selective_context", "rate": 0.5}
+        r = httpx.post(f"{server}/gpu-check/v1/compress", json=body, timeout=60)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "model_unavailable", r.text
+        assert "torch sees no CUDA device" in r.json()["error"]["message"]
+        plain = httpx.post(f"{server}/gpu-check/v1/compress", json={"text": LONG_TEXT, "rate": 0.5}, timeout=60)
+        assert plain.status_code == 200  # a model-free method ignores the device
+    finally:
+        serve.delete("gpu-check")
 
 
 def test_proxy_errors_get_the_service_error_body() -> None:
@@ -375,6 +410,34 @@ def test_bad_records_are_reported_and_skipped(ray_local: None, tmp_path: Path, c
     assert failed_file == summary["failed"]
 
 
+@pytest.mark.skipif(not cuda_absent(), reason="checks the device through torch's 'no CUDA device' error")
+def test_the_device_reaches_the_ray_actors(ray_local: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The driver's device (argument, else its PROMPTSHRINK_DEVICE) is the one the actors compress on: ``cuda`` on
+    an actor given a GPU share, on a machine without CUDA, fails every LM record with torch's error."""
+    records = [r for r in corpus() if "text" in r][:4]
+    source = write_jsonl(tmp_path / "in.jsonl", [json.dumps(r) for r in records])
+    spec = BatchSpec(method="selective_context", rate=0.5, question_field="q")
+    monkeypatch.setenv("PROMPTSHRINK_DEVICE", "cuda")
+    summary = run_batch(
+        source, tmp_path / "out.jsonl", spec, ray=True, workers=1, gpus_per_worker=0.5, cpus_per_worker=0.5
+    )
+    assert summary.written == 0 and len(summary.failed) == len(records)
+    assert all(f["code"] == "model_unavailable" and "no CUDA device" in f["message"] for f in summary.failed)
+    monkeypatch.delenv("PROMPTSHRINK_DEVICE")
+    args = {"ray": True, "workers": 1, "gpus_per_worker": 0.5, "cpus_per_worker": 0.5, "device": "cpu"}
+    on_cpu = run_batch(source, tmp_path / "out.jsonl", spec, **args)
+    assert (on_cpu.written, on_cpu.failed) == (len(records), [])
+    want = ps.compress_batch(
+        [r["text"] for r in records], "selective_context", questions=[r["q"] for r in records], rate=0.5
+    )
+    got = {w["source"]: w["text"] for w in read_out(tmp_path / "out.jsonl")}
+    assert [got[r["source"]] for r in records] == [w.text for w in want]  # a batched actor call equals the library's
+    with pytest.raises(InvalidInputError, match="gpus_per_worker > 0"):
+        run_batch(source, tmp_path / "other.jsonl", spec, ray=True, device="cuda")
+    with pytest.raises(InvalidInputError, match="use 'cuda'"):
+        run_batch(source, tmp_path / "other.jsonl", spec, ray=True, device="cuda:1", gpus_per_worker=1)
+
+
 def test_batch_refuses_a_bad_job_before_starting(tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", ['{"text": "x"}'])
     with pytest.raises(ps.errors.UnknownMethodError):
@@ -435,8 +498,14 @@ def test_replica_killed_mid_load_is_replaced(server: str) -> None:
     assert all(text == want[rate] for rate, text in ok)
     assert any(status == 200 and at > killed_at for _, status, _, at in results)
 
+    # Until Serve's health check notices the death (every 10 s), its status still counts the victim as RUNNING
+    # while the victim's name is already gone: wait for a live replacement (a new name), as asserted below.
+    def replaced() -> bool:
+        names = replica_names()
+        return victim not in names and len(names) == REPLICAS and running_replicas() == REPLICAS
+
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (running_replicas() == REPLICAS and victim not in replica_names()):
+    while time.monotonic() < deadline and not replaced():
         time.sleep(0.5)
     now = replica_names()
     assert victim not in now and len(now) == REPLICAS and running_replicas() == REPLICAS
