@@ -10,8 +10,7 @@ from promptshrink.scoring.cross_model import loss_difference
 from promptshrink.scoring.normalise import normalise
 from promptshrink.scoring.position import positional_importance
 from promptshrink.segmentation import segment
-
-from .conftest import needs_lm
+from tests.conftest import needs_lm
 
 pytestmark = needs_lm
 FAST = {"large_model": None}

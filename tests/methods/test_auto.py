@@ -156,7 +156,7 @@ def test_choices_are_what_the_committed_reader_results_rank_first():
     """`CHOICES` must follow the shipped evidence (`auto_evidence` of benchmarks/results/reader_quick.json, the
     table in benchmarks/README.md "auto"): a choice spec is the method name, with its options as the benchmark
     writes variants (``name:key=value``)."""
-    results = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "reader_quick.json"
+    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "reader_quick.json"
     evidence = json.loads(results.read_text())["auto_evidence"]
     for shape, (method, options) in CHOICES.items():
         spec = method + (":" + ",".join(f"{k}={json.dumps(v)}" for k, v in options) if options else "")

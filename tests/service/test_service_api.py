@@ -18,7 +18,7 @@ from tests.gate_method import Gate
 from tests.service_fixtures import LONG_TEXT, ServerThread, Upstream, announced_url, base_settings, serve, wait_ready
 
 pytest_plugins = ["tests.service_fixtures", "tests.gate_method"]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def post(url: str, body: Any, **kwargs: Any) -> httpx.Response:

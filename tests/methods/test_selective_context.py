@@ -8,8 +8,7 @@ import pytest
 import promptshrink as ps
 from promptshrink.scoring.lm import surprisal, to_units
 from promptshrink.segmentation import segment
-
-from .conftest import needs_lm
+from tests.conftest import needs_lm
 
 pytestmark = needs_lm
 

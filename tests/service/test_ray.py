@@ -23,19 +23,17 @@ from promptshrink.batch import KEY_FIELD, BatchOutputError, BatchSpec, run_batch
 from promptshrink.cli import main
 from promptshrink.errors import InvalidInputError
 from promptshrink.service import Settings
-from tests.service_fixtures import LONG_TEXT, Upstream, base_settings
-from tests.service_fixtures import serve as serve_plain
 
 # The service's own tests, collected here again: in this module `server` is the Ray Serve deployment. Not
 # test_upstream_errors_are_relayed_as_they_are: Ray's proxy appends its own id to the upstream's x-request-id.
-from tests.test_service_api import (  # noqa: F401
+from tests.service.test_service_api import (  # noqa: F401
     test_bad_input_is_a_clear_4xx,
     test_batch_reports_each_item,
     test_compress_messages_and_passages,
     test_compress_text_with_segments,
     test_malformed_json_oversize_and_unknown_route,
 )
-from tests.test_service_proxy import (  # noqa: F401
+from tests.service.test_service_proxy import (  # noqa: F401
     test_anonymous_caller_forwards_only_its_own_key,
     test_policy_from_body_field_and_headers,
     test_sdk_chat_is_compressed_before_upstream,
@@ -43,6 +41,8 @@ from tests.test_service_proxy import (  # noqa: F401
     test_sdk_streaming_relays_sse_unchanged,
     test_upstream_timeout_is_504,
 )
+from tests.service_fixtures import LONG_TEXT, Upstream, base_settings
+from tests.service_fixtures import serve as serve_plain
 
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")

@@ -20,7 +20,7 @@ from tests.gate_method import Gate
 from tests.service_fixtures import LONG_TEXT, Upstream, announced_url, base_settings, serve
 
 pytest_plugins = ["tests.service_fixtures", "tests.gate_method"]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def post(url: str, body: Any, path: str = "/v1/compress", timeout: float = 30, **kwargs: Any) -> httpx.Response:

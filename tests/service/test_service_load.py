@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 pytest_plugins = ["tests.service_fixtures"]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_load_test_reports_no_errors(server: str, tmp_path: Path) -> None:

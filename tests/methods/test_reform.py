@@ -9,7 +9,7 @@ import promptshrink as ps
 from promptshrink import kv
 from promptshrink.errors import InvalidInputError
 from tests.conftest import needs_lm
-from tests.test_kv import CUDA, random_ids, tiny_model
+from tests.kv.test_kv import CUDA, random_ids, tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 import promptshrink as ps
-
-from .conftest import needs_lm
-from .test_dspc import MIDDLE
+from tests.conftest import needs_lm
+from tests.methods.test_dspc import MIDDLE
 
 pytestmark = needs_lm
 METHODS = ["llmlingua", "longllmlingua"]

@@ -78,7 +78,7 @@ def test_token_logprob_kernel_matches_log_softmax(vocab):
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_cuda_graphs_match_the_eager_path(tmp_path, article, monkeypatch):
     """Graph replays (bf16, fused log-softmax, queued before segmentation) against the eager pass on the same GPU."""
-    from tests.test_device import agreement, random_weight_model
+    from tests.scoring.test_device import agreement, random_weight_model
 
     model = random_weight_model(tmp_path / "arch")
     texts = [article[:9000], article[9000:12000], article[3000:4000]]
