@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from promptshrink.batch import KEY_FIELD, BatchSpec, compress_record, record_key
-from tests.service_fixtures import LONG_TEXT
+from tests.support.texts import LONG_TEXT
 
 JOB = ["-m", "keep_first", "-r", "0.5"]
 SPEC = BatchSpec(method="keep_first", rate=0.5)

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.service_fixtures import announced_url, wait_ready
+from tests.support import ROOT
+from tests.support.servers import announced_url, wait_ready
 
-ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 MARKER = re.compile(r"<!--\s*doctest:\s*(\w+)(?:\s*\(([^)]*)\))?\s*-->")
 FENCE = re.compile(r"^```(\w*)\s*$")

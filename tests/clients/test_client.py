@@ -11,10 +11,9 @@ import pytest
 
 import promptshrink
 from promptshrink.clients import AsyncPromptShrinkClient, PromptShrinkClient, ServiceError
-from tests.gate_method import Gate
-from tests.service_fixtures import LONG_TEXT, Upstream, base_settings, serve
-
-pytest_plugins = ["tests.service_fixtures", "tests.gate_method"]
+from tests.support.gate import Gate
+from tests.support.servers import Upstream, base_settings, serve
+from tests.support.texts import LONG_TEXT
 
 
 def test_sync_client_matches_library(server: str) -> None:

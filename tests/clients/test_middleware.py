@@ -7,9 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from promptshrink.clients import PromptShrinkClient
-from tests.service_fixtures import LONG_TEXT
+from tests.support.texts import LONG_TEXT
 
-pytest_plugins = ["tests.service_fixtures"]
 DOCS = [
     "Paris is the capital of France. It has many museums. The Seine flows through it.",
     "Bananas are rich in potassium. They grow in tropical climates.",

@@ -8,7 +8,7 @@ import torch
 from promptshrink import kv
 from promptshrink.errors import InvalidInputError
 from promptshrink.kv.observation import window_queries
-from tests.kv.test_kv import CUDA, random_ids, tiny_model
+from tests.support.tiny_llama import CUDA, random_ids, tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,7 @@ def test_context_manager_compresses_inside_generate(model) -> None:  # noqa: ANN
 
 
 def test_generate_entry_point_keeps_compressing(model) -> None:  # noqa: ANN001
-    from tests.kv.test_kv import ByteTok
+    from tests.support.tiny_llama import ByteTok
 
     text = kv.generate(model, ByteTok(), "some context " * 20, "question?", "decoding", 0.25, 40)
     assert len(text) == 40

@@ -9,7 +9,7 @@ import torch
 
 from promptshrink import kv
 from promptshrink.kv.freqkv import dct_resample
-from tests.kv.test_kv import CUDA, random_ids, tiny_model
+from tests.support.tiny_llama import CUDA, random_ids, tiny_model
 
 PROMPT = torch.tensor([[3, 4, 5]])
 

@@ -8,7 +8,7 @@ import torch
 from promptshrink import kv
 from promptshrink.errors import InvalidInputError, PromptShrinkError
 from promptshrink.kv.headwise import HeadwiseLayer, headwise_attention
-from tests.kv.test_kv import CUDA, random_ids, tiny_model
+from tests.support.tiny_llama import CUDA, random_ids, tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import torch
 from promptshrink import kv
 from promptshrink.errors import InvalidInputError
 from promptshrink.kv.pod import find_layer_groups, layer_similarity
-from tests.kv.test_kv import CUDA, random_ids, tiny_model
+from tests.support.tiny_llama import CUDA, random_ids, tiny_model
 
 
 def positions(keys: torch.Tensor) -> list[list[int]]:

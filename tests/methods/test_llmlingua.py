@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import promptshrink as ps
-from tests.conftest import needs_lm
-from tests.methods.test_dspc import MIDDLE
+from tests.support.models import needs_lm
+from tests.support.texts import MIDDLE
 
 pytestmark = needs_lm
 METHODS = ["llmlingua", "longllmlingua"]

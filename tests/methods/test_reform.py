@@ -8,8 +8,8 @@ import torch
 import promptshrink as ps
 from promptshrink import kv
 from promptshrink.errors import InvalidInputError
-from tests.conftest import needs_lm
-from tests.kv.test_kv import CUDA, random_ids, tiny_model
+from tests.support.models import needs_lm
+from tests.support.tiny_llama import CUDA, random_ids, tiny_model
 
 
 @pytest.fixture(scope="module")

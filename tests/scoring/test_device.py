@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import promptshrink as ps
 from promptshrink.errors import InvalidInputError, ModelUnavailableError
-from tests.conftest import lm_available, needs_lm
+from tests.support.models import agreement, needs_lm, random_weight_model
 
 torch = pytest.importorskip("torch")
 from promptshrink.model_loading import DEVICE_ENV, resolve_device, use_device  # noqa: E402
 
 HAS_CUDA = torch.cuda.is_available()
-
-
-def agreement(a: ps.CompressionResult, b: ps.CompressionResult) -> float:
-    assert [s.start for s in a.segments] == [s.start for s in b.segments]
-    return float(np.mean([x.kept == y.kept for x, y in zip(a.segments, b.segments)]))
 
 
 def test_resolution(monkeypatch):
@@ -57,29 +51,6 @@ def test_fp32_and_bf16_keep_the_same_units(monkeypatch, article):
         monkeypatch.setenv("PROMPTSHRINK_DTYPE", dtype)
         results[dtype] = ps.compress(text, "selective_context", rate=0.5, device="cpu", question="What about taxes?")
     assert agreement(results["float32"], results["bfloat16"]) >= 0.95
-
-
-def random_weight_model(directory: Path) -> str:
-    """The bundled LM's architecture (config + tokenizer) with seeded random weights, saved to ``directory``.
-
-    $PROMPTSHRINK_ARCH_DIR points at a folder with config.json and the tokenizer files (on a machine without the
-    model package); else they are taken from the bundled model.
-    """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from promptshrink.model_loading import manifest
-
-    source = os.environ.get("PROMPTSHRINK_ARCH_DIR")
-    if source is None:
-        if not lm_available():
-            pytest.skip("no architecture source: set PROMPTSHRINK_ARCH_DIR or install the bundled LM")
-        source = str(manifest()["default-lm"].locate())
-    torch.manual_seed(0)
-    config = AutoConfig.from_pretrained(source)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.save_pretrained(directory)
-    AutoTokenizer.from_pretrained(source).save_pretrained(directory)
-    return str(directory)
 
 
 @pytest.mark.gpu

@@ -7,7 +7,7 @@ import pytest
 
 from promptshrink.model_loading import DEFAULT_EMBEDDER
 from promptshrink.scoring.embeddings import embed
-from tests.conftest import model_installed
+from tests.support.models import model_installed
 
 pytestmark = pytest.mark.skipif(not model_installed(DEFAULT_EMBEDDER), reason="embedder package not installed")
 

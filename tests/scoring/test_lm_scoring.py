@@ -8,7 +8,7 @@ import pytest
 import promptshrink as ps
 from promptshrink.errors import InvalidInputError
 from promptshrink.scoring import lm
-from tests.conftest import needs_lm
+from tests.support.models import needs_lm
 
 torch = pytest.importorskip("torch")
 HAS_CUDA = torch.cuda.is_available()
@@ -78,7 +78,7 @@ def test_token_logprob_kernel_matches_log_softmax(vocab):
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
 def test_cuda_graphs_match_the_eager_path(tmp_path, article, monkeypatch):
     """Graph replays (bf16, fused log-softmax, queued before segmentation) against the eager pass on the same GPU."""
-    from tests.scoring.test_device import agreement, random_weight_model
+    from tests.support.models import agreement, random_weight_model
 
     model = random_weight_model(tmp_path / "arch")
     texts = [article[:9000], article[9000:12000], article[3000:4000]]

@@ -15,9 +15,9 @@ import pytest
 
 from promptshrink.errors import ModelUnavailableError
 from promptshrink.model_loading import DEFAULT_EMBEDDER, DEFAULT_LM, manifest, verify_files
-from tests.conftest import model_installed
+from tests.support import ROOT
+from tests.support.models import model_installed
 
-ROOT = Path(__file__).resolve().parents[2]
 # Published upstream hashes (Hugging Face Git LFS object ids), see models/README.md.
 UPSTREAM_MINILM_SAFETENSORS = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 UPSTREAM_QWEN_CODER_Q4_K_M = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"

@@ -18,8 +18,8 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from tests.service_fixtures import ServerThread, Upstream, base_settings, serve
-from tests.test_tool_output import LOG, TOOL_JSON, TOOLS_ANTHROPIC
+from tests.support.servers import ServerThread, Upstream, base_settings, serve
+from tests.support.texts import LOG, TOOL_JSON, TOOLS_ANTHROPIC
 
 REQUEST_ID = "req_stub_529"
 OVERLOADED = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}

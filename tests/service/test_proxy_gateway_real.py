@@ -1,7 +1,7 @@
 """The gateway routes in front of real servers, driven by real clients: the `anthropic` SDK, LangChain's
 `ChatAnthropic` and litellm's Anthropic provider against a LiteLLM proxy (a real Anthropic-format translating
 server) in front of `transformers serve`; the `openai` SDK's Responses API against `transformers serve` itself.
-Both servers are shared by the session (tests/real_upstream.py, tests/real_anthropic_upstream.py)."""
+Both servers are shared by the session (tests/service/conftest.py, tests/support/upstreams.py)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,9 @@ import openai
 import pytest
 
 from promptshrink.service import Settings
-from tests.real_anthropic_upstream import AnthropicUpstream
-from tests.real_upstream import RealUpstream
-from tests.service_fixtures import serve
+from tests.support.servers import serve
+from tests.support.upstreams import AnthropicUpstream, RealUpstream
 
-pytest_plugins = ["tests.real_upstream", "tests.real_anthropic_upstream"]
 ROWS = [{"id": i, "city": f"city{i}", "temp_c": 10 + i % 15, "note": "clear skies and light wind"} for i in range(30)]
 TOOL_OUTPUT = json.dumps({"results": ROWS})
 QUESTION = "What is the temperature in city12?"

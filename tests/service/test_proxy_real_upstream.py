@@ -12,10 +12,10 @@ import openai
 import pytest
 
 from promptshrink.service import Settings
-from tests.real_upstream import RealUpstream
-from tests.service_fixtures import LONG_TEXT, serve
+from tests.support.servers import serve
+from tests.support.texts import LONG_TEXT
+from tests.support.upstreams import RealUpstream
 
-pytest_plugins = ["tests.real_upstream"]
 MAX_TOKENS = 4
 QUESTION = "Which region had revenue of 103 million?"
 MESSAGES = [

@@ -1,16 +1,15 @@
-"""Ray Serve and Ray Data on one local Ray instance (2 CPUs): the Serve deployment passes the service's own tests
-and answers like the plain app, survives a replica killed under load; the batch job matches `compress` record
-by record, resumes without duplicates and reports bad records. Skipped only when ray is not installed."""
+"""Ray Serve and Ray Data on one local Ray instance (2 CPUs): the Serve deployment (``ray_server``, on which the
+service's contract tests marked ``plain_and_ray`` also run) answers like the plain app and survives a replica killed
+under load; the batch job matches `compress` record by record, resumes without duplicates and reports bad
+records. Skipped only when ray is not installed."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,26 +22,8 @@ from promptshrink.batch import KEY_FIELD, BatchOutputError, BatchSpec, run_batch
 from promptshrink.cli import main
 from promptshrink.errors import InvalidInputError
 from promptshrink.service import Settings
-
-# The service's own tests, collected here again: in this module `server` is the Ray Serve deployment. Not
-# test_upstream_errors_are_relayed_as_they_are: Ray's proxy appends its own id to the upstream's x-request-id.
-from tests.service.test_service_api import (  # noqa: F401
-    test_bad_input_is_a_clear_4xx,
-    test_batch_reports_each_item,
-    test_compress_messages_and_passages,
-    test_compress_text_with_segments,
-    test_malformed_json_oversize_and_unknown_route,
-)
-from tests.service.test_service_proxy import (  # noqa: F401
-    test_anonymous_caller_forwards_only_its_own_key,
-    test_policy_from_body_field_and_headers,
-    test_sdk_chat_is_compressed_before_upstream,
-    test_sdk_legacy_completions,
-    test_sdk_streaming_relays_sse_unchanged,
-    test_upstream_timeout_is_504,
-)
-from tests.service_fixtures import LONG_TEXT, Upstream, base_settings
-from tests.service_fixtures import serve as serve_plain
+from tests.support.servers import RAY_REPLICAS
+from tests.support.texts import LONG_TEXT
 
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
@@ -50,57 +31,14 @@ from ray.serve import Application  # noqa: E402
 
 from promptshrink.service.ray_app import (  # noqa: E402
     DEPLOYMENT,
-    PROXY_CALLBACK,
-    PROXY_CALLBACK_VARIABLE,
     ProxyErrorsAsJson,
     app,
-    build,
     deployment_options,
     replica_settings,
     settings_from_args,
 )
 
-pytest_plugins = ["tests.service_fixtures"]
-REPLICAS = 2
 QUESTION = "Which region had revenue of 105 million dollars?"
-
-
-@pytest.fixture(scope="module")
-def ray_local() -> Iterator[None]:
-    """One local Ray instance for the module: 2 CPUs, no dashboard."""
-    previous = os.environ.get(PROXY_CALLBACK_VARIABLE)
-    os.environ[PROXY_CALLBACK_VARIABLE] = PROXY_CALLBACK  # as `serve --ray` does: JSON errors from Ray's proxy
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning")
-    try:
-        yield
-    finally:
-        serve.shutdown()
-        ray.shutdown()
-        if previous is None:
-            os.environ.pop(PROXY_CALLBACK_VARIABLE)
-        else:
-            os.environ[PROXY_CALLBACK_VARIABLE] = previous
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(ray_local: None, upstream: Upstream) -> str:
-    """The service on Ray Serve: two replicas of half a CPU each, the plain test server's settings."""
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    settings = base_settings(upstream, ray_replicas=REPLICAS, ray_cpus_per_replica=0.5)
-    serve.run(build(settings), name=DEPLOYMENT, route_prefix="/")
-    return f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture(scope="module")
-def plain_server(upstream: Upstream) -> Iterator[str]:
-    yield from serve_plain(base_settings(upstream))
 
 
 def replica_names() -> set[str]:
@@ -156,16 +94,18 @@ REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
 @pytest.mark.parametrize(
     ("verb", "path", "kwargs"), REQUESTS, ids=[f"{v} {p} {i}" for i, (v, p, _) in enumerate(REQUESTS)]
 )
-def test_serve_answers_like_the_plain_app(server: str, plain_server: str, verb: str, path: str, kwargs: Any) -> None:
-    on_ray = httpx.request(verb, server + path, timeout=30, **kwargs)
+def test_serve_answers_like_the_plain_app(
+    ray_server: str, plain_server: str, verb: str, path: str, kwargs: Any
+) -> None:
+    on_ray = httpx.request(verb, ray_server + path, timeout=30, **kwargs)
     plain = httpx.request(verb, plain_server + path, timeout=30, **kwargs)
     assert comparable(on_ray) == comparable(plain)
     for header in ("x-promptshrink-tokens-saved", "retry-after", "x-upstream-status"):
         assert on_ray.headers.get(header) == plain.headers.get(header)
 
 
-def test_deployment_runs_the_configured_replicas(server: str) -> None:
-    assert running_replicas() == REPLICAS and len(replica_names()) == REPLICAS
+def test_deployment_runs_the_configured_replicas(ray_server: str) -> None:
+    assert running_replicas() == RAY_REPLICAS and len(replica_names()) == RAY_REPLICAS
 
 
 def test_deployment_options_from_settings() -> None:
@@ -394,7 +334,7 @@ def test_batch_refuses_a_bad_job_before_starting(tmp_path: Path) -> None:
 CLIENTS = 6
 
 
-def test_replica_killed_mid_load_is_replaced(server: str) -> None:
+def test_replica_killed_mid_load_is_replaced(ray_server: str) -> None:
     """Clients keep sending; one replica is killed. Only requests in flight on it may fail, with a clean 5xx;
     the rest are answered correctly by the other replica, and Serve starts a replacement."""
     rates = [round(0.1 + 0.05 * (i % 15), 2) for i in range(240)]
@@ -405,7 +345,7 @@ def test_replica_killed_mid_load_is_replaced(server: str) -> None:
 
     def call(rate: float) -> tuple[float, int, str, float]:
         nonlocal answered
-        r = httpx.post(f"{server}/v1/compress", json={"text": LONG_TEXT, "rate": rate}, timeout=60)
+        r = httpx.post(f"{ray_server}/v1/compress", json={"text": LONG_TEXT, "rate": rate}, timeout=60)
         with lock:
             answered += 1
         return rate, r.status_code, r.text, time.monotonic()
@@ -436,11 +376,13 @@ def test_replica_killed_mid_load_is_replaced(server: str) -> None:
     assert any(status == 200 and at > killed_at for _, status, _, at in results)
 
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (running_replicas() == REPLICAS and victim not in replica_names()):
+    while time.monotonic() < deadline and not (running_replicas() == RAY_REPLICAS and victim not in replica_names()):
         time.sleep(0.5)
     now = replica_names()
-    assert victim not in now and len(now) == REPLICAS and running_replicas() == REPLICAS
-    answers = [httpx.post(f"{server}/v1/compress", json={"text": LONG_TEXT, "rate": 0.5}, timeout=30) for _ in range(6)]
+    assert victim not in now and len(now) == RAY_REPLICAS and running_replicas() == RAY_REPLICAS
+    answers = [
+        httpx.post(f"{ray_server}/v1/compress", json={"text": LONG_TEXT, "rate": 0.5}, timeout=30) for _ in range(6)
+    ]
     assert all(a.status_code == 200 and a.json()["text"] == want[0.5] for a in answers)
 
 
@@ -453,10 +395,10 @@ def proxy_rss() -> int:
     return sum(p.memory_info().rss for p in proxies)
 
 
-def test_a_huge_chunked_body_is_refused_in_the_proxy_before_it_is_read(server: str) -> None:
+def test_a_huge_chunked_body_is_refused_in_the_proxy_before_it_is_read(ray_server: str) -> None:
     """100 MB sent chunked: the 413 comes after about the cap, not after the whole body, and Ray's proxy does not
     hold the body (before the fix it read all 100 MB into its queue: RSS 212 -> 428 MB, and it stayed)."""
-    host, port = server.removeprefix("http://").split(":")
+    host, port = ray_server.removeprefix("http://").split(":")
     before = proxy_rss()
     sock = socket.create_connection((host, int(port)), timeout=30)
     head = b"POST /v1/compress HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"

@@ -6,25 +6,32 @@ import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from promptshrink.service import create_app
-from tests.conftest import lm_available
-from tests.gate_method import Gate
-from tests.service_fixtures import LONG_TEXT, ServerThread, Upstream, announced_url, base_settings, serve, wait_ready
-
-pytest_plugins = ["tests.service_fixtures", "tests.gate_method"]
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT
+from tests.support.gate import Gate
+from tests.support.models import lm_available
+from tests.support.servers import (
+    ServerThread,
+    Upstream,
+    announced_url,
+    base_settings,
+    plain_and_ray,
+    serve,
+    wait_ready,
+)
+from tests.support.texts import LONG_TEXT
 
 
 def post(url: str, body: Any, **kwargs: Any) -> httpx.Response:
     return httpx.post(f"{url}/v1/compress", json=body, timeout=30, **kwargs)
 
 
+@plain_and_ray
 def test_compress_text_with_segments(server: str) -> None:
     r = post(server, {"text": LONG_TEXT, "rate": 0.3, "include_segments": True})
     assert r.status_code == 200
@@ -38,6 +45,7 @@ def test_compress_text_with_segments(server: str) -> None:
     assert "segments" not in post(server, {"text": LONG_TEXT}).json()
 
 
+@plain_and_ray
 def test_compress_messages_and_passages(server: str) -> None:
     messages = [
         {"role": "system", "content": "You are terse."},
@@ -55,6 +63,7 @@ def test_compress_messages_and_passages(server: str) -> None:
     assert data["passages"][1]["metadata"] == {"src": "report"} and data["passages"][1]["kept"]
 
 
+@plain_and_ray
 def test_batch_reports_each_item(server: str) -> None:
     items = [{"text": LONG_TEXT, "rate": 0.2}, {"text": "   "}, {"text": LONG_TEXT, "method": "tfidf", "rate": 0.5}]
     r = httpx.post(f"{server}/v1/compress/batch", json={"items": items}, timeout=30)
@@ -67,7 +76,8 @@ def test_batch_reports_each_item(server: str) -> None:
     assert too_many.status_code == 413 and too_many.json()["error"]["code"] == "too_many_items"
 
 
-def test_methods_health_ready_metrics_openapi(server: str) -> None:
+@plain_and_ray
+def test_methods_health_ready_openapi(server: str) -> None:
     methods = httpx.get(f"{server}/v1/methods").json()
     assert methods["default"] == "keep_first" and "tfidf" in {m["name"] for m in methods["methods"]}
     assert httpx.get(f"{server}/healthz").json()["status"] == "ok"
@@ -77,6 +87,12 @@ def test_methods_health_ready_metrics_openapi(server: str) -> None:
         "method": "keep_first",
         "loaded": ["keep_first", "keep_last", "random", "tfidf"],
     }
+    schema = httpx.get(f"{server}/openapi.json").json()
+    assert {"/v1/compress", "/v1/compress/batch", "/v1/chat/completions", "/v1/completions"} <= set(schema["paths"])
+
+
+def test_metrics_count_requests_tokens_and_errors(server: str) -> None:
+    """Plain app only: on Ray Serve each replica keeps its own counters."""
     post(server, {"text": LONG_TEXT, "method": "keep_last"})
     post(server, {"text": ""})
     metrics = httpx.get(f"{server}/metrics").text
@@ -84,10 +100,9 @@ def test_methods_health_ready_metrics_openapi(server: str) -> None:
     assert 'promptshrink_tokens_in_total{method="keep_last"}' in metrics
     assert 'promptshrink_errors_total{code="invalid_input"}' in metrics
     assert "promptshrink_request_duration_seconds_bucket" in metrics
-    schema = httpx.get(f"{server}/openapi.json").json()
-    assert {"/v1/compress", "/v1/compress/batch", "/v1/chat/completions", "/v1/completions"} <= set(schema["paths"])
 
 
+@plain_and_ray
 @pytest.mark.parametrize(
     ("body", "status", "code"),
     [
@@ -107,13 +122,14 @@ def test_methods_health_ready_metrics_openapi(server: str) -> None:
         ([1, 2], 422, "invalid_request"),
     ],
 )
-def test_bad_input_is_a_clear_4xx(server: str, body: Any, status: int, code: str) -> None:
+def test_bad_input_is_a_clear_4(server: str, body: Any, status: int, code: str) -> None:
     r = post(server, body)
     assert r.status_code == status, r.text
     error = r.json()["error"]
     assert error["code"] == code and error["message"]
 
 
+@plain_and_ray
 def test_malformed_json_oversize_and_unknown_route(server: str) -> None:
     bad = httpx.post(f"{server}/v1/compress", content=b'{"text": ', headers={"content-type": "application/json"})
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "malformed_json"

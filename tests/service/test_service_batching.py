@@ -10,10 +10,8 @@ import httpx
 import pytest
 
 import promptshrink
-from tests.conftest import needs_lm
-from tests.service_fixtures import Upstream, base_settings, serve
-
-pytest_plugins = ["tests.service_fixtures"]
+from tests.support.models import needs_lm
+from tests.support.servers import Upstream, base_settings, serve
 
 TEXTS = [
     f"Report {i}: the council met on Tuesday to discuss the budget for region {i}. Roads and schools were the main "

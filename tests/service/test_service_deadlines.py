@@ -19,9 +19,8 @@ import pytest
 import promptshrink
 from promptshrink.errors import CompressionTimeoutError
 from promptshrink.service import Settings
-from tests.service_fixtures import serve
+from tests.support.servers import serve
 
-pytest_plugins = ["tests.service_fixtures"]
 TIMEOUT_S = 4.0
 SENTENCE = "The committee reviewed budget line {i} and found that spending on item {i} rose by {j} percent. "
 BIG = "".join(SENTENCE.format(i=i, j=i % 13) for i in range(2500))  # about 220 K characters: minutes of LM work

@@ -27,9 +27,9 @@ from promptshrink.service import Settings, create_app
 from promptshrink.service.middleware import scrub_query
 from promptshrink.service.sse import EventBuffer
 from promptshrink.service.timeouts import uvicorn_options
-from tests.service_fixtures import LONG_TEXT, ServerThread, Upstream, announced_url, base_settings, serve
+from tests.support.servers import ServerThread, Upstream, announced_url, base_settings, serve
+from tests.support.texts import LONG_TEXT
 
-pytest_plugins = ["tests.service_fixtures"]
 MESSAGES = [{"role": "user", "content": LONG_TEXT}, {"role": "user", "content": "Which region grew?"}]
 
 

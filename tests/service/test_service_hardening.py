@@ -8,19 +8,17 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from promptshrink.service import create_app
-from tests.conftest import lm_available
-from tests.gate_method import Gate
-from tests.service_fixtures import LONG_TEXT, Upstream, announced_url, base_settings, serve
-
-pytest_plugins = ["tests.service_fixtures", "tests.gate_method"]
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT
+from tests.support.gate import Gate
+from tests.support.models import lm_available
+from tests.support.servers import Upstream, announced_url, base_settings, serve
+from tests.support.texts import LONG_TEXT
 
 
 def post(url: str, body: Any, path: str = "/v1/compress", timeout: float = 30, **kwargs: Any) -> httpx.Response:

@@ -7,8 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-pytest_plugins = ["tests.service_fixtures"]
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT
 
 
 def test_load_test_reports_no_errors(server: str, tmp_path: Path) -> None:

@@ -19,9 +19,9 @@ from promptshrink import registry
 from promptshrink.methods.base import CompressionRequest, ExtractiveCompressor
 from promptshrink.model_loading import _DEVICE
 from promptshrink.segmentation import Unit
-from tests.service_fixtures import LONG_TEXT, Upstream, base_settings, serve
+from tests.support.servers import Upstream, base_settings, serve
+from tests.support.texts import LONG_TEXT
 
-pytest_plugins = ["tests.service_fixtures"]
 SEEN: list[dict[str, Any]] = []
 
 

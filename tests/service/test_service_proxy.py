@@ -14,18 +14,18 @@ import pytest
 
 from promptshrink.errors import InvalidInputError
 from promptshrink.service import Settings, create_app
-from tests.service_fixtures import (
+from tests.support.servers import (
     ERROR_HEADERS,
-    LONG_TEXT,
     STREAM_CHUNKS,
     UPSTREAM_KEY,
     Upstream,
     base_settings,
+    plain_and_ray,
     serve,
     sse_chunks,
 )
+from tests.support.texts import LONG_TEXT
 
-pytest_plugins = ["tests.service_fixtures"]
 MESSAGES = [
     {"role": "system", "content": "Answer briefly."},
     {"role": "user", "content": LONG_TEXT},
@@ -37,6 +37,7 @@ def sdk(url: str, **kwargs: object) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{url}/v1", api_key=kwargs.pop("api_key", "sk-caller"), max_retries=0, **kwargs)
 
 
+@plain_and_ray
 def test_sdk_chat_is_compressed_before_upstream(server: str, upstream: Upstream) -> None:
     raw = sdk(server).chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES)
     completion = raw.parse()
@@ -52,6 +53,7 @@ def test_sdk_chat_is_compressed_before_upstream(server: str, upstream: Upstream)
     )
 
 
+@plain_and_ray
 def test_sdk_streaming_relays_sse_unchanged(server: str, upstream: Upstream) -> None:
     stream = sdk(server).chat.completions.create(model="gpt-4o", messages=MESSAGES, stream=True)
     assert "".join(c.choices[0].delta.content or "" for c in stream) == "".join(STREAM_CHUNKS)
@@ -62,6 +64,7 @@ def test_sdk_streaming_relays_sse_unchanged(server: str, upstream: Upstream) -> 
         assert r.read() == b"".join(sse_chunks("gpt-4o"))
 
 
+@plain_and_ray
 def test_policy_from_body_field_and_headers(server: str, upstream: Upstream) -> None:
     client = sdk(server)
     client.chat.completions.create(
@@ -78,6 +81,7 @@ def test_policy_from_body_field_and_headers(server: str, upstream: Upstream) -> 
         client.chat.completions.create(model="gpt-4o", messages=MESSAGES, extra_headers={"x-promptshrink-rate": "2"})
 
 
+@plain_and_ray
 def test_sdk_legacy_completions(server: str, upstream: Upstream) -> None:
     out = sdk(server).completions.create(model="gpt-3.5-turbo-instruct", prompt=LONG_TEXT)
     assert out.choices[0].text == "stub answer"
@@ -110,6 +114,7 @@ def test_serve_refuses_an_open_upstream_key() -> None:
     assert "Traceback" not in done.stderr
 
 
+@plain_and_ray
 def test_anonymous_caller_forwards_only_its_own_key(server: str, upstream: Upstream) -> None:
     r = httpx.post(f"{server}/v1/chat/completions", json={"model": "gpt-4o", "messages": MESSAGES})
     assert r.status_code == 200 and "authorization" not in upstream.last()["headers"]
@@ -125,6 +130,7 @@ def test_auth_server_keeps_service_key_private(auth_server: str, upstream: Upstr
     assert upstream.last()["headers"]["authorization"] == "Bearer sk-caller"
 
 
+# Not on Ray Serve: Ray's proxy appends its own id to the upstream's x-request-id.
 @pytest.mark.parametrize(
     ("status", "error"),
     [
@@ -248,6 +254,7 @@ def test_stream_broken_off_mid_way(server: str, upstream: Upstream, caplog: pyte
     assert 'promptshrink_errors_total{code="upstream_stream_broken"} 2.0' in metrics
 
 
+@plain_and_ray
 def test_upstream_timeout_is_504(server: str) -> None:
     r = httpx.post(f"{server}/v1/chat/completions", json={"model": "slow", "messages": MESSAGES}, timeout=10)
     assert r.status_code == 504 and r.json()["error"]["code"] == "upstream_timeout"

@@ -14,13 +14,12 @@ from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
 
-pytest_plugins = ["tests.service_fixtures"]
 FAST_METHODS = ["keep_first", "keep_last", "random", "tfidf"]
 
 
 @pytest.fixture(scope="module")
-def api_schema(server: str) -> schemathesis.BaseSchema:
-    return schemathesis.openapi.from_url(f"{server}/openapi.json")
+def api_schema(plain_server: str) -> schemathesis.BaseSchema:
+    return schemathesis.openapi.from_url(f"{plain_server}/openapi.json")
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")

@@ -1,7 +1,7 @@
-"""Shared fixtures for the service, client and middleware tests: real uvicorn servers on loopback ports.
+"""Helpers for the tests that need a real server: uvicorn on loopback ports, and the stub upstream.
 
-Test modules load them with ``pytest_plugins = ["tests.service_fixtures"]``. The only fake is ``upstream``: a small
-OpenAI-compatible app that records what it received.
+The fixtures built on them (``upstream``, ``server``, ``auth_server``) are in tests/conftest.py. The only fake is
+the upstream: a small OpenAI-compatible app that records what it received.
 """
 
 from __future__ import annotations
@@ -25,12 +25,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from promptshrink.service import Settings, create_app
 
-LONG_TEXT = " ".join(
-    f"Paragraph {i}: the quarterly report for region {i % 7} shows revenue of {100 + i} million dollars, "
-    f"driven by strong demand, while costs rose slightly because of logistics and hiring."
-    for i in range(40)
-)
 UPSTREAM_KEY = "sk-upstream-server"
+RAY_REPLICAS = 2  # of the Ray Serve test deployment (tests/service/conftest.py)
 STREAM_CHUNKS = ["Hel", "lo", " there", "!"]
 
 
@@ -181,13 +177,6 @@ def serve(settings: Settings) -> Iterator[str]:
         yield server.url
 
 
-@pytest.fixture(scope="session")
-def upstream() -> Iterator[Upstream]:
-    calls: list[dict[str, Any]] = []
-    with ServerThread(upstream_app(calls)) as server:
-        yield Upstream(f"{server.url}/v1", calls)
-
-
 def base_settings(upstream: Upstream, **overrides: Any) -> Settings:
     """Fast defaults for tests: keep_first as the server's method, the stub as upstream, a short upstream timeout."""
     values: dict[str, Any] = {
@@ -203,13 +192,6 @@ def base_settings(upstream: Upstream, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
-@pytest.fixture(scope="session")
-def server(upstream: Upstream) -> Iterator[str]:
-    """The main test server (no auth)."""
-    yield from serve(base_settings(upstream))
-
-
-@pytest.fixture(scope="session")
-def auth_server(upstream: Upstream) -> Iterator[str]:
-    """A server that requires the API key ``service-key`` and holds an upstream key."""
-    yield from serve(base_settings(upstream, api_keys=frozenset({"service-key"}), upstream_api_key=UPSTREAM_KEY))
+# Runs a test on the plain app and on Ray Serve: ``server`` (tests/conftest.py) takes the parameter; the Ray one is
+# tests/service/conftest.py's ``ray_server``, skipped when ray is not installed.
+plain_and_ray = pytest.mark.parametrize("server", ["plain", "ray"], indirect=True)

@@ -1,19 +1,18 @@
 """A test-only method that keeps working until the test releases it (or its deadline passes).
 
 A real method's duration depends on the machine, so tests that need "a slot is busy right now" (queue full,
-client retries, deadlines) were timing-dependent; this one is busy exactly as long as the test says.
+client retries, deadlines) were timing-dependent; this one is busy exactly as long as the test says. The ``gate``
+fixture (tests/conftest.py) registers it for one test.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pytest
 
-from promptshrink import registry
 from promptshrink.methods.base import CompressionRequest, ExtractiveCompressor
 from promptshrink.segmentation import Unit
 
@@ -38,15 +37,3 @@ class Gate(ExtractiveCompressor):
                 break
             request.report(step + 1, STEPS)
         return -np.arange(len(units), dtype=float)
-
-
-@pytest.fixture
-def gate() -> Iterator[type[Gate]]:
-    """`Gate` registered as ``test_gate`` for one test, closed; released and unregistered afterwards."""
-    registry.method_names()  # discover the real methods first
-    registry.register(Gate)
-    Gate.started.clear()
-    Gate.release.clear()
-    yield Gate
-    Gate.release.set()
-    registry.METHODS.unregister(Gate.name)
