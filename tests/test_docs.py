@@ -95,6 +95,19 @@ def test_the_two_readme_commands_are_ci_and_docker() -> None:
     assert docker_steps[: len(readme_steps)] == readme_steps
 
 
+def test_python_blocks_are_ruff_formatted() -> None:
+    """As `ruff format` writes them, with the project's settings (the docs' code is code like the rest)."""
+    unformatted = []
+    for b in ALL:
+        if b.lang != "python":
+            continue
+        command = [sys.executable, "-m", "ruff", "format", "--stdin-filename", "block.py", "-"]
+        done = subprocess.run(command, input=b.code, cwd=ROOT, capture_output=True, text=True, check=True)
+        if done.stdout != b.code:
+            unformatted.append(b.id)
+    assert not unformatted, f"run ruff format on these python blocks: {unformatted}"
+
+
 @pytest.fixture(scope="module")
 def default_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`promptshrink serve` on its embedded default, as the README's first command starts it."""
