@@ -125,14 +125,25 @@ class Settings:
     public_metrics: bool = setting(False, doc="with keys set: whether `/metrics` answers without a key")
     public_docs: bool = setting(True, doc="with keys set: whether `/docs` and `/openapi.json` answer without a key")
     ray_address: str | None = setting(
-        None, shown="a local Ray", doc="Ray Serve (`promptshrink serve --ray`, service/ray_app.py): cluster address"
+        None,
+        doc="Ray Serve (`promptshrink serve --ray`, service/ray_app.py): join this Ray cluster instead of starting one",
     )
-    ray_replicas: int = setting(1, doc="Ray Serve: fixed number of replicas (without autoscaling)")
-    ray_min_replicas: int | None = setting(None, doc="Ray Serve autoscaling: fewest replicas")
-    ray_max_replicas: int | None = setting(None, doc="Ray Serve autoscaling: most replicas (set: autoscaling on)")
-    ray_target_ongoing_requests: float = setting(2.0, doc="Ray Serve autoscaling: ongoing requests per replica")
-    ray_cpus_per_replica: float = setting(1.0, doc="Ray Serve: CPUs reserved per replica (also its threads)")
-    ray_gpus_per_replica: float = setting(0.0, doc="Ray Serve: GPUs reserved per replica")
+    ray_replicas: int = setting(1, doc="Ray Serve: replicas (with autoscaling: the initial count)")
+    ray_min_replicas: int | None = setting(
+        None, shown="1", doc="Ray Serve autoscaling: fewest replicas (0 scales to zero)"
+    )
+    ray_max_replicas: int | None = setting(
+        None, doc="Ray Serve autoscaling: most replicas; setting it turns autoscaling on"
+    )
+    ray_target_ongoing_requests: float = setting(
+        2.0, doc="Ray Serve autoscaling target: requests in progress per replica"
+    )
+    ray_cpus_per_replica: float = setting(
+        1.0,
+        doc="Ray Serve: CPUs Ray reserves per replica (fractions allowed); a replica runs at most this many "
+        "(rounded up) compression threads",
+    )
+    ray_gpus_per_replica: float = setting(0.0, doc="Ray Serve: GPUs Ray reserves per replica (fractions allowed)")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> Settings:

@@ -1,4 +1,5 @@
-"""The compression endpoints, health, metrics and every error path, against a real uvicorn server."""
+"""The compression endpoints, health, metrics and every error path, against a real uvicorn server (the tests
+marked ``plain_and_ray`` also against the same settings on Ray Serve)."""
 
 from __future__ import annotations
 

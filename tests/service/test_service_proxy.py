@@ -1,4 +1,5 @@
-"""The OpenAI-compatible proxy, driven by the real `openai` SDK against a recording stub upstream."""
+"""The OpenAI-compatible proxy, driven by the real `openai` SDK against a recording stub upstream (the tests marked
+``plain_and_ray`` also through Ray Serve)."""
 
 from __future__ import annotations
 

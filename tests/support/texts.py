@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-# A report of 40 similar paragraphs (about 1,000 tokens): long enough to compress, model-free methods are fast on it.
+# A report of 40 similar paragraphs (about 1,400 tokens): long enough to compress, model-free methods are fast on it.
 LONG_TEXT = " ".join(
     f"Paragraph {i}: the quarterly report for region {i % 7} shows revenue of {100 + i} million dollars, "
     f"driven by strong demand, while costs rose slightly because of logistics and hiring."
