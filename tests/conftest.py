@@ -1,16 +1,22 @@
-"""Shared fixtures: real text, and offline settings for every test."""
+"""Fixtures shared by every folder: real text, the stub upstream, real test servers over HTTP, the gate method;
+and offline settings for every test. Helpers that are not fixtures are in tests/support/."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.support import DATA
+
+if TYPE_CHECKING:
+    from tests.support.gate import Gate
+    from tests.support.servers import Upstream
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="session")
@@ -19,18 +25,51 @@ def article() -> str:
     return (DATA / "article.txt").read_text()
 
 
-def model_installed(alias: str) -> bool:
-    """Whether the packages that ship ``alias`` are installed. Only a missing package skips: a broken join,
-    checksum or dequantisation must fail the tests that load the model, not hide them."""
-    import importlib.util
+@pytest.fixture(scope="session")
+def upstream() -> Iterator[Upstream]:
+    """The stub OpenAI-compatible upstream (tests/support/servers.py), recording every request it receives."""
+    from tests.support.servers import ServerThread, Upstream, upstream_app
 
-    from promptshrink.model_loading import manifest
-
-    return all(importlib.util.find_spec(module) is not None for module, _ in manifest()[alias].parts)
-
-
-def lm_available() -> bool:
-    return model_installed("default-lm")
+    calls: list[dict[str, Any]] = []
+    with ServerThread(upstream_app(calls)) as stub:
+        yield Upstream(f"{stub.url}/v1", calls)
 
 
-needs_lm = pytest.mark.skipif(not lm_available(), reason="bundled LM package not installed (see models/README.md)")
+@pytest.fixture(scope="session")
+def plain_server(upstream: Upstream) -> Iterator[str]:
+    """The main test server (no auth): the app under uvicorn, ``base_settings`` in front of the stub upstream."""
+    from tests.support.servers import base_settings, serve
+
+    yield from serve(base_settings(upstream))
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest, plain_server: str) -> str:
+    """The main test server's URL: ``plain_server``, or with ``@plain_and_ray`` (tests/support/servers.py) also the
+    same settings on Ray Serve (``ray_server``, tests/service/conftest.py)."""
+    kind = getattr(request, "param", "plain")
+    return plain_server if kind == "plain" else request.getfixturevalue(f"{kind}_server")
+
+
+@pytest.fixture(scope="session")
+def auth_server(upstream: Upstream) -> Iterator[str]:
+    """A server that requires the API key ``service-key`` and holds an upstream key."""
+    from tests.support.servers import UPSTREAM_KEY, base_settings, serve
+
+    settings = base_settings(upstream, api_keys=frozenset({"service-key"}), upstream_api_key=UPSTREAM_KEY)
+    yield from serve(settings)
+
+
+@pytest.fixture
+def gate() -> Iterator[type[Gate]]:
+    """`Gate` registered as ``test_gate`` for one test, closed; released and unregistered afterwards."""
+    from promptshrink import registry
+    from tests.support.gate import Gate
+
+    registry.method_names()  # discover the real methods first
+    registry.register(Gate)
+    Gate.started.clear()
+    Gate.release.clear()
+    yield Gate
+    Gate.release.set()
+    registry.METHODS.unregister(Gate.name)

@@ -1,7 +1,7 @@
 """`promptshrink batch` in this process (no Ray), run as a user would (a subprocess, real files, exit codes): kill -9
 at random moments never loses or repeats a record; a file that is not the job's output is refused untouched;
 records holding U+2028, U+2029 or U+0085 resume; ids compare as JSON values; duplicates are reported on every run;
-each exit status (0, 1, 2) comes with a one-line message. The Ray Data path is tested in tests/test_ray.py."""
+each exit status (0, 1, 2) comes with a one-line message. The Ray Data path is tested in tests/service/test_ray.py."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from promptshrink.batch import KEY_FIELD, BatchSpec, compress_record, record_key
-from tests.service_fixtures import LONG_TEXT
+from tests.support.texts import LONG_TEXT
 
 JOB = ["-m", "keep_first", "-r", "0.5"]
 SPEC = BatchSpec(method="keep_first", rate=0.5)

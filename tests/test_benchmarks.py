@@ -16,8 +16,7 @@ from benchmarks.peers import SelectiveContextPeer
 from benchmarks.report import aggregate, compare, table
 from benchmarks.speed import PeakMemory, Timing, summarize
 from benchmarks.systems import BudgetSpec, PromptshrinkMethod
-
-from .conftest import needs_lm
+from tests.support.models import needs_lm
 
 
 def installed(module: str) -> bool:

@@ -19,8 +19,8 @@ from promptshrink import kv
 from promptshrink.errors import UnknownPressError
 from promptshrink.params import field_docs
 from promptshrink.registry import describe_methods, get_method, method_names
-from tests.conftest import DATA
-from tests.test_kv import tiny_model
+from tests.support import DATA
+from tests.support.tiny_llama import tiny_model
 
 TEXT = "\n\n".join((DATA / "article.txt").read_text().split("\n\n")[:4])  # 4 paragraphs, ~350 cl100k tokens
 KEEP = "locked factory gates"

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.service_fixtures import announced_url, wait_ready
+from tests.support import ROOT
+from tests.support.servers import announced_url, wait_ready
 
-ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 MARKER = re.compile(r"<!--\s*doctest:\s*(\w+)(?:\s*\(([^)]*)\))?\s*-->")
 FENCE = re.compile(r"^```(\w*)\s*$")
@@ -93,6 +93,19 @@ def test_the_two_readme_commands_are_ci_and_docker() -> None:
     docker_steps = [s.strip(" \\\n") for s in (ROOT / "Dockerfile").read_text().split("RUN ", 1)[1].split("&&")]
     readme_steps = [s.strip().replace("install -e ", "install ") for s in serve_cmd.split("&&")][:-1]
     assert docker_steps[: len(readme_steps)] == readme_steps
+
+
+def test_python_blocks_are_ruff_formatted() -> None:
+    """As `ruff format` writes them, with the project's settings (the docs' code is code like the rest)."""
+    unformatted = []
+    for b in ALL:
+        if b.lang != "python":
+            continue
+        command = [sys.executable, "-m", "ruff", "format", "--stdin-filename", "block.py", "-"]
+        done = subprocess.run(command, input=b.code, cwd=ROOT, capture_output=True, text=True, check=True)
+        if done.stdout != b.code:
+            unformatted.append(b.id)
+    assert not unformatted, f"run ruff format on these python blocks: {unformatted}"
 
 
 @pytest.fixture(scope="module")

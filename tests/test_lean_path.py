@@ -29,7 +29,7 @@ def test_count_spans_matches_tiktoken_offsets(name, level, article):
 
 def test_count_spans_of_a_fast_hf_tokenizer_matches_its_offsets():
     pytest.importorskip("transformers")
-    from tests.conftest import lm_available
+    from tests.support.models import lm_available
 
     if not lm_available():
         pytest.skip("bundled LM package not installed")

@@ -19,11 +19,9 @@ from pathlib import Path
 import pytest
 
 import promptshrink
-from tests.service_fixtures import ServerThread, base_settings, wait_ready
+from tests.support import ROOT
+from tests.support.servers import ServerThread, base_settings, wait_ready
 
-pytest_plugins = ["tests.service_fixtures"]
-
-ROOT = Path(__file__).resolve().parents[1]
 SUBPACKAGE_FOLDERS = {
     "promptshrink.service": "service",
     "promptshrink.clients": "clients",

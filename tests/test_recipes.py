@@ -8,7 +8,6 @@ import re
 import subprocess
 import sys
 import types
-from pathlib import Path
 
 import promptshrink as ps
 from promptshrink import registry
@@ -16,8 +15,8 @@ from promptshrink.cli import add_option_flags, options_from
 from promptshrink.pipeline import make_request
 from promptshrink.request import CompressOptions, request_fields
 from promptshrink.service.schemas import options_model
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 TEXT = "First comes the opening. Then a middle part. More middle here. Still the middle. At last the end."
 
 

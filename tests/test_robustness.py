@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -16,10 +15,9 @@ from hypothesis import strategies as st
 import promptshrink as ps
 from promptshrink.api import build_request
 from promptshrink.segmentation import MAX_KEEP, MAX_KEEP_MATCHES, keep_spans
+from tests.support import ROOT
+from tests.support.models import model_installed, needs_lm
 
-from .conftest import model_installed, needs_lm
-
-ROOT = Path(__file__).resolve().parents[1]
 MODEL_METHODS = {
     "selective_context": {},
     "ehpc": {},

@@ -11,14 +11,9 @@ import pytest
 import promptshrink as ps
 from promptshrink.formats import compress_conversation
 from promptshrink.tool_output import kind_of, shrink_tool_output
+from tests.support.texts import LOG, ROWS, TOOL_JSON, TOOLS_ANTHROPIC
 
 TOK = ps.get_tokenizer()
-ROWS = [{"id": i, "city": f"city {i}", "temp_c": 10 + i % 15, "note": "clear skies, light wind"} for i in range(60)]
-TOOL_JSON = json.dumps({"status": "ok", "results": ROWS, "summary": " ".join(["The forecast is stable."] * 40)})
-LOG = "\n".join(
-    [f"2026-01-01 10:00:{i % 60:02d} INFO request {i} served in {i * 3} ms" for i in range(80)]
-    + ["2026-01-01 10:01:00 ERROR database timeout after 30 s", "2026-01-01 10:01:01 INFO retrying"]
-)
 CODE = "\n".join(
     f"def handler_{i}(event, context):\n    data = event['body']\n    return data * {i}\n" for i in range(30)
 )
@@ -77,31 +72,6 @@ def test_code_keeps_signatures() -> None:
 def test_prose_goes_to_the_method() -> None:
     out, kind = shrink_tool_output(PROSE, 50, TOK, None, keep_first)
     assert kind == "text" and out.startswith("Sentence 0 says") and 0 < TOK.count(out) <= 50
-
-
-TOOLS_ANTHROPIC = [
-    {"role": "user", "content": [{"type": "text", "text": "What is the temperature in city 42?"}]},
-    {
-        "role": "assistant",
-        "content": [
-            {"type": "thinking", "thinking": "I should call the tool.", "signature": "sig=="},
-            {"type": "tool_use", "id": "toolu_1", "name": "weather", "input": {"city": "city 42"}},
-        ],
-    },
-    {
-        "role": "user",
-        "content": [
-            {
-                "type": "tool_result",
-                "tool_use_id": "toolu_1",
-                "content": TOOL_JSON,
-                "cache_control": {"type": "ephemeral"},
-            },
-            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
-        ],
-        "x-unknown": 1,
-    },
-]
 
 
 def test_anthropic_only_the_tool_result_changes() -> None:

@@ -292,9 +292,6 @@ def test_library_merges_several_compressed_parts_into_one_result() -> None:
     assert r.messages[0]["content"][1] == IMAGE
 
 
-pytest_plugins = ["tests.service_fixtures"]
-
-
 def test_service_compresses_list_of_parts(server: str) -> None:
     import httpx
 

@@ -45,7 +45,7 @@ class AutoCompressor(Compressor):
     """Delegates to the method the benchmark found best for this kind of input (see `CHOICES`), run with the
     options there. The default method. The result fills its budget: 90-100% of ``rate``/``target_tokens``, never
     more (a choice's whole-unit selection below 90% is topped up with the best unit left out, cut at a word
-    boundary: `promptshrink.fill.top_up`; tests/test_auto.py checks every shape).
+    boundary: `promptshrink.fill.top_up`; tests/methods/test_auto.py checks every shape).
 
     Args:
         adaptive: Keep fewer tokens than asked when fewer suffice: run `acc_rag` with ``adaptive=True``, which stops
@@ -58,7 +58,8 @@ class AutoCompressor(Compressor):
         "benchmarks/README); fills the budget. adaptive=True stops early once the question is covered (ACC-RAG)."
     )
     uses_question = True
-    budget_is_ceiling = False  # no choice is (tests/test_auto.py keeps this in step with CHOICES); adaptive=True is
+    # no choice is a ceiling (tests/methods/test_auto.py keeps this in step with CHOICES); adaptive=True is
+    budget_is_ceiling = False
 
     adaptive: bool = False
 
