@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import LOADERS, DataUnavailable, Item
+from .metrics import answer_retained
 from .quality import plot, score, shape_table
 from .readers import CachedChatReader
 from .run import RESULTS, environment
@@ -433,6 +434,55 @@ def tables(rows: list[dict[str, Any]], comparisons: list[dict[str, Any]], full: 
     return "\n".join(lines)
 
 
+def kept_answer(item: Item, text: str) -> bool:
+    """Whether a gold answer survives in ``text``: `metrics.answer_retained`, or for an answer of 4+ digits its plain
+    occurrence (Korean glues particles to numbers: "6209929이다")."""
+    return answer_retained(text, item.answers) or any(a.isdigit() and len(a) >= 4 and a in text for a in item.answers)
+
+
+def retention(
+    items: list[Item], compressions: dict[tuple[str, float, str], dict[str, Any]], resamples: int = 1000
+) -> list[dict[str, Any]]:
+    """Reader-free rows: per task, asked rate and system, the share of items whose gold answer survives and the
+    mean achieved ratio, with the paired bootstrap difference (95% CI) from `tfidf` at the same rate."""
+    import numpy as np
+
+    by_id = {i.id: i for i in items}
+    kept: dict[tuple[str, float, str], dict[str, float]] = defaultdict(dict)
+    ratios: dict[tuple[str, float, str], list[float]] = defaultdict(list)
+    for (system, rate, item_id), c in compressions.items():
+        item = by_id.get(item_id)
+        if item is None or not item.answers or "error" in c:
+            continue
+        kept[(item.task, rate, system)][item_id] = float(kept_answer(item, c["text"]))
+        ratios[(item.task, rate, system)].append(c["compressed_tokens"] / max(1, c["original_tokens"]))
+    rng = np.random.default_rng(0)
+    rows = []
+    for task, rate, system in sorted(kept, key=lambda k: (TASKS.index(k[0]), -k[1], k[2])):
+        mine = kept[(task, rate, system)]
+        row: dict[str, Any] = {"task": task, "rate": rate, "system": system, "items": len(mine)}
+        row |= {"kept": float(np.mean(list(mine.values()))), "ratio": float(np.mean(ratios[(task, rate, system)]))}
+        base = kept.get((task, rate, "tfidf"))
+        common = sorted(set(mine) & set(base or {}))
+        if system != "tfidf" and common:
+            d = np.array([mine[i] - base[i] for i in common])
+            boot = d[rng.integers(0, len(d), (resamples, len(d)))].mean(axis=1)
+            row["vs_tfidf"] = {"value": float(d.mean()), "ci": [float(x) for x in np.percentile(boot, [2.5, 97.5])]}
+            row["vs_tfidf"]["items"] = len(common)
+        rows.append(row)
+    return rows
+
+
+def retention_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| task | rate | system | items | answer kept | achieved ratio | vs tfidf [95% CI] |", "|---" * 7 + "|"]
+    for r in rows:
+        v = r.get("vs_tfidf")
+        diff = f"{v['value']:+.3f} [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}]" if v else ""
+        cells = [r["task"], r["rate"], r["system"], r["items"], f"{r['kept']:.3f}", f"{r['ratio']:.3f}", diff]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    return "\n".join(lines)
+
+
 # --- driver --------------------------------------------------------------------------------------------------
 
 
@@ -514,6 +564,8 @@ def main(argv: list[str] | None = None) -> int:
     if rows and importlib.util.find_spec("matplotlib") is not None:  # the GPU machine has none: plot here after
         result["plot"] = str(plot(rows, args.out / f"{args.name}.png"))
     shapes, result["auto_evidence"] = shape_table(rows)
+    result["retention"] = retention(items, done_compressions(args.cache), args.resamples)
+    (args.out / f"{args.name}_retention.md").write_text(retention_table(result["retention"]) + "\n")
     (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
     text = tables(rows, comparisons, full) + "\n\n" + shapes
     (args.out / f"{args.name}.md").write_text(text + "\n")
