@@ -29,7 +29,7 @@ from .guards import GuardMiddleware, allowed_hosts
 from .limits import WorkPool
 from .metrics import Metrics
 from .middleware import BodyLimitMiddleware, MetricsMiddleware, scrub_access_log
-from .policy import RESPONSE_HEADERS, GatewayMetrics
+from .policy import RESPONSE_HEADERS, GatewayMetrics, check_route_policies
 from .proxy import RELAYED_HEADERS, Upstream, check_upstream_key
 from .routes_compress import router as compress_router
 from .routes_meta import docs as docs_router
@@ -128,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "pick an LM method with PROMPTSHRINK_METHOD (--method), e.g. selective_context"
         )
     check_upstream_key(settings)
+    check_route_policies(settings)
     scrub_access_log()
     state = State(settings)
 

@@ -98,6 +98,24 @@ def _json_object(raw: str | None, where: str) -> dict[str, Any]:
     return value
 
 
+POLICY_ROUTES = ("/v1/chat/completions", "/v1/completions", "/v1/messages", "/v1/responses")
+
+
+def check_route_policies(settings: Settings) -> None:
+    """Refuse a bad ``PROMPTSHRINK_PROXY_POLICIES`` at start-up (ValueError naming the route and the problem),
+    rather than with a 422 on every proxied request: a JSON object keyed by `POLICY_ROUTES`, each entry a policy
+    that validates."""
+    try:
+        routes = _json_object(settings.proxy_policies, "PROMPTSHRINK_PROXY_POLICIES")
+        for route in routes:
+            if route not in POLICY_ROUTES:
+                raise ApiError(422, "invalid_input", f"unknown route {route!r} (routes: {', '.join(POLICY_ROUTES)})")
+            gateway_policy(route, {}, {}, settings)
+    except ApiError as exc:
+        message = exc.message if exc.message.startswith("PROMPTSHRINK") else f"PROMPTSHRINK_PROXY_POLICIES: {exc.message}"
+        raise ValueError(message) from exc
+
+
 def gateway_policy(
     route: str, body: dict[str, Any], headers: Mapping[str, str], settings: Settings
 ) -> tuple[ProxyPolicy, GatewayOptions]:

@@ -19,6 +19,8 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from promptshrink.service import Settings
+from promptshrink.service.app import create_app
 from tests.support.servers import ServerThread, Upstream, base_settings, serve
 from tests.support.texts import LOG, TOOL_JSON, TOOLS_ANTHROPIC
 
@@ -414,3 +416,25 @@ def test_library_options_of_the_policy_reach_the_gateway_routes(proxy: str, stub
         sent_items = stub.last()["body"]["input"][0]["content"]
         for text in (sent, sent_items):
             assert len(text) < len(PRICES) * 0.8 and (numbers <= set(re.findall(r"\d+", text))) == protect
+
+
+@pytest.mark.parametrize(
+    ("policies", "says"),
+    [
+        ("{not json", "is not valid JSON"),
+        ('["/v1/messages"]', "must be a JSON object"),
+        ('{"/v1/nope": {}}', "unknown route '/v1/nope'"),
+        ('{"/v1/responses": 3}', "entry of /v1/responses is not an object"),
+        ('{"/v1/messages": {"budget_ms": -1}}', "budget_ms"),
+        ('{"/v1/chat/completions": {"rate": 7}}', "rate"),
+        ('{"/v1/completions": {"parts": "text"}}', "parts"),
+        ('{"/v1/completions": {"surprise": 1}}', "surprise"),
+    ],
+)
+def test_a_bad_route_policy_setting_is_refused_at_start_up(policies: str, says: str) -> None:
+    """PROMPTSHRINK_PROXY_POLICIES is checked once when the app is built, naming the problem, instead of every
+    proxied request answering 422; a good one builds."""
+    with pytest.raises(ValueError, match="PROMPTSHRINK_PROXY_POLICIES") as caught:
+        create_app(Settings(proxy_policies=policies))
+    assert says in str(caught.value)
+    create_app(Settings(proxy_policies='{"/v1/messages": {"parts": ["tool_result"], "rate": 0.3}}'))
