@@ -245,7 +245,8 @@ def _add_routes(app: FastAPI, settings: Settings) -> None:
 def _install_errors(app: FastAPI, state: State) -> None:
     def respond(request: Request, err: ApiError) -> JSONResponse:
         state.metrics.errors.labels(err.code).inc()
-        return JSONResponse(err.body(request.url.path), err.status, headers=err.headers)
+        path = request.url.path
+        return JSONResponse(err.body(path), err.status_at(path), headers=err.headers)
 
     @app.exception_handler(ApiError)
     async def service_error(request: Request, exc: ApiError) -> JSONResponse:

@@ -35,6 +35,12 @@ def _under(path: str, routes: tuple[str, ...]) -> bool:
     return any(path == r or path.startswith(r + "/") for r in routes)
 
 
+def api_status(path: str, status: int) -> int:
+    """The status to answer at ``path``: on the proxy routes a request the proxy refuses as invalid (422 on the
+    service's own routes) is a 400, as OpenAI and Anthropic answer it, so their SDKs raise `BadRequestError`."""
+    return 400 if status == 422 and _under(path, ANTHROPIC_ROUTES + OPENAI_ROUTES) else status
+
+
 def error_body(path: str, status: int, code: str, message: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The JSON body of an error at ``path`` in the shape of the API served there (module docstring)."""
     extra = extra or {}
@@ -82,9 +88,13 @@ class ApiError(Exception):
         self.headers = headers or {}
         self.extra = extra
 
+    def status_at(self, path: str) -> int:
+        """The status answered at ``path`` (`api_status`)."""
+        return api_status(path, self.status)
+
     def body(self, path: str = "") -> dict[str, Any]:
         """The JSON body at ``path`` (the route's API shape, `error_body`)."""
-        return error_body(path, self.status, self.code, self.message, dict(self.extra))
+        return error_body(path, self.status_at(path), self.code, self.message, dict(self.extra))
 
 
 def from_library(exc: PromptShrinkError) -> ApiError:

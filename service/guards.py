@@ -7,7 +7,7 @@ import json
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .config import Settings
-from .errors import error_body
+from .errors import api_status, error_body
 
 LOOPBACK_BINDS = frozenset({"127.0.0.1", "::1", "localhost"})
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -64,6 +64,7 @@ class GuardMiddleware:
 
 async def send_error(send: Send, scope: Scope, status: int, code: str, message: str) -> None:
     """Answer with the JSON error body of the route's API (`service.errors.error_body`), from ASGI middleware."""
+    status = api_status(scope.get("path", ""), status)
     body = json.dumps(error_body(scope.get("path", ""), status, code, message)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -112,8 +112,8 @@ def check_route_policies(settings: Settings) -> None:
                 raise ApiError(422, "invalid_input", f"unknown route {route!r} (routes: {', '.join(POLICY_ROUTES)})")
             gateway_policy(route, {}, {}, settings)
     except ApiError as exc:
-        message = exc.message if exc.message.startswith("PROMPTSHRINK") else f"PROMPTSHRINK_PROXY_POLICIES: {exc.message}"
-        raise ValueError(message) from exc
+        where = "" if exc.message.startswith("PROMPTSHRINK") else "PROMPTSHRINK_PROXY_POLICIES: "
+        raise ValueError(where + exc.message) from exc
 
 
 def gateway_policy(

@@ -225,13 +225,13 @@ def test_fail_open_on_a_compression_error(proxy: str, stub: Upstream) -> None:
     assert info.value.status_code == 500 and info.value.type == "api_error"
 
 
-def test_bad_policy_is_a_422_not_fail_open(proxy: str) -> None:
+def test_bad_policy_is_a_400_not_fail_open(proxy: str) -> None:
     for policy in ({"ranges": [{"rate": 2}]}, {"parts": "text"}, {"budget_ms": -1}, {"no_such": 1}):
-        with pytest.raises(anthropic.UnprocessableEntityError, match="policy"):
+        with pytest.raises(anthropic.BadRequestError, match="policy"):
             client(proxy).messages.create(
                 model="m", max_tokens=1, messages=CONVERSATION, extra_body={"promptshrink": policy}
             )
-    with pytest.raises(anthropic.UnprocessableEntityError, match="JSON"):
+    with pytest.raises(anthropic.BadRequestError, match="JSON"):
         client(proxy).messages.create(
             model="m", max_tokens=1, messages=CONVERSATION, extra_headers={"x-promptshrink-policy": "{bad"}
         )
@@ -343,11 +343,11 @@ def test_proxy_errors_come_in_anthropic_shape(proxy: str, stub: Upstream) -> Non
     """The proxy's own errors on /v1/messages*: ``{"type": "error", "error": {"type", "message"}}``, so the SDK
     raises the class of the status with the message and type filled in."""
     sdk = client(proxy)
-    with pytest.raises(anthropic.UnprocessableEntityError) as info:
+    with pytest.raises(anthropic.BadRequestError) as info:
         sdk.messages.create(model="m", max_tokens=1, messages=CONVERSATION, extra_body={"promptshrink": {"parts": 1}})
     assert "policy" in anthropic_error(info.value, "invalid_request_error")
     deep = json.loads("[" * 100 + "]" * 100)
-    with pytest.raises(anthropic.UnprocessableEntityError) as info:
+    with pytest.raises(anthropic.BadRequestError) as info:
         sdk.messages.count_tokens(model="m", messages=CONVERSATION[:1], extra_body={"x": deep})
     assert "64 levels" in anthropic_error(info.value, "invalid_request_error")
     with pytest.raises(anthropic.ContentTooLargeError) as info:
