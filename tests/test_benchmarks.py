@@ -392,3 +392,27 @@ def test_suite_stages_cover_every_registered_method_once_and_the_baselines_first
     methods = [s.partition(":")[0] for s in first + rest if not s.startswith("peer:") and s not in suite.EXTRA_VARIANTS]
     assert sorted(methods) == sorted(m["name"] for m in promptshrink.describe_methods())
     assert suite.rates_for("peer:llmlingua") == (0.5, 0.25, 0.1, 0.05) and suite.rates_for("tfidf") == suite.RATES
+
+
+def test_suite_retention_pairs_systems_with_tfidf_and_reads_korean_numbers() -> None:
+    """The reader-free table of the full suite: an answer glued to a Korean particle still counts as kept, short
+    digit answers must match as words, and each system's difference from `tfidf` is paired on shared items."""
+    from benchmarks.data import Item
+    from benchmarks.suite import kept_answer, retention
+
+    korean = Item("k1", "korean", "…", "비밀 번호는?", ["6209929"], "")
+    assert kept_answer(korean, "화강암 초원의 비밀 번호는 6209929이다.")
+    assert not kept_answer(korean, "비밀 번호는 620992이다.")
+    short = Item("q1", "qa", "…", "How many?", ["12"], "")
+    assert not kept_answer(short, "in 2012 they came")
+    items = [Item(f"m{i}", "multidoc", "…", "Who?", ["Ada"], "") for i in range(4)]
+    compressions = {}
+    for i, item in enumerate(items):
+        for system, text in (("tfidf", "Ada" if i < 2 else "Bob"), ("rerank", "Ada")):
+            compressions[(system, 0.1, item.id)] = {"text": text, "compressed_tokens": 10, "original_tokens": 100}
+    compressions[("rerank", 0.1, "m3")] = {"error": "RuntimeError: boom"}
+    rows = {r["system"]: r for r in retention(items, compressions, resamples=200)}
+    assert rows["tfidf"]["kept"] == 0.5 and rows["rerank"]["kept"] == 1.0 and rows["rerank"]["items"] == 3
+    diff = rows["rerank"]["vs_tfidf"]
+    assert diff["items"] == 3 and math.isclose(diff["value"], 1 / 3) and diff["ci"][0] >= 0
+    assert math.isclose(rows["rerank"]["ratio"], 0.1) and "vs_tfidf" not in rows["tfidf"]
