@@ -29,6 +29,7 @@ METHODS = method_names()
 EXPENSIVE = {"dspc", "scope"}  # one compression each; their own test files check determinism
 OPTIONS = {"scope": {"max_rewrites": 1}}  # one generative rewrite is enough for the contract on 2 CPU cores
 PRESSES = kv.press_names()
+EVICTING = [name for name in PRESSES if kv.get_press(name).evicts]
 SEQ = 200
 
 
@@ -156,12 +157,19 @@ def ids() -> torch.Tensor:
 
 
 @pytest.mark.parametrize("ratio", [0.25, 0.5])
-@pytest.mark.parametrize("name", PRESSES)
+@pytest.mark.parametrize("name", EVICTING)
 def test_press_keeps_its_keep_count(name: str, ratio: float, model, make, ids) -> None:  # noqa: ANN001
     press = make(name, ratio=ratio)
     kept = [layer.keys.shape[-2] for layer in kv.prefill(model, ids, press).layers]
     assert kept == [press.n_keep(SEQ, i, len(kept)) for i in range(len(kept))]
     assert sum(kept) / len(kept) == pytest.approx(ratio * SEQ, abs=0.05 * SEQ)
+
+
+@pytest.mark.parametrize("name", [name for name in PRESSES if name not in EVICTING])
+def test_press_that_does_not_evict_keeps_every_entry_and_changes_them(name: str, model, make, ids) -> None:  # noqa: ANN001
+    full, pressed = kv.prefill(model, ids), kv.prefill(model, ids, make(name, ratio=0.5))
+    assert [layer.keys.shape for layer in pressed.layers] == [layer.keys.shape for layer in full.layers]
+    assert not all(torch.equal(a.keys, b.keys) for a, b in zip(full.layers, pressed.layers))
 
 
 @pytest.mark.parametrize("name", PRESSES)

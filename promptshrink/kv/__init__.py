@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from .base import BasePress, ScorerPress
 from .chunkkv import ChunkKVPress
+from .cskv import CSKVPress
 from .decoding import DecodingPress
 from .freqkv import FreqKVPress
 from .headwise import HeadwisePress
@@ -29,6 +30,7 @@ from .zeromerge import ZeroMergePress
 
 __all__ = [
     "BasePress",
+    "CSKVPress",
     "ChunkKVPress",
     "DecodingPress",
     "FreqKVPress",

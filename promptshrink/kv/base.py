@@ -45,6 +45,7 @@ class BasePress:
     summary: ClassVar[str]
     needs_queries: ClassVar[bool] = True
     decoding: ClassVar[bool] = False  # acts during decoding too: the pipeline keeps its hooks on while decoding
+    evicts: ClassVar[bool] = True  # drops entries (n_keep < seq); False: keeps every token, shrinks them otherwise
 
     ratio: float = 0.5
     window: int = 32

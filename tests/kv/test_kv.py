@@ -10,7 +10,7 @@ from promptshrink.kv import dispatch as K
 from promptshrink.kv.observation import window_attention
 from tests.support.tiny_llama import CUDA, ByteTok, random_ids, tiny_model
 
-METHODS = kv.press_names()
+METHODS = [name for name in kv.press_names() if kv.get_press(name).evicts]  # cskv: tests/kv/test_kv_cskv.py
 
 
 def press(name: str, ratio: float, model) -> kv.BasePress:  # noqa: ANN001
