@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -201,9 +203,6 @@ class CachedChatReader:
 
     def _generate_group(self, group: dict[str, list[dict[str, str]]], cap: int) -> None:
         """Generate every prompt of one token cap in `plan_batches` order, appending each batch to the cache file."""
-        import sys
-        import time
-
         began = time.perf_counter()
         _, tokenizer = self.load()
         loaded = time.perf_counter()
@@ -220,8 +219,6 @@ class CachedChatReader:
             self._run_batch([keys[r] for r in rows], encoded, cap)
 
     def _run_batch(self, keys: list[str], encoded: dict[str, list[int]], cap: int) -> None:
-        import time
-
         start = time.perf_counter()
         outputs = self.generate([encoded[k] for k in keys], cap)
         self.generation_s += time.perf_counter() - start
