@@ -2,7 +2,8 @@
 # The full reader suite on the GPU machine (`device` tool), resumable: see benchmarks/README.md, "Full suite".
 # Run in the repository root there after the parts of `.gpu/` (benchmarks/gpu_pack.sh) were carried, one per call.
 # Each call: unpack and install once per machine, then `benchmarks.suite` until about $LIMIT seconds after the call
-# began, then copy the cache and the results to $OUT (copy them back into benchmarks/results/ to resume later).
+# began, then pack what the call added to the cache and the results as $OUT/suite_new.tgz.N (15 MiB pieces: join
+# them, untar into benchmarks/results/, and move cache/* into suite_cache/ to resume later).
 # Extra arguments go to benchmarks.suite (e.g. --tasks multidoc, --limit 2, --retry-errors).
 set -uo pipefail
 LIMIT=${LIMIT:-540}
@@ -36,11 +37,15 @@ PY
 fi
 mkdir -p "$W/cache" "$W/res"
 [ -n "$(ls "$W/cache")" ] || cp benchmarks/results/suite_cache/* "$W/cache/"
+sleep 1 && touch "$W/call.stamp"
 cd "$W/bench"
 left=$(( LIMIT - SECONDS - 45 ))
 timeout $(( left + 40 )) python3 -m benchmarks.suite --device "$DEVICE" --reader qwen1.5b --cache "$W/cache" \
   --out "$W/res" --workers "$WORKERS" --deadline "$left" --pack "$@"
 echo "suite rc=$?"
-mkdir -p "$OUT/suite_cache" && cp "$W"/cache/* "$OUT/suite_cache/" && cp "$W"/res/* "$OUT/" 2>/dev/null
+# What this call added (at most 8 files come back): one archive of the new cache files and the results.
+(cd "$W" && find cache -newer "$W/call.stamp" -type f; ls res/* 2>/dev/null) > "$W/new.txt"
+tar -czf "$OUT/suite_new.tgz" -C "$W" -T "$W/new.txt" && split -b 15M -d -a 1 "$OUT/suite_new.tgz" "$OUT/suite_new.tgz."
+rm -f "$OUT/suite_new.tgz"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.used --format=csv,noheader
-ls -la "$OUT" "$OUT/suite_cache" | tail -30
+cat "$W/new.txt" && ls -la "$OUT"

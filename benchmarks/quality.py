@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -217,10 +217,11 @@ TASK_SHAPES = {
 }
 
 
-def shape_table(rows: list[dict[str, Any]]) -> tuple[str, dict[str, str]]:
+def shape_table(rows: list[dict[str, Any]], required: Collection[str] = ()) -> tuple[str, dict[str, str]]:
     """Mean score at the AT_RATIOS over the tasks of each input shape (the evidence behind `auto`'s choices),
     and the best promptshrink method per shape (over the shape's tasks present in ``rows``; systems that miss one
-    of them or a ratio are not ranked)."""
+    of them or a ratio are not ranked). A shape with a task of ``required`` missing from ``rows`` gets its table
+    rows but no best method (a suite read in part decides only the shapes it has read whole)."""
     lines = ["| input shape (tasks) | system | mean score @ " + "/".join(map(str, AT_RATIOS)) + " |", "|---|---|---|"]
     best: dict[str, str] = {}
     present = {r["task"] for r in rows}
@@ -228,6 +229,7 @@ def shape_table(rows: list[dict[str, Any]]) -> tuple[str, dict[str, str]]:
         tasks = sorted(t for t, s in TASK_SHAPES.items() if s == shape and t in present)
         if not tasks:
             continue
+        whole = all(t in present for t, s in TASK_SHAPES.items() if s == shape and t in required)
         means = {}
         for system in sorted({r["system"] for r in rows}):
             cells = [r.get(f"at_{a}") for r in rows if r["system"] == system and r["task"] in tasks for a in AT_RATIOS]
@@ -237,7 +239,7 @@ def shape_table(rows: list[dict[str, Any]]) -> tuple[str, dict[str, str]]:
             lines.append(f"| {shape} ({', '.join(tasks)}) | {system} | {value:.3f} |")
         # what auto could pick: not the peers, not auto itself or its variants (they only delegate)
         ours = {s: v for s, v in means.items() if not s.startswith("peer:") and s.partition(":")[0] != "auto"}
-        if ours:
+        if ours and whole:
             best[shape] = max(ours, key=ours.get)
     return "\n".join(lines), best
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import sys
@@ -261,13 +262,15 @@ class CachedChatReader:
         mask = torch.tensor([[1] * shared + [0] * (width - len(t)) + [1] * len(t) for t in tails], device=model.device)
         with torch.inference_mode():
             cache = DynamicCache()
+            # transformers >= 5.2x names the KV cache `cache`; older 5.x (5.17 on the GPU machine) `past_key_values`
+            word = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
             if shared:
-                model(input_ids=ids[:1, :shared], cache=cache, use_cache=True, logits_to_keep=1)
+                model(input_ids=ids[:1, :shared], **{word: cache}, use_cache=True, logits_to_keep=1)
                 cache.batch_repeat_interleave(len(prompts))
             out = model.generate(
                 input_ids=ids,
                 attention_mask=mask,
-                cache=cache,
+                **{word: cache},
                 max_new_tokens=cap,
                 do_sample=False,
                 use_cache=True,

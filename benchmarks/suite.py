@@ -563,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if rows and importlib.util.find_spec("matplotlib") is not None:  # the GPU machine has none: plot here after
         result["plot"] = str(plot(rows, args.out / f"{args.name}.png"))
-    shapes, result["auto_evidence"] = shape_table(rows)
+    shapes, result["auto_evidence"] = shape_table(rows, required=TASKS)
     result["retention"] = retention(items, done_compressions(args.cache), args.resamples)
     (args.out / f"{args.name}_retention.md").write_text(retention_table(result["retention"]) + "\n")
     (args.out / f"{args.name}.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))

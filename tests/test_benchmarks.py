@@ -107,6 +107,26 @@ def test_paired_latency_passes_the_question_and_reports_wall_and_cpu_ratios(tmp_
     assert all(" ms wall, " in line for line in lines[4:])  # each method's median
 
 
+def test_paired_latency_on_passages_times_each_multidoc_item(capsys, monkeypatch) -> None:
+    from benchmarks import latency
+
+    calls = []
+    real = latency.promptshrink.compress_passages
+
+    def counted(passages, question, method, **options):
+        calls.append((len(passages), bool(question), method))
+        return real(passages, question, method, **options)
+
+    monkeypatch.setattr(latency.promptshrink, "compress_passages", counted)
+    assert latency.main(["--pair", "keep_first", "tfidf", "--passages", "2", "--repeats", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("2 multidoc items of ") and lines[-1].startswith("tfidf: p50 ")
+    # a warm-up per method, then one round of 2 items x 2 methods, each with its 10 passages and question
+    assert calls == [(10, True, m) for m in ("keep_first", "tfidf")] + [
+        (10, True, m) for m in ["keep_first", "tfidf"] * 2
+    ]
+
+
 def test_systems_can_be_method_variants_and_bad_specs_fail_before_any_work() -> None:
     from benchmarks.systems import parse_system, promptshrink_systems
     from promptshrink.errors import InvalidInputError, UnknownMethodError

@@ -74,6 +74,10 @@ def test_auto_evidence_ranks_methods_over_every_task_of_a_shape() -> None:
     table, best = shape_table(rows)
     assert best == {"text+question": "distilled"}  # worse on qa, much better on needle
     assert "| text+question (needle, qa) | distilled |" in table
+    needle_only = [r for r in rows if r["task"] == "needle"]
+    assert shape_table(needle_only)[1] == {"text+question": "distilled"}
+    table, best = shape_table(needle_only, required=("qa", "needle"))
+    assert best == {} and "| text+question (needle) | distilled |" in table  # qa unread: no choice yet
 
 
 def test_scores_per_task() -> None:
