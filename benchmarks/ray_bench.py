@@ -39,6 +39,7 @@ import platform
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -190,11 +191,17 @@ class GpuSampler:
 
 
 class Report:
-    """The device-mode report, written to ``path`` after every row (a run cut short keeps its rows)."""
+    """The device-mode report, written to ``path`` after every row (a run cut short keeps its rows). Rows of an
+    earlier report at ``path`` stay, with their own ``date``, unless this run measures the same setup and method
+    again (so a lease that runs only the rows missing, e.g. ``--serve-methods auto``, completes the file)."""
 
     def __init__(self, path: Path, head: dict[str, Any]) -> None:
         self.path, self.data = path, {**head, "serve": [], "batch": [], "skipped": [], "failed": []}
         self.deadline = time.monotonic() + head["budget_s"]
+        if path.exists():
+            earlier = json.loads(path.read_text())
+            for kind in ("serve", "batch"):
+                self.data[kind] = [{"date": earlier.get("date"), **row} for row in earlier.get(kind, [])]
 
     def time_for(self, name: str, seconds: float) -> bool:
         """Whether a row of about ``seconds`` fits in the time budget; if not it is listed as skipped."""
@@ -206,7 +213,9 @@ class Report:
         return False
 
     def add(self, kind: str, row: dict[str, Any]) -> None:
-        self.data[kind].append(row)
+        row = {"date": self.data.get("date"), **row}
+        same = (row.get("setup"), row.get("method"))
+        self.data[kind] = [r for r in self.data[kind] if (r.get("setup"), r.get("method")) != same] + [row]
         print(json.dumps(row), flush=True)
         self.save()
 
@@ -236,7 +245,9 @@ def device_serve_rows(args: argparse.Namespace, report: Report, cpus: int, gpus:
     for method in args.serve_methods:
         question = QUESTION if method == "auto" else None
         common = {"tokens": args.tokens, "question": question is not None, "device": args.device}
-        env = {"PROMPTSHRINK_DEVICE": args.device, "PROMPTSHRINK_METHODS": method}
+        # warmed up as the Ray replicas are (on the H200 the cold plain row's p90 was 14 s, at p50 290 ms)
+        warm = "0" if method == "auto" else "1"
+        env = {"PROMPTSHRINK_DEVICE": args.device, "PROMPTSHRINK_METHODS": method, "PROMPTSHRINK_WARMUP": warm}
         if not report.time_for(f"{method}: plain service", args.row_s + 30):
             continue
         proc = None
@@ -456,19 +467,21 @@ def plot_device(data: dict[str, Any], path: Path) -> None:
 
 
 def print_device(data: dict[str, Any]) -> None:
-    print("| method | service setup | requests | req/s | p50 ms | p99 ms | errors | GPU util mean/max % | GPU MiB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"{data.get('date')}, {data.get('gpu_name') or 'no GPU'}, {data.get('machine')}: {data.get('command')}\n")
+    columns = "method | service setup | requests | req/s | p50 ms | p99 ms | errors | GPU util mean/max % | GPU MiB"
+    print(f"| {columns} | date |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in data["serve"]:
         print(
             f"| {r['method']} | {r['setup']} | {r['requests']} | {r['throughput_rps']} | {r['p50_ms']} | {r['p99_ms']} "
-            f"| {r['errors']} | {r['gpu_util_mean']}/{r['gpu_util_max']} | {r['gpu_mem_max_mib']} |"
+            f"| {r['errors']} | {r['gpu_util_mean']}/{r['gpu_util_max']} | {r['gpu_mem_max_mib']} | {r.get('date')} |"
         )
-    print("\n| batch setup | records | records/s | wall s | equal to loop | GPU util mean/max % |")
-    print("|---|---|---|---|---|---|")
+    print("\n| batch setup | records | records/s | wall s | equal to loop | GPU util mean/max % | date |")
+    print("|---|---|---|---|---|---|---|")
     for r in data["batch"]:
         print(
             f"| {r['setup']} | {r['records']} | {r['records_per_s']} | {r['wall_s']} | {r.get('equal_to_loop', '-')} "
-            f"| {r['gpu_util_mean']}/{r['gpu_util_max']} |"
+            f"| {r['gpu_util_mean']}/{r['gpu_util_max']} | {r.get('date')} |"
         )
     if data.get("skipped"):
         print(f"\nskipped (time budget): {', '.join(data['skipped'])}")
@@ -500,6 +513,9 @@ def device_main(args: argparse.Namespace) -> int:
         "concurrency": args.concurrency,
         "load_avg_1m_before": os.getloadavg()[0],
         "budget_s": args.budget_s,
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": "python -m benchmarks.ray_bench " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.processor() or platform.machine()}, {cpus} CPUs",
     }
     if gpus:
         import torch

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -17,6 +18,8 @@ from benchmarks.report import aggregate, compare, table
 from benchmarks.speed import PeakMemory, Timing, summarize
 from benchmarks.systems import BudgetSpec, PromptshrinkMethod
 from tests.support.models import needs_lm
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def installed(module: str) -> bool:
@@ -436,3 +439,39 @@ def test_suite_retention_pairs_systems_with_tfidf_and_reads_korean_numbers() -> 
     diff = rows["rerank"]["vs_tfidf"]
     assert diff["items"] == 3 and math.isclose(diff["value"], 1 / 3) and diff["ci"][0] >= 0
     assert math.isclose(rows["rerank"]["ratio"], 0.1) and "vs_tfidf" not in rows["tfidf"]
+
+
+def test_ray_gpu_report_keeps_earlier_rows_unless_measured_again(tmp_path, capsys) -> None:
+    """A lease that runs only the missing Ray rows completes the committed report instead of replacing it."""
+    from benchmarks import ray_bench
+
+    path = tmp_path / "ray_gpu.json"
+    path.write_text((ROOT / "benchmarks" / "results" / "ray_gpu.json").read_text())
+    earlier = json.loads(path.read_text())
+    assert earlier["serve"] and earlier["date"] and earlier["command"]
+    head = {"budget_s": 60, "date": "2027-01-01T00:00:00Z", "gpu_name": "NVIDIA H200"}
+    report = ray_bench.Report(path, head)
+    again = {**earlier["serve"][1], "throughput_rps": 99.0}
+    del again["date"]
+    report.add("serve", again)
+    report.add("batch", {"setup": "distilled: Ray Data, 2 actors", "method": "distilled", "records": 10})
+    saved = json.loads(path.read_text())
+    rows = {(r["setup"], r["method"]): r for r in saved["serve"]}
+    assert len(saved["serve"]) == len(earlier["serve"])  # replaced, not added twice
+    assert rows[(again["setup"], again["method"])]["date"] == "2027-01-01T00:00:00Z"
+    assert rows[(again["setup"], again["method"])]["throughput_rps"] == 99.0
+    first = earlier["serve"][0]
+    assert rows[(first["setup"], first["method"])]["date"] == earlier["date"]  # untouched, its own date
+    assert [r["date"] for r in saved["batch"]] == ["2027-01-01T00:00:00Z"]
+
+
+def test_ray_plot_only_prints_the_committed_gpu_rows(tmp_path, capsys) -> None:
+    from benchmarks import ray_bench
+
+    path = tmp_path / "ray_gpu.json"
+    path.write_text((ROOT / "benchmarks" / "results" / "ray_gpu.json").read_text())
+    assert ray_bench.main(["--plot-only", "--output", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("2026-12-03") and "| selective_context | Ray Serve, 2 replicas | 2000 | 189.2 |" in out
+    if installed("matplotlib"):
+        assert path.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
