@@ -160,41 +160,61 @@ def cached_conversion(spec: ModelSpec, parts: list[Path]) -> Path:
     conversion of the checked GGUF (atomically: a reader sees the old folder or the new one). Where the manifest
     pins no hashes for the installed converter (or its conversion differs from them, say with another tokenizers
     version), nothing on disk can vouch for a cache, so each process converts the GGUF into a private folder of
-    its own (slower; removed at exit).
+    its own (slower; removed at exit), without the lock that serialises shared rebuilds between processes: many
+    workers starting together convert in parallel instead of one after the other.
     """
     from .model_loading import LOAD_LOCK
 
     target = cache_dir() / f"{spec.alias}-{spec.sha256[:12]}-{CACHE_FORMAT}"
     expected = spec.converted.get(converter_version())
-    with LOAD_LOCK, _cache_lock(target):
-        if expected is not None:
+    if expected is None:  # no shared cache to check or build: no lock across processes (they convert in parallel)
+        with LOAD_LOCK:
+            staging = _staging_dir(target)
             try:
-                verify_files(target, expected, "rebuilding it")
-                return target
-            except ModelUnavailableError as problem:
-                if target.exists():
-                    logger.warning("model cache refused, rebuilt from the checked GGUF: %s", problem)
+                _materialise_gguf(spec, parts, staging)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            return _private(spec, staging, "pins no hashes for")
+    with LOAD_LOCK, _cache_lock(target):
         try:
-            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-        except OSError as exc:
-            raise ModelUnavailableError(f"cannot build the model cache {target}: {exc}") from exc
+            verify_files(target, expected, "rebuilding it")
+            return target
+        except ModelUnavailableError as problem:
+            if target.exists():
+                logger.warning("model cache refused, rebuilt from the checked GGUF: %s", problem)
+        staging = _staging_dir(target)
         try:
             _materialise_gguf(spec, parts, staging)
-            if expected is None or converted_hashes(staging) != expected:
-                logger.warning(
-                    "%s: the manifest pins no hashes for its conversion with %s; using a private conversion for "
-                    "this process",
-                    spec.alias,
-                    converter_version(),
-                )
-                atexit.register(shutil.rmtree, staging, True)
-                return staging
+            if converted_hashes(staging) != expected:
+                return _private(spec, staging, "has other hashes than this process's result for")
             _replace_dir(staging, target)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         verify_files(target, expected, "rebuilding it failed")
         return target
+
+
+def _staging_dir(target: Path) -> Path:
+    """A fresh folder beside ``target`` for a conversion."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    except OSError as exc:
+        raise ModelUnavailableError(f"cannot build the model cache {target}: {exc}") from exc
+
+
+def _private(spec: ModelSpec, folder: Path, why: str) -> Path:
+    """``folder`` as this process's own conversion (removed at exit), with a warning saying ``why``."""
+    logger.warning(
+        "%s: the manifest %s its conversion with %s; using a private conversion for this process",
+        spec.alias,
+        why,
+        converter_version(),
+    )
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
 
 
 @contextmanager

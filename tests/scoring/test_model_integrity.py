@@ -5,10 +5,12 @@ the checked GGUF), and the requirement files pin wheel hashes."""
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import json
 import re
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -158,6 +160,25 @@ def test_without_pinned_hashes_for_the_converter_a_process_converts_privately(tm
     assert located != copy and located.parent == copy.parent
     assert _contents(located) == pristine
     assert '"num_hidden_layers": 2' in (copy / "config.json").read_text()  # left alone, unused
+
+
+@needs_default_lm
+def test_a_private_conversion_does_not_wait_for_the_shared_cache_lock(tmp_path: Path, monkeypatch) -> None:
+    """Processes without pinned hashes convert in parallel: another process holding the lock that serialises
+    shared rebuilds (here: this test, on a second open file) must not make a private conversion wait."""
+    copy, pristine = _cache_copy(tmp_path, monkeypatch)
+    unpinned = dataclasses.replace(manifest()[DEFAULT_LM], converted={})
+    found: list[Path] = []
+    with open(copy.parent / f".{copy.name}.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        worker = threading.Thread(target=lambda: found.append(unpinned.locate()), daemon=True)
+        worker.start()
+        worker.join(timeout=120)
+        finished = not worker.is_alive()
+        fcntl.flock(held, fcntl.LOCK_UN)
+    worker.join()
+    assert finished, "the private conversion waited for the shared cache's lock"
+    assert found[0] != copy and _contents(found[0]) == pristine
 
 
 def _requirement_lines(path: Path) -> list[str]:
