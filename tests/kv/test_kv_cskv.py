@@ -7,7 +7,7 @@ import torch
 
 from promptshrink import kv
 from promptshrink.errors import InvalidInputError
-from promptshrink.kv.cskv import asvd_basis, reconstruct
+from promptshrink.kv.cskv import LowRankLayer, asvd_basis, from_coefficients, to_coefficients
 from promptshrink.kv.pipeline import decoding_hooks, step
 from tests.support.tiny_llama import CUDA, random_ids, tiny_model
 
@@ -32,6 +32,10 @@ def teacher_forced(model, press: kv.BasePress | None, device: str = "cpu"):  # n
 @pytest.fixture(scope="module")
 def full(model):  # noqa: ANN001, ANN201
     return teacher_forced(model, None)
+
+
+def reconstruct(x: torch.Tensor, scale: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    return from_coefficients(to_coefficients(x, scale, basis), scale, basis)
 
 
 def test_full_rank_reconstruction_is_the_identity() -> None:
@@ -69,7 +73,7 @@ def test_window_exact_and_old_key_error_falls_with_density(model, full) -> None:
     assert min(errors[0]) > 0.1  # random weights: keys are far from low-rank
     press = kv.make_press("cskv", ratio=0.75, window=WINDOW)
     cache, _ = teacher_forced(model, press)
-    assert press._done == dict.fromkeys(range(3), SEQ + STEPS - WINDOW)
+    assert [layer.shrunk for layer in cache.layers] == [SEQ + STEPS - WINDOW] * 3
     a, b = cache.layers[0], full[0].layers[0]
     assert torch.equal(a.keys[:, :, -WINDOW:], b.keys[:, :, -WINDOW:])
     assert not torch.allclose(a.keys[:, :, -WINDOW - 1], b.keys[:, :, -WINDOW - 1], atol=1e-3)
@@ -117,7 +121,7 @@ def test_bad_arguments_are_refused(kwargs: dict, match: str) -> None:
 def test_window_zero_shrinks_every_entry(model, full) -> None:  # noqa: ANN001
     press = kv.make_press("cskv", ratio=0.75, window=0)
     cache = kv.prefill(model, random_ids(SEQ), press)
-    assert press._done == dict.fromkeys(range(3), SEQ)
+    assert [layer.shrunk for layer in cache.layers] == [SEQ] * 3
     assert not torch.allclose(cache.layers[0].keys[:, :, -1], full[0].layers[0].keys[:, :, SEQ - 1], atol=1e-3)
 
 
@@ -125,7 +129,7 @@ def test_question_aware_keeps_the_question_and_shrinks_the_context(model) -> Non
     ids = random_ids(210)
     full, press = kv.prefill(model, ids), kv.make_press("cskv", ratio=0.75, window=WINDOW)
     cache = kv.prefill(model, ids, press, question_len=10)
-    assert press._done == dict.fromkeys(range(3), SEQ - WINDOW) and press._seq == dict.fromkeys(range(3), 210)
+    assert [(layer.shrunk, layer.get_seq_length()) for layer in cache.layers] == [(SEQ - WINDOW, 210)] * 3
     for a, b in zip(full.layers, cache.layers):
         assert a.keys.shape == b.keys.shape and torch.equal(a.keys[:, :, SEQ - WINDOW :], b.keys[:, :, SEQ - WINDOW :])
     assert kv.decode(model, cache, torch.tensor([[3]]), 210, 3, press=press)
@@ -141,3 +145,33 @@ def test_cskv_on_gpu_matches_cpu() -> None:
         out[device] = (cache.layers[2].keys.cpu(), logits.cpu())
     torch.testing.assert_close(out["cuda"][0], out["cpu"][0], rtol=1e-3, atol=1e-3)
     torch.testing.assert_close(out["cuda"][1], out["cpu"][1], rtol=1e-3, atol=1e-3)
+
+
+def test_older_entries_are_stored_as_coefficients_only(model, full) -> None:  # noqa: ANN001
+    """The memory is really saved: a layer holds rank-r coefficients of the old entries and the window at full
+    rank, and still hands attention (and readers of ``keys``) every entry."""
+    press = kv.make_press("cskv", ratio=0.5, window=WINDOW)
+    cache = kv.prefill(model, random_ids(SEQ), press)
+    for layer in cache.layers:
+        assert isinstance(layer, LowRankLayer)
+        assert layer.k_coeff.shape == layer.v_coeff.shape == (1, SEQ - WINDOW, 16)  # rank 16 of 32 channels
+        assert layer.recent_k.shape == layer.recent_v.shape == (1, 2, WINDOW, 16)
+        assert layer.keys.shape == layer.values.shape == (1, 2, SEQ, 16) and layer.get_seq_length() == SEQ
+    assert press.stats["stored_bytes"] == sum(layer.stored_bytes() for layer in cache.layers)
+    # (168 x 16 coefficients + 32 x 32 recent + 32 x 16 basis + 32 scale) / (200 x 32) = 0.665 per K or V
+    assert press.stats["stored_bytes"] == round(0.665 * press.stats["full_bytes"])
+
+
+def test_model_generate_under_the_press_matches_the_pipeline(model) -> None:  # noqa: ANN001
+    """`with press(model): model.generate(...)` stores low-rank layers and gives the pipeline's greedy tokens;
+    beam search's batch reordering works on them."""
+    ids = random_ids(SEQ)
+    press = kv.make_press("cskv", ratio=0.75, window=WINDOW)
+    cache = kv.prefill(model, ids[:, :-1], press)
+    expected = kv.decode(model, cache, ids[:, -1:], SEQ - 1, 8, press=press)
+    with press(model):
+        out = model.generate(ids, max_new_tokens=8, do_sample=False, return_dict_in_generate=True)
+        beams = model.generate(ids, max_new_tokens=4, do_sample=False, num_beams=2)
+    assert out.sequences[0, SEQ:].tolist() == expected
+    assert all(isinstance(layer, LowRankLayer) for layer in out.past_key_values.layers)
+    assert beams.shape == (1, SEQ + 4)
