@@ -95,6 +95,14 @@ def test_the_two_readme_commands_are_ci_and_docker() -> None:
     assert docker_steps[: len(readme_steps)] == readme_steps
 
 
+def test_the_readme_kv_section_names_every_registered_press() -> None:
+    from promptshrink.kv import press_names
+
+    section = (ROOT / "README.md").read_text().split("## KV-cache compression (GPU)", 1)[1].split("\n## ", 1)[0]
+    missing = [name for name in press_names() if f"`{name}`" not in section]
+    assert not missing, f"README's KV section does not name {missing}"
+
+
 def test_python_blocks_are_ruff_formatted() -> None:
     """As `ruff format` writes them, with the project's settings (the docs' code is code like the rest)."""
     unformatted = []
