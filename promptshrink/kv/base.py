@@ -24,6 +24,23 @@ from ..params import integer, number
 from .observation import attention_modules, window_queries
 
 
+def hook_hidden(args: tuple, kwargs: dict) -> torch.Tensor:
+    """The hidden states [batch, q_len, hidden] an attention module's forward hook was called with."""
+    return kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+
+
+def hook_cache(kwargs: dict) -> Any:
+    """The cache an attention module's forward hook was called with (``cache`` or, in older transformers,
+    ``past_key_values``), or None."""
+    return kwargs.get("cache", kwargs.get("past_key_values"))
+
+
+def is_first_prefill(cache_layer: Any, q_len: int) -> bool:
+    """Whether a forward of ``q_len`` >= 2 tokens filled ``cache_layer`` from empty (not a chunk appended to a
+    cache, not a decoding step): what a prefill press compresses."""
+    return q_len >= 2 and cache_layer.keys is not None and cache_layer.keys.shape[-2] == q_len
+
+
 @dataclass
 class BasePress:
     """Keep a fraction ``ratio`` (kept / original) of each layer's KV entries.
@@ -145,15 +162,14 @@ class BasePress:
 
     def _hook(self, layer: int, n_layers: int) -> Any:
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
-            hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-            cache = kwargs.get("cache", kwargs.get("past_key_values"))
+            hidden, cache = hook_hidden(args, kwargs), hook_cache(kwargs)
             q_len = hidden.shape[1]
             n_ctx = q_len - self.question
-            if cache is None or q_len < 2 or n_ctx < 1:
+            if cache is None or n_ctx < 1:
                 return output
             cache_layer = cache.layers[layer]
-            if cache_layer.keys is None or cache_layer.keys.shape[-2] != q_len:
-                return output  # not a first prefill (chunked prefill or question appended): leave the cache alone
+            if not is_first_prefill(cache_layer, q_len):
+                return output  # chunked prefill or question appended: leave the cache alone
             if layer == 0:
                 self.reset()
             queries = (

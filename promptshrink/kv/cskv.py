@@ -23,7 +23,7 @@ from transformers.cache_utils import DynamicLayer
 
 from ..errors import InvalidInputError, PromptShrinkError
 from ..params import integer, number
-from .base import BasePress
+from .base import BasePress, hook_cache, hook_hidden
 from .registry import register_press
 
 
@@ -38,12 +38,12 @@ def asvd_basis(x: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def to_coefficients(x: torch.Tensor, scale: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     """Rank-r coefficients [batch, tokens, rank] of ``x`` [batch, tokens, channels], in ``x``'s dtype: (x * s) @ B."""
-    return ((x.float() * scale[:, None]) @ basis).to(x.dtype)
+    return ((x.float() * scale.float()[:, None]) @ basis.float()).to(x.dtype)
 
 
 def from_coefficients(coeff: torch.Tensor, scale: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     """The rows [batch, tokens, channels] that ``coeff`` stands for, in its dtype: (c @ B^T) / s."""
-    return ((coeff.float() @ basis.transpose(1, 2)) / scale[:, None]).to(coeff.dtype)
+    return ((coeff.float() @ basis.float().transpose(1, 2)) / scale.float()[:, None]).to(coeff.dtype)
 
 
 def _flat(t: torch.Tensor) -> torch.Tensor:
@@ -70,7 +70,8 @@ class LowRankLayer(DynamicLayer):
     ) -> None:
         super().__init__()
         self.lazy_initialization(keys, values)
-        self.k_scale, self.k_basis, self.v_scale, self.v_basis = bases
+        # held in the cache's dtype (bf16 on a GPU: half of fp32), computed with in fp32
+        self.k_scale, self.k_basis, self.v_scale, self.v_basis = (t.to(keys.dtype) for t in bases)
         self.window, self.kv_heads = window, keys.shape[1]
         self.recent_k, self.recent_v = keys, values
         batch, rank = keys.shape[0], self.k_basis.shape[-1]
@@ -210,14 +211,14 @@ class CSKVPress(BasePress):
         at_prefill = super()._hook(layer, n_layers)
 
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
-            cache = kwargs.get("cache", kwargs.get("past_key_values"))
+            cache = hook_cache(kwargs)
             if cache is None or isinstance(cache.layers[layer], LowRankLayer):
                 return output  # decoding: the layer shrinks what leaves its window itself
             output = at_prefill(module, args, kwargs, output)
             bases = self._bases.pop(layer, None)
             if bases is not None:  # a first prefill just fitted them: store the layer low-rank
                 full = cache.layers[layer]
-                hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+                hidden = hook_hidden(args, kwargs)
                 old = max(0, hidden.shape[1] - self.question - self.window)
                 low = LowRankLayer(full.keys, full.values, bases, old, self.window)
                 cache.layers[layer] = self._layers[layer] = low
@@ -228,7 +229,8 @@ class CSKVPress(BasePress):
     @property
     def stats(self) -> dict[str, int]:
         """Cache bytes of the shrunk layers as full entries and as stored (coefficients of the entries older than
-        the window, full recent entries, fp32 basis and scale of K and V), and the difference."""
+        the window, full recent entries, basis and scale of K and V, all in the cache's dtype), and the
+        difference."""
         full = stored = 0
         for low in self._layers.values():
             batch, kv_heads, _, dim = low.recent_k.shape

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..params import integer
+from .base import hook_cache, hook_hidden, is_first_prefill
 from .observation import window_queries
 from .registry import register_press
 from .wrapper import ScorerWrapper
@@ -70,12 +71,11 @@ class DecodingPress(ScorerWrapper):
         at_prefill = super()._hook(layer, n_layers)
 
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
-            hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-            cache = kwargs.get("cache", kwargs.get("past_key_values"))
+            hidden = hook_hidden(args, kwargs)
+            cache = hook_cache(kwargs)
             if cache is None:
                 return output
-            entries = cache.layers[layer].keys.shape[-2]
-            if hidden.shape[1] >= 2 and entries == hidden.shape[1]:  # a first prefill
+            if is_first_prefill(cache.layers[layer], hidden.shape[1]):
                 output = at_prefill(module, args, kwargs, output)
                 self._targets[layer] = self.target or cache.layers[layer].keys.shape[-2]
                 self._recent.pop(layer, None)

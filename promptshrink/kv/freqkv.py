@@ -26,7 +26,7 @@ from torch import nn
 
 from ..errors import InvalidInputError
 from ..params import integer
-from .base import BasePress
+from .base import BasePress, hook_cache, hook_hidden, is_first_prefill
 from .observation import _rotate_half
 from .registry import register_press
 
@@ -141,12 +141,12 @@ class FreqKVPress(BasePress):
         at_prefill = super()._hook(layer, n_layers)
 
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
-            hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-            cache = kwargs.get("cache", kwargs.get("past_key_values"))
+            hidden = hook_hidden(args, kwargs)
+            cache = hook_cache(kwargs)
             if cache is None:
                 return output
             cache_layer, q_len = cache.layers[layer], hidden.shape[1]
-            if q_len >= 2 and cache_layer.keys.shape[-2] == q_len:  # a first prefill
+            if is_first_prefill(cache_layer, q_len):
                 output = at_prefill(module, args, kwargs, output)
                 n = cache_layer.keys.shape[-2]
                 if layer not in self._positions:  # not compressed: the positions as they are

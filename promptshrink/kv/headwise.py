@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..params import number
+from .base import hook_cache
 from .registry import register_press
 from .routing import RoutedLayer, refuse_eager
 from .wrapper import ScorerWrapper
@@ -143,7 +144,7 @@ class HeadwisePress(ScorerWrapper):
             if layer in self._owners:
                 refuse_eager(module, self.name)
                 owner, pool = self._owners.pop(layer)
-                cache = kwargs.get("cache", kwargs.get("past_key_values"))
+                cache = hook_cache(kwargs)
                 cache.layers[layer] = HeadwiseLayer(cache.layers[layer].keys, cache.layers[layer].values, owner, pool)
             return output
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import InvalidInputError
 from ..params import integer
-from .base import BasePress, gather_tokens
+from .base import BasePress, gather_tokens, hook_cache, hook_hidden
 from .observation import attention_modules, window_attention, window_queries
 from .registry import register_press
 
@@ -97,9 +97,9 @@ def layer_similarity(model: nn.Module, batches: Iterable[torch.Tensor], window: 
 
     def make_hook(i: int):  # noqa: ANN202 - torch hook signature
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
-            hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+            hidden = hook_hidden(args, kwargs)
             q = window_queries(module, hidden, kwargs["position_embeddings"], min(window, hidden.shape[1]))
-            keys = kwargs.get("cache", kwargs.get("past_key_values")).layers[i].keys
+            keys = hook_cache(kwargs).layers[i].keys
             attn[i].append(window_attention(q, keys, module.scaling).flatten(1, 2).float().cpu())
 
         return hook

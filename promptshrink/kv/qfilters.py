@@ -16,7 +16,7 @@ from torch import nn
 
 from ..errors import InvalidInputError, ModelUnavailableError
 from ..paths import models_dir
-from .base import ScorerPress
+from .base import ScorerPress, hook_hidden
 from .observation import attention_modules, window_queries
 from .registry import register_press
 
@@ -89,7 +89,7 @@ def compute_qfilters(model: nn.Module, batches: Iterable[torch.Tensor], max_quer
 
     def make_hook(i: int):  # noqa: ANN202 - torch hook signature
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: object) -> None:
-            hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+            hidden = hook_hidden(args, kwargs)
             q = window_queries(module, hidden, kwargs["position_embeddings"], hidden.shape[1])
             collected[i].append(q.float().cpu())
 

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..errors import InvalidInputError
 from ..params import flag, integer, number
-from .base import BasePress, gather_tokens
+from .base import BasePress, gather_tokens, hook_cache, hook_hidden, is_first_prefill
 from .registry import register_press
 
 
@@ -118,11 +118,11 @@ class ReformPress(BasePress):
 
     def _hook(self, layer: int, n_layers: int) -> Any:
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
-            hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-            cache = kwargs.get("cache", kwargs.get("past_key_values"))
+            hidden = hook_hidden(args, kwargs)
+            cache = hook_cache(kwargs)
             q_len = hidden.shape[1]
             n_ctx = q_len - self.question
-            if cache is None or q_len < 2 or n_ctx < 1 or cache.layers[layer].keys.shape[-2] != q_len:
+            if cache is None or n_ctx < 1 or not is_first_prefill(cache.layers[layer], q_len):
                 return output
             if layer == 0:
                 self.reset()

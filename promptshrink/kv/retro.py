@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..params import integer
-from .base import BasePress, gather_tokens
+from .base import BasePress, gather_tokens, hook_cache, hook_hidden
 from .observation import _rotate_half
 from .registry import register_press
 from .routing import RoutedLayer, refuse_eager
@@ -265,10 +265,10 @@ class RetroAttentionPress(BasePress):
 
     def _capture(self, layer: int) -> Any:
         def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            cache = kwargs.get("cache", kwargs.get("past_key_values"))
+            cache = hook_cache(kwargs)
             if cache is None or len(cache.layers) <= layer or not isinstance(cache.layers[layer], RetroLayer):
                 return
-            hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
+            hidden = hook_hidden(args, kwargs)
             cos, sin = kwargs["position_embeddings"]
             cache.layers[layer].resid = hidden[:, -1]
             cache.layers[layer].rope = (cos[:, None, -1:], sin[:, None, -1:])
@@ -279,7 +279,7 @@ class RetroAttentionPress(BasePress):
         at_prefill = super()._hook(layer, n_layers)
 
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
-            cache = kwargs.get("cache", kwargs.get("past_key_values"))
+            cache = hook_cache(kwargs)
             if cache is None or isinstance(cache.layers[layer], RetroLayer):
                 return output
             full = (cache.layers[layer].keys, cache.layers[layer].values)
