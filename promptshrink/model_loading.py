@@ -134,6 +134,7 @@ def _load_once(load: Callable[..., T]) -> Callable[..., T]:
                 done[key] = load(*key)
             return done[key]
 
+    once.loaded = lambda: list(done)  # type: ignore[attr-defined]  # the argument tuples loaded so far
     return once
 
 

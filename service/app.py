@@ -9,6 +9,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
+from functools import partial
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -61,23 +62,20 @@ class State:
 
     async def warm_up(self) -> None:
         """Load the models of every allowed method (the default first) by compressing a short text, also with a
-        question when the method reads one (`auto` picks another method then), one method at a time on a worker
-        thread, then (with an upstream) the bundled tokenizers; /readyz reports the outcome."""
+        question when the method reads one, and then passages with the question (`auto` picks another method for
+        each of those shapes), one method at a time on a worker thread, then (with an upstream) the bundled
+        tokenizers; /readyz reports the outcome."""
         methods = list(self.loaded)
         for method in methods:
-            options = self.settings.method_options(method)
-            questions = [None, WARMUP_QUESTION] if promptshrink.registry.get_method(method).uses_question else [None]
+            options = {**self.settings.method_options(method), "rate": 0.5, "device": self.settings.device}
+            calls = [partial(promptshrink.compress, WARMUP_TEXT, method, **options)]
+            if promptshrink.registry.get_method(method).uses_question:
+                calls.append(partial(promptshrink.compress, WARMUP_TEXT, method, question=WARMUP_QUESTION, **options))
+                passages = [WARMUP_TEXT, WARMUP_QUESTION.replace("?", ".")]
+                calls.append(partial(promptshrink.compress_passages, passages, WARMUP_QUESTION, method, **options))
             try:
-                for question in questions:
-                    await asyncio.to_thread(
-                        promptshrink.compress,
-                        WARMUP_TEXT,
-                        method,
-                        rate=0.5,
-                        question=question,
-                        device=self.settings.device,
-                        **options,
-                    )
+                for call in calls:
+                    await asyncio.to_thread(call)
             except Exception as exc:  # any failure must show on /readyz, not kill the task silently
                 self.ready_error = f"{method}: {type(exc).__name__}: {exc}"
                 log.error("warm-up of %s failed: %s", method, self.ready_error)

@@ -214,6 +214,25 @@ def test_default_method_is_auto_and_warms_up_its_question_path(upstream: Upstrea
     assert 0 < asked["compressed_tokens"] <= asked["original_tokens"] // 2 + 5
 
 
+def test_default_warm_up_loads_what_auto_picks_for_passages_with_a_question() -> None:
+    """A fresh process: after the default server's warm-up, the model of `auto`'s passages+question choice (the
+    cross-encoder of `rerank`) is loaded, so the first RAG request does not pay its load (nor fail open)."""
+    pytest.importorskip("onnxruntime", reason="rerank needs onnxruntime")
+    script = """
+import asyncio
+from promptshrink.scoring.cross_encoder import load_onnx
+from promptshrink.service.app import State
+from promptshrink.service.config import Settings
+state = State(Settings(methods=frozenset({"auto"}), method="auto", warmup=True))
+state.loaded = {"auto": asyncio.Event()}
+asyncio.run(state.warm_up())
+print(state.ready_error, sorted(key[0] for key in load_onnx.loaded()))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "None ['bi-encoder', 'reranker']"
+
+
 def test_cli_serve_subprocess() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PROMPTSHRINK_MAX_QUEUE": "5"}
     cmd = [sys.executable, "-m", "promptshrink.cli", "serve", "--port", "0", "--method", "keep_first"]
