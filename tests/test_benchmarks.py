@@ -475,3 +475,16 @@ def test_ray_plot_only_prints_the_committed_gpu_rows(tmp_path, capsys) -> None:
     assert out.startswith("2026-12-03") and "| selective_context | Ray Serve, 2 replicas | 2000 | 189.2 |" in out
     if installed("matplotlib"):
         assert path.with_suffix(".png").read_bytes().startswith(b"\x89PNG")
+
+
+@needs_lm
+def test_kv_cskv_compares_at_equal_memory(tmp_path) -> None:
+    from benchmarks import kv_cskv
+
+    out = tmp_path / "kv_cskv.json"
+    assert kv_cskv.main(["--samples", "1", "--ctx", "300", "--densities", "0.5", "--out", str(out)]) == 0
+    rows = {r["system"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"full", "cskv", "streaming_llm"} and rows["full"]["memory"] == 1.0
+    assert 0.5 < rows["cskv"]["memory"] < 1.0 and rows["cskv"]["kl"] > 0
+    assert abs(rows["streaming_llm"]["memory"] - rows["cskv"]["memory"]) < 0.02  # the same share, to an entry
+    assert out.with_suffix(".md").read_text().startswith("| system | CSKV density |")
