@@ -6,7 +6,7 @@
 #   benchmarks/gpu_ray_pack.sh [PYTHON_VERSION] [DOWNLOAD_DIR]     (run in the project root)
 # Then, on the warm machine, one call per part with carry [".gpu/ray/r000"], ... and finally
 #   cat .gpu/ray/r* | tar -xf - -C /tmp && bash benchmarks/gpu_ray.sh
-# (about 6 parts of 31 MiB).
+# (about 7 parts of 28 MiB: with the 33 MiB tree a call stays under the 64 MiB it may carry).
 set -euo pipefail
 V=${1:-3.12}
 D=${2:-/tmp/promptshrink-ray-wheels-$V}
@@ -21,5 +21,5 @@ for f in "$D"/*.whl; do
   case $(basename "$f") in numpy-*|scipy-*|scikit_learn-*|tiktoken-*|regex-*) ;; *) ln -s "$f" "$staging/raypack/";; esac
 done
 rm -rf .gpu/ray && mkdir -p .gpu/ray
-tar -chf - -C "$staging" raypack | split -b "${PART_MB:-31}M" -d -a 3 - .gpu/ray/r
+tar -chf - -C "$staging" raypack | split -b "${PART_MB:-28}M" -d -a 3 - .gpu/ray/r
 echo "$(ls .gpu/ray | wc -l) parts in .gpu/ray"
